@@ -1,0 +1,217 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/descartes/agentbus/mailbox"
+)
+
+var (
+	// ErrInvalidAgent means an agent name or spawn argument is unusable: an
+	// empty, over-long or reserved name, a nil handler, a bad option.
+	ErrInvalidAgent = errors.New("agentbus: invalid agent")
+	// ErrHandlerPanic is wrapped by every *HandlerPanicError.
+	ErrHandlerPanic = errors.New("agentbus: handler panic")
+)
+
+// MaxNameLen is the longest agent name, in bytes.
+const MaxNameLen = 256
+
+// ValidateName checks an agent name: 1 to MaxNameLen bytes of valid UTF-8,
+// with no whitespace, control characters or '/', and not starting with '$'
+// (reserved for the bus's own actors). Errors wrap ErrInvalidAgent.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty name", ErrInvalidAgent)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: name longer than %d bytes", ErrInvalidAgent, MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: name is not valid UTF-8", ErrInvalidAgent)
+	case strings.HasPrefix(name, "$"):
+		return fmt.Errorf("%w: name %q: '$' prefix is reserved", ErrInvalidAgent, name)
+	}
+	for _, r := range name {
+		if r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("%w: name %q contains %q", ErrInvalidAgent, name, r)
+		}
+	}
+	return nil
+}
+
+// HandlerPanicError describes a panic in an agent's handler. It wraps
+// ErrHandlerPanic.
+type HandlerPanicError struct {
+	Agent string // the agent whose handler panicked
+	Value any    // the value passed to panic
+	Stack []byte // the stack of the panicking goroutine
+}
+
+func (e *HandlerPanicError) Error() string {
+	return fmt.Sprintf("agentbus: handler of %q panicked: %v", e.Agent, e.Value)
+}
+
+// Unwrap returns ErrHandlerPanic, and the panic value if it is an error.
+func (e *HandlerPanicError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrHandlerPanic, err}
+	}
+	return []error{ErrHandlerPanic}
+}
+
+// Hooks connect an agent to the bus that runs it. They are called on the
+// agent's goroutine and must not block.
+type Hooks interface {
+	// Failed is called when the handler returns an error for msg.
+	Failed(a *Agent, msg *Message, err error)
+	// Panicked is called when the handler panics on msg, before the panic
+	// goes on to the supervisor.
+	Panicked(a *Agent, msg *Message, err *HandlerPanicError)
+	// Foreign is called for a user message that is not a *Message (sent
+	// with protoactor's API); sender is its protoactor sender, if any.
+	Foreign(a *Agent, msg any, sender *actor.PID)
+	// Started is called when the agent starts, and again after each restart.
+	Started(a *Agent, restarts int)
+	// Stopped is called once, when the agent has stopped.
+	Stopped(a *Agent)
+}
+
+// Agent is the bus-side state of one agent: its name, PID, mailbox, handler
+// and counters. The protoactor actor that runs the handler is made by Props.
+// An Agent is safe for concurrent use.
+type Agent struct {
+	name    string
+	pid     *actor.PID
+	mailbox *mailbox.Mailbox
+	handler Handler
+	hooks   Hooks
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	restarts  atomic.Int64
+	waitingOn atomic.Pointer[Agent] // the agent this one's handler awaits a response from
+
+	_       [64]byte // keep the receiver's counters off the senders' cache lines
+	handled atomic.Uint64
+	failed  atomic.Uint64
+}
+
+// agentKey is the context key under which a handler's ctx carries its Agent.
+type agentKey struct{}
+
+// NewAgent returns the state of an agent named name. parent is the bus's
+// context; the agent's context derives from it and is canceled when the agent
+// stops. The agent does not run until it is spawned with Props and SetPID.
+func NewAgent(parent context.Context, name string, h Handler, mb *mailbox.Mailbox, hooks Hooks) *Agent {
+	a := &Agent{name: name, handler: h, mailbox: mb, hooks: hooks, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(parent)
+	a.ctx, a.cancel = context.WithValue(ctx, agentKey{}, a), cancel
+	return a
+}
+
+// FromContext returns the agent whose handler ctx is (or derives from), or nil.
+func FromContext(ctx context.Context) *Agent {
+	a, _ := ctx.Value(agentKey{}).(*Agent)
+	return a
+}
+
+// Name returns the agent's name.
+func (a *Agent) Name() string { return a.name }
+
+// PID returns the agent's protoactor PID.
+func (a *Agent) PID() *actor.PID { return a.pid }
+
+// SetPID records the PID the agent was spawned as. Call it once, before the
+// agent is reachable by name.
+func (a *Agent) SetPID(pid *actor.PID) { a.pid = pid }
+
+// Mailbox returns the agent's mailbox.
+func (a *Agent) Mailbox() *mailbox.Mailbox { return a.mailbox }
+
+// Context returns the context handed to the agent's handler.
+func (a *Agent) Context() context.Context { return a.ctx }
+
+// Done returns a channel closed once the agent has stopped.
+func (a *Agent) Done() <-chan struct{} { return a.done }
+
+// Handled returns how many messages the handler completed without error.
+func (a *Agent) Handled() uint64 { return a.handled.Load() }
+
+// Failed returns how many messages the handler failed (error or panic).
+func (a *Agent) Failed() uint64 { return a.failed.Load() }
+
+// Restarts returns how many times the agent was restarted.
+func (a *Agent) Restarts() int { return int(a.restarts.Load()) }
+
+// WaitingOn returns the agent this agent's handler is blocked on in a
+// request, or nil.
+func (a *Agent) WaitingOn() *Agent { return a.waitingOn.Load() }
+
+// SetWaitingOn records (or, with nil, clears) the agent this agent's handler
+// is blocked on, for request-cycle detection.
+func (a *Agent) SetWaitingOn(b *Agent) { a.waitingOn.Store(b) }
+
+// Props returns the protoactor props that run a on its mailbox under
+// strategy. Each (re)start creates a fresh actor around the same Agent.
+func (a *Agent) Props(strategy actor.SupervisorStrategy) *actor.Props {
+	return actor.PropsFromProducer(
+		func() actor.Actor { return &agentActor{a: a} },
+		actor.WithMailbox(a.mailbox.Producer()),
+		actor.WithGuardian(strategy),
+	)
+}
+
+// agentActor is the protoactor actor that runs an agent's handler.
+type agentActor struct {
+	a       *Agent
+	started bool
+}
+
+func (x *agentActor) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *Message:
+		if s := c.Sender(); s != nil {
+			m.replyTo = s
+		}
+		x.a.handle(m)
+	case *actor.Started:
+		x.a.hooks.Started(x.a, int(x.a.restarts.Load()))
+	case *actor.Restarting:
+		x.a.restarts.Add(1)
+	case *actor.Stopping, *actor.Terminated, actor.SystemMessage:
+	case *actor.Stopped:
+		x.a.cancel()
+		x.a.hooks.Stopped(x.a)
+		close(x.a.done)
+	default:
+		x.a.hooks.Foreign(x.a, m, c.Sender())
+	}
+}
+
+// handle runs the handler on msg. A panic is reported to the hooks and then
+// re-raised, so that the mailbox escalates it to the supervisor.
+func (a *Agent) handle(msg *Message) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.failed.Add(1)
+			a.hooks.Panicked(a, msg, &HandlerPanicError{Agent: a.name, Value: r, Stack: debug.Stack()})
+			panic(r)
+		}
+	}()
+	if err := a.handler.Handle(a.ctx, msg); err != nil {
+		a.failed.Add(1)
+		a.hooks.Failed(a, msg, err)
+		return
+	}
+	a.handled.Add(1)
+}

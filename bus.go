@@ -1,0 +1,428 @@
+package agentbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+
+	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/mailbox"
+)
+
+// Message, Handler and friends are the actors package's; they are aliased here
+// so that most programs need only this package.
+type (
+	// Message is the envelope of every message; see actors.Message.
+	Message = actors.Message
+	// MessageType says what a message is for; see actors.MessageType.
+	MessageType = actors.MessageType
+	// Handler handles an agent's messages; see actors.Handler.
+	Handler = actors.Handler
+	// HandlerFunc adapts a function to Handler.
+	HandlerFunc = actors.HandlerFunc
+	// HandlerPanicError describes a handler panic; it wraps ErrHandlerPanic.
+	HandlerPanicError = actors.HandlerPanicError
+)
+
+// The message types; see actors.MessageType.
+const (
+	TypeDirect      = actors.TypeDirect
+	TypePublish     = actors.TypePublish
+	TypeBroadcast   = actors.TypeBroadcast
+	TypeSubscribe   = actors.TypeSubscribe
+	TypeUnsubscribe = actors.TypeUnsubscribe
+	TypeRequest     = actors.TypeRequest
+	TypeResponse    = actors.TypeResponse
+	TypeAck         = actors.TypeAck
+	TypeError       = actors.TypeError
+	TypeHeartbeat   = actors.TypeHeartbeat
+	TypeControl     = actors.TypeControl
+)
+
+// NewMessage returns a message of type t from sender with payload, a fresh
+// UUIDv7 ID, the current time and priority 50; see actors.NewMessage.
+func NewMessage(t MessageType, sender string, payload []byte) *Message {
+	return actors.NewMessage(t, sender, payload)
+}
+
+// Bus is an in-process message bus whose agents are protoactor actors with
+// bounded priority mailboxes. All its methods are safe for concurrent use,
+// including from inside handlers.
+type Bus struct {
+	cfg      Config
+	log      *slog.Logger
+	system   *actor.ActorSystem
+	strategy actor.SupervisorStrategy
+	hooks    agentHooks
+
+	ctx    context.Context // parent of every agent's context; canceled by Shutdown
+	cancel context.CancelFunc
+
+	closed       atomic.Bool
+	shutdownDone chan struct{}
+	shutdownErr  error
+
+	spawnMu sync.Mutex // serializes Spawn so a name is checked and taken at once
+	agents  sync.Map   // name → *actors.Agent
+
+	shared   *mailbox.Limit
+	dlq      *deadletter.Queue
+	calls    sync.Map // request ID → *call
+	late     *recentIDs
+	history  *history // nil unless Config.EnableHistory
+	dlSub    *eventstream.Subscription
+	warnings *throttle
+}
+
+// New returns a running bus configured by cfg. It returns an error wrapping
+// ErrInvalidConfig if a field is negative. It starts no goroutine of its own;
+// agents run on protoactor's dispatcher.
+func New(cfg Config) (*Bus, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	system := actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+			return logger.With("component", "protoactor")
+		}),
+		actor.WithDeadLetterRequestLogging(false), // the bus logs dead letters itself
+	)
+	b := &Bus{
+		cfg:          cfg,
+		log:          logger,
+		system:       system,
+		strategy:     actor.NewOneForOneStrategy(10, 10*time.Second, actor.DefaultDecider),
+		shutdownDone: make(chan struct{}),
+		shared:       mailbox.NewLimit(cfg.Backpressure.MaxPending),
+		dlq:          deadletter.New(cfg.DLQMaxSize, cfg.DLQMaxBytes),
+		late:         newRecentIDs(lateResponseMemory),
+		warnings:     newThrottle(deadLetterWarnings, time.Second),
+	}
+	b.hooks = agentHooks{b}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if cfg.EnableHistory {
+		b.history = newHistory(cfg.MaxHistorySize)
+	}
+	b.dlSub = system.EventStream.Subscribe(func(evt any) {
+		if d, ok := evt.(*actor.DeadLetterEvent); ok {
+			b.protoDeadLetter(d)
+		}
+	})
+	return b, nil
+}
+
+// ActorSystem returns the protoactor actor system the agents run in, for
+// programs that mix agents with their own protoactor actors.
+func (b *Bus) ActorSystem() *actor.ActorSystem { return b.system }
+
+// SpawnOption configures one agent at Spawn.
+type SpawnOption func(*spawnOptions) error
+
+type spawnOptions struct {
+	mailboxSize int
+}
+
+// WithMailboxSize sets the agent's mailbox capacity (default
+// Config.MailboxSize). A size below 1 makes Spawn fail with ErrInvalidAgent.
+func WithMailboxSize(n int) SpawnOption {
+	return func(o *spawnOptions) error {
+		if n < 1 {
+			return fmt.Errorf("%w: mailbox size %d, want at least 1", ErrInvalidAgent, n)
+		}
+		o.mailboxSize = n
+		return nil
+	}
+}
+
+// Spawn starts an agent named name that runs h, and returns its PID. The
+// agent can be reached by name through the bus and by PID through protoactor.
+// It does not block. It returns ErrInvalidAgent for a bad name, a nil handler
+// or a bad option; ErrAgentExists if the name is taken (by an agent or by a
+// protoactor actor of the same system); ErrClosed after Shutdown.
+func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, error) {
+	if err := actors.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, fmt.Errorf("%w: nil handler for %q", ErrInvalidAgent, name)
+	}
+	o := spawnOptions{mailboxSize: b.cfg.MailboxSize}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("%w: nil option", ErrInvalidAgent)
+		}
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	b.spawnMu.Lock()
+	defer b.spawnMu.Unlock()
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	if _, ok := b.agents.Load(name); ok {
+		return nil, fmt.Errorf("%w: %q", ErrAgentExists, name)
+	}
+	mb := mailbox.New(mailbox.Config{
+		Capacity: o.mailboxSize,
+		Shared:   b.shared,
+		Drop:     func(v any, why error) { b.dropped(name, v, why) },
+	})
+	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
+	pid, err := b.system.Root.SpawnNamed(a.Props(b.strategy), name)
+	if err != nil {
+		if errors.Is(err, actor.ErrNameExists) {
+			return nil, fmt.Errorf("%w: %q is taken by another actor", ErrAgentExists, name)
+		}
+		return nil, fmt.Errorf("agentbus: spawn %q: %w", name, err)
+	}
+	a.SetPID(pid)
+	b.agents.Store(name, a)
+	b.log.Info("agent spawned", "agent", name, "mailbox", o.mailboxSize)
+	return pid, nil
+}
+
+// PID returns the PID of the agent named name, and whether it exists. It does
+// not block.
+func (b *Bus) PID(name string) (*actor.PID, bool) {
+	a := b.agent(name)
+	if a == nil {
+		return nil, false
+	}
+	return a.PID(), true
+}
+
+// Agents returns the names of the running agents, sorted. It does not block.
+func (b *Bus) Agents() []string {
+	var names []string
+	b.agents.Range(func(k, _ any) bool {
+		names = append(names, k.(string))
+		return true
+	})
+	slices.Sort(names)
+	return names
+}
+
+func (b *Bus) agent(name string) *actors.Agent {
+	if v, ok := b.agents.Load(name); ok {
+		return v.(*actors.Agent)
+	}
+	return nil
+}
+
+// Stop stops the agent named name and waits until it has stopped. A message
+// it is handling completes; messages still queued are dead-lettered with
+// reason agent_stopped. Its name is free again once Stop returns. It returns
+// ErrNoRecipient if there is no such agent, or ctx's error if ctx ends first
+// (the agent still stops).
+func (b *Bus) Stop(ctx context.Context, name string) error {
+	a := b.agent(name)
+	if a == nil {
+		return fmt.Errorf("%w: %q", ErrNoRecipient, name)
+	}
+	b.system.Root.Stop(a.PID())
+	select {
+	case <-a.Done():
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// DeadLetters returns the bus's dead-letter queue. It is bounded by
+// Config.DLQMaxSize and Config.DLQMaxBytes; the oldest letters are evicted.
+func (b *Bus) DeadLetters() *deadletter.Queue { return b.dlq }
+
+// Backpressure reports how full the bus is.
+type Backpressure struct {
+	limit *mailbox.Limit
+}
+
+// Pending returns how many messages are queued in all mailboxes together.
+func (p Backpressure) Pending() int { return p.limit.Used() }
+
+// MaxPending returns Config.Backpressure.MaxPending.
+func (p Backpressure) MaxPending() int { return p.limit.Max() }
+
+// Backpressure returns the bus-wide backpressure gauge.
+func (b *Bus) Backpressure() Backpressure { return Backpressure{b.shared} }
+
+// Shutdown stops the bus, like http.Server.Shutdown: it refuses new messages
+// at once (Send returns ErrClosed; responses to pending requests still
+// arrive), waits for queued messages to be handled, then stops every agent and
+// waits for them. If ctx ends first, what is still queued is dead-lettered
+// with reason shutdown, agents are stopped without waiting, pending requests
+// fail with ErrClosed, and Shutdown returns ctx's error. It is safe to call
+// more than once: later calls wait for the first to finish and return its
+// result.
+func (b *Bus) Shutdown(ctx context.Context) error {
+	if !b.closed.CompareAndSwap(false, true) {
+		select {
+		case <-b.shutdownDone:
+			return b.shutdownErr
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	b.spawnMu.Lock() // no Spawn is half done past this point
+	b.spawnMu.Unlock()
+	b.log.Info("bus shutting down", "pending", b.shared.Used())
+
+	err := b.shared.WaitZero(ctx)
+	if err == nil {
+		err = b.stopAgents(ctx)
+	}
+	if err != nil {
+		b.agents.Range(func(_, v any) bool {
+			a := v.(*actors.Agent)
+			a.Mailbox().Close(ErrShutdown)
+			b.system.Root.Stop(a.PID())
+			return true
+		})
+		b.log.Warn("bus shutdown cut short", "error", err)
+	}
+	b.calls.Range(func(k, v any) bool {
+		if b.calls.CompareAndDelete(k, v) {
+			v.(*call).ch <- result{err: ErrClosed}
+		}
+		return true
+	})
+	b.cancel()
+	b.system.EventStream.Unsubscribe(b.dlSub)
+	b.system.Shutdown()
+	b.shutdownErr = err
+	close(b.shutdownDone)
+	return err
+}
+
+func (b *Bus) stopAgents(ctx context.Context) error {
+	var all []*actors.Agent
+	b.agents.Range(func(_, v any) bool {
+		all = append(all, v.(*actors.Agent))
+		return true
+	})
+	for _, a := range all {
+		b.system.Root.Stop(a.PID())
+	}
+	for _, a := range all {
+		select {
+		case <-a.Done():
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
+// reasonOf maps a mailbox drop error to a dead-letter reason.
+func reasonOf(err error) deadletter.Reason {
+	switch {
+	case errors.Is(err, mailbox.ErrExpired):
+		return deadletter.Expired
+	case errors.Is(err, mailbox.ErrFull):
+		return deadletter.MailboxFull
+	case errors.Is(err, ErrShutdown):
+		return deadletter.Shutdown
+	default:
+		return deadletter.AgentStopped
+	}
+}
+
+// dropped receives what agent's mailbox did not deliver.
+func (b *Bus) dropped(agent string, v any, why error) {
+	_, v, sender := actor.UnwrapEnvelope(v)
+	l := deadletter.Letter{Reason: reasonOf(why), Err: why.Error(), Agent: agent}
+	if m, ok := v.(*actors.Message); ok {
+		l.Message = m
+	} else {
+		l.Value = v
+	}
+	b.deadLetter(l, why)
+	if sender != nil { // a protoactor future fails at once instead of timing out
+		b.system.Root.Send(sender, &actor.DeadLetterResponse{})
+	}
+}
+
+// deadLetter stores l, logs it (throttled), and fails the pending request it
+// belongs to, if any, with why.
+func (b *Bus) deadLetter(l deadletter.Letter, why error) {
+	l = b.dlq.Add(l)
+	if b.warnings.allow() {
+		id := ""
+		if l.Message != nil {
+			id = l.Message.ID
+		}
+		b.log.Warn("dead letter", "msg_id", id, "agent", l.Agent, "reason", string(l.Reason), "error", l.Err)
+	}
+	if m := l.Message; m != nil && m.Type == TypeRequest && why != nil {
+		b.fail(m.RequestID, fmt.Errorf("agentbus: request %s dead-lettered (%s): %w", m.RequestID, l.Reason, why))
+	}
+}
+
+// protoDeadLetter records protoactor's own dead letters: messages sent with
+// protoactor's API to a PID that no longer exists.
+func (b *Bus) protoDeadLetter(d *actor.DeadLetterEvent) {
+	switch d.Message.(type) {
+	case *actor.DeadLetterResponse, actor.SystemMessage, actor.AutoReceiveMessage:
+		return // protoactor's own protocol, not user traffic
+	}
+	l := deadletter.Letter{Reason: deadletter.NoRecipient}
+	if d.PID != nil {
+		l.Agent = d.PID.Id
+		if strings.HasPrefix(d.PID.Id, "future") {
+			l.Reason = deadletter.LateResponse
+		}
+	}
+	if m, ok := d.Message.(*actors.Message); ok {
+		l.Message = m
+	} else {
+		l.Value = d.Message
+	}
+	l.Err = "protoactor: no process for " + l.Agent
+	b.deadLetter(l, nil)
+}
+
+// agentHooks connects agents to the bus without putting the hook methods on
+// Bus's public API.
+type agentHooks struct{ b *Bus }
+
+func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) {
+	h.b.deadLetter(deadletter.Letter{Message: m, Reason: deadletter.HandlerError, Err: err.Error(), Agent: a.Name()},
+		fmt.Errorf("agentbus: handler of %q failed: %w", a.Name(), err))
+}
+
+func (h agentHooks) Panicked(a *actors.Agent, m *actors.Message, err *actors.HandlerPanicError) {
+	h.b.deadLetter(deadletter.Letter{Message: m, Reason: deadletter.HandlerPanic, Err: err.Error(), Agent: a.Name()}, err)
+}
+
+func (h agentHooks) Foreign(a *actors.Agent, v any, sender *actor.PID) {
+	h.b.deadLetter(deadletter.Letter{Value: v, Reason: deadletter.UnsupportedMessage,
+		Err: fmt.Sprintf("agentbus: agents handle *Message, not %T", v), Agent: a.Name()}, nil)
+	if sender != nil {
+		h.b.system.Root.Send(sender, &actor.DeadLetterResponse{})
+	}
+}
+
+func (h agentHooks) Started(a *actors.Agent, restarts int) {
+	if restarts > 0 {
+		h.b.log.Info("agent restarted", "agent", a.Name(), "restarts", restarts)
+	}
+}
+
+func (h agentHooks) Stopped(a *actors.Agent) {
+	h.b.agents.CompareAndDelete(a.Name(), a)
+	a.Mailbox().Close(mailbox.ErrStopped)
+	h.b.log.Info("agent stopped", "agent", a.Name())
+}

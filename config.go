@@ -1,0 +1,110 @@
+package agentbus
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxMessageSize = 10 << 20 // 10 MiB
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultMailboxSize    = 1024
+	DefaultMaxPending     = 10_000
+	DefaultWaitDuration   = 100 * time.Millisecond
+	DefaultSendTimeout    = 30 * time.Second
+	DefaultDLQMaxSize     = 1000
+	DefaultDLQMaxBytes    = 64 << 20 // 64 MiB
+	DefaultMaxHistorySize = 10_000
+)
+
+// Config configures a Bus. The zero value is valid: every zero field takes
+// its default. Negative values are rejected by New with ErrInvalidConfig.
+type Config struct {
+	// MaxMessageSize caps Message.Size (payload plus header fields), in
+	// bytes. Default 10 MiB.
+	MaxMessageSize int
+	// RequestTimeout bounds Request when ctx has no earlier deadline.
+	// Default 30 s.
+	RequestTimeout time.Duration
+	// MailboxSize is each agent's mailbox capacity unless Spawn's
+	// WithMailboxSize says otherwise. Default 1024.
+	MailboxSize int
+	// Backpressure bounds all queued messages together and says how
+	// senders wait for room.
+	Backpressure BackpressureConfig
+	// DLQMaxSize caps the dead-letter queue's entries; the oldest are
+	// evicted (and counted). Default 1000.
+	DLQMaxSize int
+	// DLQMaxBytes caps the message bytes the dead-letter queue holds.
+	// Default 64 MiB.
+	DLQMaxBytes int
+	// EnableHistory records every accepted message in a bounded ring that
+	// History reads. Default off.
+	EnableHistory bool
+	// MaxHistorySize caps the history ring. Default 10,000.
+	MaxHistorySize int
+	// Logger receives the bus's logs and protoactor's. Nil discards them.
+	Logger *slog.Logger
+}
+
+// BackpressureConfig says how much may be queued and how senders wait.
+type BackpressureConfig struct {
+	// MaxPending caps the messages queued in all mailboxes together.
+	// Default 10,000.
+	MaxPending int
+	// WaitDuration is the first re-check interval of a sender waiting for
+	// room (it doubles, up to 1 s), and the longest a handler waits before
+	// its message is dead-lettered as mailbox_full. Default 100 ms.
+	WaitDuration time.Duration
+	// Timeout is the longest a sender outside any handler waits for room
+	// before Send returns ErrBackpressureTimeout. Default 30 s.
+	Timeout time.Duration
+}
+
+// withDefaults returns c with zero fields defaulted, or an error wrapping
+// ErrInvalidConfig for a negative field.
+func (c Config) withDefaults() (Config, error) {
+	ints := []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"MaxMessageSize", &c.MaxMessageSize, DefaultMaxMessageSize},
+		{"MailboxSize", &c.MailboxSize, DefaultMailboxSize},
+		{"Backpressure.MaxPending", &c.Backpressure.MaxPending, DefaultMaxPending},
+		{"DLQMaxSize", &c.DLQMaxSize, DefaultDLQMaxSize},
+		{"DLQMaxBytes", &c.DLQMaxBytes, DefaultDLQMaxBytes},
+		{"MaxHistorySize", &c.MaxHistorySize, DefaultMaxHistorySize},
+	}
+	for _, f := range ints {
+		switch {
+		case *f.v < 0:
+			return c, fmt.Errorf("%w: %s is %d, must not be negative", ErrInvalidConfig, f.name, *f.v)
+		case *f.v == 0:
+			*f.v = f.def
+		}
+	}
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout},
+		{"Backpressure.WaitDuration", &c.Backpressure.WaitDuration, DefaultWaitDuration},
+		{"Backpressure.Timeout", &c.Backpressure.Timeout, DefaultSendTimeout},
+	}
+	for _, f := range durations {
+		switch {
+		case *f.v < 0:
+			return c, fmt.Errorf("%w: %s is %v, must not be negative", ErrInvalidConfig, f.name, *f.v)
+		case *f.v == 0:
+			*f.v = f.def
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}

@@ -1,0 +1,49 @@
+package agentbus
+
+import (
+	"errors"
+
+	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/mailbox"
+)
+
+// Sentinel errors. Every error the bus returns wraps one of these, so callers
+// test them with errors.Is. Errors from the leaf packages are re-exported here
+// so one import suffices.
+var (
+	// ErrInvalidMessage: the message failed validation (see Message.Validate).
+	ErrInvalidMessage = actors.ErrInvalidMessage
+	// ErrMessageTooLarge: the message is larger than Config.MaxMessageSize.
+	ErrMessageTooLarge = actors.ErrMessageTooLarge
+	// ErrInvalidAgent: a bad agent name, a nil handler or a bad spawn option.
+	ErrInvalidAgent = actors.ErrInvalidAgent
+	// ErrHandlerPanic: wrapped by HandlerPanicError.
+	ErrHandlerPanic = actors.ErrHandlerPanic
+	// ErrExpired: the message's TTL had run out.
+	ErrExpired = mailbox.ErrExpired
+	// ErrMailboxFull: the recipient's mailbox (or the bus's pending limit)
+	// had no room.
+	ErrMailboxFull = mailbox.ErrFull
+	// ErrBackpressureTimeout: the sender waited for room until
+	// Backpressure.Timeout or its ctx ran out; the message was not accepted.
+	ErrBackpressureTimeout = mailbox.ErrBackpressureTimeout
+	// ErrAgentStopped: the agent stopped.
+	ErrAgentStopped = mailbox.ErrStopped
+
+	// ErrNoRecipient: no agent has the recipient's name.
+	ErrNoRecipient = errors.New("agentbus: no such recipient")
+	// ErrRequestTimeout: no response arrived within the request timeout.
+	ErrRequestTimeout = errors.New("agentbus: request timeout")
+	// ErrRequestCycle: the request would close a cycle of handlers that
+	// wait on each other's responses, which could only end in a timeout.
+	ErrRequestCycle = errors.New("agentbus: request cycle")
+	// ErrClosed: the bus is shut down (or shutting down).
+	ErrClosed = errors.New("agentbus: bus closed")
+	// ErrAgentExists: an agent (or protoactor actor) already has the name.
+	ErrAgentExists = errors.New("agentbus: agent exists")
+	// ErrInvalidConfig: a Config field has an unusable value.
+	ErrInvalidConfig = errors.New("agentbus: invalid config")
+	// ErrShutdown is the reason given to messages still queued when a
+	// Shutdown's context ran out; they are dead-lettered with it.
+	ErrShutdown = errors.New("agentbus: shut down before delivery")
+)

@@ -1,0 +1,160 @@
+package mailbox
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Limit is a counting bound on queued messages. A sender reserves a slot with
+// TryAcquire before it queues a message, and the slot is released when the
+// message leaves the queue, so a full Limit refuses instead of growing. Senders
+// that choose to wait park on the Limit and are woken, one per released slot,
+// in the order they parked.
+//
+// A Limit is safe for concurrent use. The zero value is not usable; call
+// NewLimit.
+type Limit struct {
+	max   int64
+	used  atomic.Int64
+	nwait atomic.Int32
+
+	mu      sync.Mutex
+	waiters []*waiter // FIFO; bounded by the number of parked goroutines
+}
+
+// waiter is one parked goroutine. Its channel has room for one signal, so a
+// wake never blocks the releaser.
+type waiter struct {
+	ch chan struct{}
+}
+
+func newWaiter() *waiter { return &waiter{ch: make(chan struct{}, 1)} }
+
+// NewLimit returns a Limit of max slots. A max below 1 is treated as 1.
+func NewLimit(max int) *Limit {
+	l := &Limit{}
+	l.init(max)
+	return l
+}
+
+func (l *Limit) init(max int) {
+	if max < 1 {
+		max = 1
+	}
+	l.max = int64(max)
+}
+
+// Max returns the number of slots.
+func (l *Limit) Max() int { return int(l.max) }
+
+// Used returns the number of slots taken. It does not block.
+func (l *Limit) Used() int { return int(l.used.Load()) }
+
+// TryAcquire takes one slot if one is free and reports whether it did. It
+// never blocks.
+func (l *Limit) TryAcquire() bool {
+	for {
+		u := l.used.Load()
+		if u >= l.max {
+			return false
+		}
+		if l.used.CompareAndSwap(u, u+1) {
+			return true
+		}
+	}
+}
+
+// Release gives back n slots and wakes up to n parked waiters. It never blocks
+// for long: it takes the waiter lock only when someone is parked.
+func (l *Limit) Release(n int) {
+	if n <= 0 {
+		return
+	}
+	l.used.Add(-int64(n))
+	if l.nwait.Load() > 0 {
+		l.wake(n)
+	}
+}
+
+// WaitZero blocks until no slot is taken or ctx is done, and returns ctx.Err()
+// in the latter case. It parks like a sender and is woken by releases.
+func (l *Limit) WaitZero(ctx context.Context) error {
+	w := newWaiter()
+	for {
+		if l.used.Load() == 0 {
+			return nil
+		}
+		l.park(w)
+		if l.used.Load() == 0 {
+			l.leave(w)
+			return nil
+		}
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			l.leave(w)
+			return ctx.Err()
+		}
+	}
+}
+
+// wakeAll signals every parked waiter, which then re-checks its condition.
+func (l *Limit) wakeAll() {
+	if l.nwait.Load() == 0 {
+		return
+	}
+	l.wake(int(^uint(0) >> 1))
+}
+
+// park queues w. The caller must re-check its condition after park and
+// before it blocks, so that a release between the check and the park is not
+// missed: Release decrements before it looks for waiters, and park registers
+// before the caller re-checks.
+func (l *Limit) park(w *waiter) {
+	l.mu.Lock()
+	l.waiters = append(l.waiters, w)
+	l.nwait.Add(1)
+	l.mu.Unlock()
+}
+
+// leave removes w if it is still queued. If a waker already took w off the
+// queue, its signal is consumed and passed on to the next waiter, so that a
+// goroutine that stops waiting never swallows a wake-up meant for a slot.
+func (l *Limit) leave(w *waiter) {
+	l.mu.Lock()
+	for i, x := range l.waiters {
+		if x == w {
+			l.waiters = slices.Delete(l.waiters, i, i+1) // zeroes the vacated slot
+			l.nwait.Add(-1)
+			l.mu.Unlock()
+			return
+		}
+	}
+	l.mu.Unlock()
+	select {
+	case <-w.ch:
+		l.wake(1)
+	default:
+	}
+}
+
+func (l *Limit) wake(n int) {
+	l.mu.Lock()
+	for n > 0 && len(l.waiters) > 0 {
+		w := l.waiters[0]
+		l.waiters[0] = nil
+		l.waiters = l.waiters[1:]
+		l.nwait.Add(-1)
+		n--
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+	if len(l.waiters) == 0 {
+		l.waiters = nil // drop the backing array a long queue left behind
+	}
+	l.mu.Unlock()
+}

@@ -1,0 +1,153 @@
+package mailbox
+
+import "math/bits"
+
+// MaxPriority is the highest priority a message can carry; 0 is the lowest.
+const MaxPriority = 100
+
+// DefaultPriority is the priority of a message that states none.
+const DefaultPriority = 50
+
+// levels is the number of priority levels, 0 through MaxPriority.
+const levels = MaxPriority + 1
+
+// shrinkAbove is the ring size above which an emptied level gives its buffer
+// back, so a burst does not pin memory for the agent's lifetime.
+const shrinkAbove = 64
+
+// queue is a priority queue of 101 FIFO levels. A two-word bitmap records
+// which levels are non-empty, so push and pop are O(1): pop finds the highest
+// non-empty level with one bits.Len64 per word instead of scanning the levels.
+// Levels are allocated on first use, so an idle queue costs one pointer per
+// level. queue is not safe for concurrent use; Mailbox guards it.
+type queue struct {
+	levels [levels]*ring
+	bits   [2]uint64
+	n      int
+}
+
+func (q *queue) len() int { return q.n }
+
+// push appends v at priority p, which must be in [0, MaxPriority].
+func (q *queue) push(p int, v any) {
+	r := q.levels[p]
+	if r == nil {
+		r = &ring{}
+		q.levels[p] = r
+	}
+	r.push(v)
+	q.bits[p>>6] |= 1 << (p & 63)
+	q.n++
+}
+
+// pop removes and returns the oldest value of the highest non-empty level.
+func (q *queue) pop() (any, bool) {
+	p := q.top()
+	if p < 0 {
+		return nil, false
+	}
+	r := q.levels[p]
+	v := r.pop()
+	if r.n == 0 {
+		q.bits[p>>6] &^= 1 << (p & 63)
+		if len(r.buf) > shrinkAbove {
+			r.buf = nil
+		}
+	}
+	q.n--
+	return v, true
+}
+
+// top returns the highest non-empty level, or -1.
+func (q *queue) top() int {
+	if q.bits[1] != 0 {
+		return 64 + bits.Len64(q.bits[1]) - 1
+	}
+	return bits.Len64(q.bits[0]) - 1
+}
+
+// drain removes every value, highest priority first, and returns them.
+func (q *queue) drain() []any {
+	if q.n == 0 {
+		return nil
+	}
+	out := make([]any, 0, q.n)
+	for {
+		v, ok := q.pop()
+		if !ok {
+			return out
+		}
+		out = append(out, v)
+	}
+}
+
+// removeIf removes every value for which drop returns true, keeping the order
+// of the rest, and returns the removed values. It is O(n) and is meant for
+// rare housekeeping (reaping expired messages from a full mailbox).
+func (q *queue) removeIf(drop func(any) bool) []any {
+	var out []any
+	for p := range q.levels {
+		r := q.levels[p]
+		if r == nil || r.n == 0 {
+			continue
+		}
+		kept := 0
+		for i := range r.n {
+			v := r.buf[(r.head+i)&(len(r.buf)-1)]
+			if drop(v) {
+				out = append(out, v)
+				continue
+			}
+			r.buf[(r.head+kept)&(len(r.buf)-1)] = v
+			kept++
+		}
+		for i := kept; i < r.n; i++ {
+			r.buf[(r.head+i)&(len(r.buf)-1)] = nil
+		}
+		q.n -= r.n - kept
+		r.n = kept
+		if kept == 0 {
+			q.bits[p>>6] &^= 1 << (p & 63)
+		}
+	}
+	return out
+}
+
+// ring is a growable FIFO ring buffer; its size is always a power of two.
+type ring struct {
+	buf  []any
+	head int
+	n    int
+}
+
+func (r *ring) push(v any) {
+	if r.n == len(r.buf) {
+		r.grow()
+	}
+	r.buf[(r.head+r.n)&(len(r.buf)-1)] = v
+	r.n++
+}
+
+func (r *ring) pop() any {
+	v := r.buf[r.head]
+	r.buf[r.head] = nil // let the message be collected
+	r.head = (r.head + 1) & (len(r.buf) - 1)
+	r.n--
+	if r.n == 0 {
+		r.head = 0
+	}
+	return v
+}
+
+func (r *ring) grow() {
+	size := 2 * len(r.buf)
+	if size == 0 {
+		size = 8
+	}
+	buf := make([]any, size)
+	for i := range r.n {
+		buf[i] = r.buf[(r.head+i)&(len(r.buf)-1)]
+	}
+	r.buf = buf
+	r.head = 0
+}

@@ -1,0 +1,89 @@
+package agentbus_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/descartes/agentbus"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// newBus returns a bus that is shut down (and checked) when the test ends.
+func newBus(t testing.TB, cfg agentbus.Config) *agentbus.Bus {
+	t.Helper()
+	b, err := agentbus.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, b.Shutdown(ctx))
+	})
+	return b
+}
+
+// recorder is a handler that passes every message it handles to a channel.
+type recorder struct{ got chan *agentbus.Message }
+
+func newRecorder(n int) *recorder { return &recorder{got: make(chan *agentbus.Message, n)} }
+
+func (r *recorder) Handle(_ context.Context, m *agentbus.Message) error {
+	r.got <- m
+	return nil
+}
+
+// next returns the next handled message or fails the test after a while.
+func (r *recorder) next(t testing.TB) *agentbus.Message {
+	t.Helper()
+	select {
+	case m := <-r.got:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message handled within 10s")
+		return nil
+	}
+}
+
+// gate is a handler that blocks inside its first message until opened, so
+// a test can queue messages behind it.
+type gate struct {
+	entered chan struct{}
+	open    chan struct{}
+	inner   agentbus.Handler
+	first   bool
+}
+
+func newGate(inner agentbus.Handler) *gate {
+	return &gate{entered: make(chan struct{}), open: make(chan struct{}), inner: inner, first: true}
+}
+
+func (g *gate) Handle(ctx context.Context, m *agentbus.Message) error {
+	if g.first {
+		g.first = false
+		close(g.entered)
+		<-g.open
+		return nil
+	}
+	return g.inner.Handle(ctx, m)
+}
+
+func direct(to string, payload string) *agentbus.Message {
+	return agentbus.NewMessage(agentbus.TypeDirect, "tester", []byte(payload)).WithRecipient(to)
+}
+
+// recv returns the next value from ch or fails the test after a while.
+func recv[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing received within 10s")
+		var zero T
+		return zero
+	}
+}

@@ -1,0 +1,222 @@
+package agentbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/deadletter"
+)
+
+// lateResponseMemory is how many timed-out request IDs the bus remembers so
+// that a response arriving after its timeout is dead-lettered as
+// late_response rather than orphan_response. Older ones are forgotten.
+const lateResponseMemory = 4096
+
+// call is one pending Request. Its channel has room for the one result, which
+// only the goroutine that removed the call from Bus.calls may send, so a
+// response that races a timeout can neither block nor be delivered twice.
+type call struct {
+	ch    chan result
+	timer *time.Timer
+}
+
+type result struct {
+	msg *Message
+	err error
+}
+
+var callPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &call{ch: make(chan result, 1), timer: t}
+}}
+
+// Request sends msg as a request (its Type becomes TypeRequest; an empty
+// RequestID becomes its ID) and blocks until the response arrives, and returns
+// it. The recipient answers with Reply, or by sending a TypeResponse message
+// with the same RequestID through Send.
+//
+// It returns ErrRequestTimeout if no response arrives within
+// Config.RequestTimeout or before ctx's deadline (wrapping ctx's error in the
+// latter case), or ctx's error if ctx is canceled; a response that arrives
+// later is dead-lettered as late_response. If the request itself is
+// dead-lettered (its recipient fails, panics, expires it or stops), Request
+// returns at once with an error wrapping the cause. From inside a handler it
+// returns ErrRequestCycle instead of sending if the recipient is itself
+// (directly or through others) waiting on a response from this agent. Send's
+// errors apply to the request itself.
+func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
+	if msg == nil {
+		return nil, fmt.Errorf("%w: nil message", ErrInvalidMessage)
+	}
+	msg.Type = TypeRequest
+	if msg.ID == "" {
+		msg.ID = actors.NewID()
+	}
+	if msg.RequestID == "" {
+		msg.RequestID = msg.ID
+	}
+	self := actors.FromContext(ctx)
+	target := b.agent(msg.Recipient)
+	if self != nil && target != nil && waitsOn(target, self) {
+		return nil, fmt.Errorf("%w: %q is waiting on %q", ErrRequestCycle, msg.Recipient, self.Name())
+	}
+	c := callPool.Get().(*call)
+	if _, loaded := b.calls.LoadOrStore(msg.RequestID, c); loaded {
+		callPool.Put(c)
+		return nil, fmt.Errorf("%w: request id %q is already pending", ErrInvalidMessage, msg.RequestID)
+	}
+	if self != nil && target != nil {
+		// Before sending, so the recipient's handler sees it.
+		self.SetWaitingOn(target)
+		defer self.SetWaitingOn(nil)
+	}
+	if _, err := b.send(ctx, msg, self); err != nil {
+		if b.calls.CompareAndDelete(msg.RequestID, c) {
+			callPool.Put(c)
+		}
+		// else: the request was accepted, then dead-lettered, and its
+		// failure is waiting in c.ch; Send still reports the error.
+		return nil, err
+	}
+	c.timer.Reset(b.cfg.RequestTimeout)
+	select {
+	case r := <-c.ch:
+		c.timer.Stop()
+		callPool.Put(c)
+		return r.msg, r.err
+	case <-c.timer.C:
+		return b.abandon(msg.RequestID, c, fmt.Errorf("%w: %s after %v", ErrRequestTimeout, msg.RequestID, b.cfg.RequestTimeout))
+	case <-ctx.Done():
+		c.timer.Stop()
+		err := context.Cause(ctx)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %s: %w", ErrRequestTimeout, msg.RequestID, err)
+		}
+		return b.abandon(msg.RequestID, c, err)
+	}
+}
+
+// abandon gives up on a pending request. If a response won the race it is
+// returned instead of err.
+func (b *Bus) abandon(id string, c *call, err error) (*Message, error) {
+	if b.calls.CompareAndDelete(id, c) {
+		b.late.add(id)
+		callPool.Put(c)
+		return nil, err
+	}
+	r := <-c.ch // the response is being delivered right now
+	callPool.Put(c)
+	return r.msg, r.err
+}
+
+// fail completes the pending request id, if any, with err.
+func (b *Bus) fail(id string, err error) {
+	if v, ok := b.calls.LoadAndDelete(id); ok {
+		v.(*call).ch <- result{err: err}
+	}
+}
+
+// waitsOn reports whether agent a is blocked, directly or through a chain of
+// requests, on a response from agent b. The chain is followed for at most a
+// bounded number of hops.
+func waitsOn(a, b *actors.Agent) bool {
+	for range 64 {
+		if a == nil {
+			return false
+		}
+		if a == b {
+			return true
+		}
+		a = a.WaitingOn()
+	}
+	return false
+}
+
+// respond delivers a response: to its pending Request, else to its
+// Recipient, else to dead letters (late_response if its request timed out,
+// orphan_response otherwise). A response that reaches dead letters is still
+// accepted: Send returns its ID and no error.
+func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
+	if v, ok := b.calls.LoadAndDelete(msg.RequestID); ok {
+		v.(*call).ch <- result{msg: msg}
+		b.record(msg)
+		return msg.ID, nil
+	}
+	if b.late.contains(msg.RequestID) {
+		b.record(msg)
+		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.LateResponse,
+			Err: "agentbus: request " + msg.RequestID + " had timed out", Agent: msg.Recipient}, nil)
+		return msg.ID, nil
+	}
+	if msg.Recipient != "" {
+		if a := b.agent(msg.Recipient); a != nil {
+			return b.post(ctx, a, msg, self)
+		}
+	}
+	b.record(msg)
+	b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.OrphanResponse,
+		Err: "agentbus: no pending request " + msg.RequestID, Agent: msg.Recipient}, nil)
+	return msg.ID, nil
+}
+
+// Reply answers request req with payload and returns the response's ID. The
+// response is a TypeResponse message from the replying agent (the handler
+// whose ctx this is, else req's Recipient) with req's RequestID, priority and
+// correlation ID. It goes to whoever asked: a Request call waiting on the bus,
+// a protoactor future or actor that used Request or RequestFuture on the
+// agent's PID, or the agent that sent req. It does not block on mailboxes of
+// Request callers or futures; otherwise Send's rules and errors apply.
+func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, error) {
+	if req == nil {
+		return "", fmt.Errorf("%w: reply to nil request", ErrInvalidMessage)
+	}
+	from := req.Recipient
+	if self := actors.FromContext(ctx); self != nil {
+		from = self.Name()
+	}
+	resp := req.NewResponse(from, payload)
+	if pid := req.ReplyTo(); pid != nil {
+		if err := b.accept(resp, nil); err != nil {
+			return "", err
+		}
+		b.system.Root.Send(pid, resp)
+		b.record(resp)
+		return resp.ID, nil
+	}
+	return b.Send(ctx, resp)
+}
+
+// recentIDs is a bounded set of IDs that forgets the oldest first.
+type recentIDs struct {
+	mu   sync.Mutex
+	set  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecentIDs(n int) *recentIDs {
+	return &recentIDs{set: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+func (r *recentIDs) add(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old := r.ring[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = id
+	r.set[id] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+}
+
+func (r *recentIDs) contains(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.set[id]
+	return ok
+}

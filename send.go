@@ -1,0 +1,139 @@
+package agentbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/mailbox"
+)
+
+// Send validates msg and queues it for its recipient, and returns its ID. The
+// bus owns msg from then on.
+//
+// A direct message (or request, error, heartbeat, control) goes to the agent
+// named by Recipient; a broadcast goes to every agent but its sender; a
+// response completes the pending Request with the same RequestID (or goes to
+// its Recipient when none is pending). Send stamps an empty ID, Timestamp,
+// and, when ctx is a handler's, Sender.
+//
+// When the recipient's mailbox, or the bus's pending limit, is full, Send
+// blocks: outside handlers until room frees, ctx ends, or
+// Backpressure.Timeout passes, and then returns ErrBackpressureTimeout (the
+// message was not accepted; the caller still holds it). Inside a handler
+// (ctx is the handler's), it waits at most Backpressure.WaitDuration, since
+// agents that wait on each other could otherwise deadlock; then the message is
+// dead-lettered with reason mailbox_full and Send returns its ID with an error
+// wrapping ErrMailboxFull.
+//
+// Other errors, each meaning msg was not accepted: ErrInvalidMessage,
+// ErrMessageTooLarge, ErrExpired (its TTL already ran out), ErrNoRecipient,
+// ErrClosed.
+func (b *Bus) Send(ctx context.Context, msg *Message) (string, error) {
+	return b.send(ctx, msg, actors.FromContext(ctx))
+}
+
+func (b *Bus) send(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
+	if err := b.accept(msg, self); err != nil {
+		return "", err
+	}
+	switch msg.Type {
+	case TypeResponse:
+		return b.respond(ctx, msg, self)
+	case TypeBroadcast:
+		return b.broadcast(msg)
+	case TypePublish, TypeSubscribe, TypeUnsubscribe:
+		return "", fmt.Errorf("%w: %s messages are not supported yet", ErrInvalidMessage, msg.Type)
+	}
+	a := b.agent(msg.Recipient)
+	if a == nil {
+		return "", fmt.Errorf("%w: %q", ErrNoRecipient, msg.Recipient)
+	}
+	return b.post(ctx, a, msg, self)
+}
+
+// accept stamps and validates msg.
+func (b *Bus) accept(msg *Message, self *actors.Agent) error {
+	if msg == nil {
+		return fmt.Errorf("%w: nil message", ErrInvalidMessage)
+	}
+	if b.closed.Load() && msg.Type != TypeResponse {
+		return ErrClosed
+	}
+	if msg.ID == "" {
+		msg.ID = actors.NewID()
+	}
+	if msg.Timestamp.IsZero() {
+		msg.Timestamp = time.Now().UTC()
+	}
+	if msg.Sender == "" && self != nil {
+		msg.Sender = self.Name()
+	}
+	if err := msg.Validate(b.cfg.MaxMessageSize); err != nil {
+		return err
+	}
+	if msg.TTL > 0 && msg.Expired(time.Now()) {
+		return fmt.Errorf("%w: ttl %v ran out before send", ErrExpired, msg.TTL)
+	}
+	return nil
+}
+
+// post queues msg in a's mailbox under the backpressure rules of Send.
+func (b *Bus) post(ctx context.Context, a *actors.Agent, msg *Message, self *actors.Agent) (string, error) {
+	bp := b.cfg.Backpressure
+	p := mailbox.Patience{Wait: bp.Timeout, Backoff: bp.WaitDuration}
+	if self != nil {
+		p = mailbox.Patience{Wait: bp.WaitDuration, Backoff: bp.WaitDuration}
+	}
+	err := a.Mailbox().Post(ctx, msg, p)
+	switch {
+	case err == nil:
+		b.record(msg)
+		return msg.ID, nil
+	case self != nil && errors.Is(err, mailbox.ErrFull):
+		b.record(msg)
+		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.MailboxFull, Err: err.Error(), Agent: a.Name()}, err)
+		return msg.ID, fmt.Errorf("agentbus: %s dead-lettered as mailbox_full: %w", msg.ID, err)
+	case errors.Is(err, mailbox.ErrStopped):
+		return "", fmt.Errorf("%w: %q stopped", ErrNoRecipient, a.Name())
+	case errors.Is(err, ErrShutdown):
+		return "", ErrClosed
+	default:
+		return "", err
+	}
+}
+
+// broadcast delivers a copy of msg to every agent but its sender, without
+// waiting: a full mailbox gets its copy dead-lettered as mailbox_full, so one
+// slow agent never holds up the others.
+func (b *Bus) broadcast(msg *Message) (string, error) {
+	reached := 0
+	b.agents.Range(func(_, v any) bool {
+		a := v.(*actors.Agent)
+		if a.Name() == msg.Sender {
+			return true
+		}
+		reached++
+		cp := msg.Clone()
+		cp.Recipient = a.Name()
+		if err := a.Mailbox().TryPost(cp); err != nil {
+			b.deadLetter(deadletter.Letter{Message: cp, Reason: reasonOf(err), Err: err.Error(), Agent: a.Name()}, err)
+		}
+		return true
+	})
+	b.record(msg)
+	if reached == 0 {
+		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient,
+			Err: "agentbus: broadcast reached no agent"}, nil)
+	}
+	return msg.ID, nil
+}
+
+func (b *Bus) record(msg *Message) {
+	if b.history != nil {
+		b.history.add(msg)
+	}
+}
