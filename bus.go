@@ -73,7 +73,10 @@ type Bus struct {
 	shutdownErr  error
 
 	spawnMu sync.Mutex // serializes Spawn so a name is checked and taken at once
-	agents  sync.Map   // name → *actors.Agent
+
+	// locksordering: spawnMu -> agentsMu.
+	agentsMu sync.RWMutex
+	agents   map[string]*actors.Agent // running agents by name
 
 	shared   *mailbox.Limit
 	dlq      *deadletter.Queue
@@ -107,6 +110,7 @@ func New(cfg Config) (*Bus, error) {
 		shutdownDone: make(chan struct{}),
 		shared:       mailbox.NewLimit(cfg.Backpressure.MaxPending),
 		dlq:          deadletter.New(cfg.DLQMaxSize, cfg.DLQMaxBytes),
+		agents:       make(map[string]*actors.Agent),
 		late:         newRecentIDs(lateResponseMemory),
 		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
@@ -172,7 +176,7 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	if _, ok := b.agents.Load(name); ok {
+	if b.agent(name) != nil {
 		return nil, fmt.Errorf("%w: %q", ErrAgentExists, name)
 	}
 	mb := mailbox.New(mailbox.Config{
@@ -189,7 +193,9 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 		return nil, fmt.Errorf("agentbus: spawn %q: %w", name, err)
 	}
 	a.SetPID(pid)
-	b.agents.Store(name, a)
+	b.agentsMu.Lock()
+	b.agents[name] = a
+	b.agentsMu.Unlock()
 	b.log.Info("agent spawned", "agent", name, "mailbox", o.mailboxSize)
 	return pid, nil
 }
@@ -206,20 +212,42 @@ func (b *Bus) PID(name string) (*actor.PID, bool) {
 
 // Agents returns the names of the running agents, sorted. It does not block.
 func (b *Bus) Agents() []string {
-	var names []string
-	b.agents.Range(func(k, _ any) bool {
-		names = append(names, k.(string))
-		return true
-	})
+	b.agentsMu.RLock()
+	names := make([]string, 0, len(b.agents))
+	for name := range b.agents {
+		names = append(names, name)
+	}
+	b.agentsMu.RUnlock()
 	slices.Sort(names)
 	return names
 }
 
 func (b *Bus) agent(name string) *actors.Agent {
-	if v, ok := b.agents.Load(name); ok {
-		return v.(*actors.Agent)
+	b.agentsMu.RLock()
+	a := b.agents[name]
+	b.agentsMu.RUnlock()
+	return a
+}
+
+// snapshot returns the running agents.
+func (b *Bus) snapshot() []*actors.Agent {
+	b.agentsMu.RLock()
+	all := make([]*actors.Agent, 0, len(b.agents))
+	for _, a := range b.agents {
+		all = append(all, a)
 	}
-	return nil
+	b.agentsMu.RUnlock()
+	return all
+}
+
+// unregister removes a from the registry if it is still registered under
+// its name.
+func (b *Bus) unregister(a *actors.Agent) {
+	b.agentsMu.Lock()
+	if b.agents[a.Name()] == a {
+		delete(b.agents, a.Name())
+	}
+	b.agentsMu.Unlock()
 }
 
 // Stop stops the agent named name and waits until it has stopped. A message
@@ -285,12 +313,10 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		err = b.stopAgents(ctx)
 	}
 	if err != nil {
-		b.agents.Range(func(_, v any) bool {
-			a := v.(*actors.Agent)
+		for _, a := range b.snapshot() {
 			a.Mailbox().Close(ErrShutdown)
 			b.system.Root.Stop(a.PID())
-			return true
-		})
+		}
 		b.log.Warn("bus shutdown cut short", "error", err)
 	}
 	b.calls.Range(func(k, v any) bool {
@@ -308,11 +334,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 }
 
 func (b *Bus) stopAgents(ctx context.Context) error {
-	var all []*actors.Agent
-	b.agents.Range(func(_, v any) bool {
-		all = append(all, v.(*actors.Agent))
-		return true
-	})
+	all := b.snapshot()
 	for _, a := range all {
 		b.system.Root.Stop(a.PID())
 	}
@@ -422,7 +444,7 @@ func (h agentHooks) Started(a *actors.Agent, restarts int) {
 }
 
 func (h agentHooks) Stopped(a *actors.Agent) {
-	h.b.agents.CompareAndDelete(a.Name(), a)
+	h.b.unregister(a)
 	a.Mailbox().Close(mailbox.ErrStopped)
 	h.b.log.Info("agent stopped", "agent", a.Name())
 }

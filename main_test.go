@@ -2,9 +2,11 @@ package agentbus_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -87,3 +89,5 @@ func recv[T any](t testing.TB, ch <-chan T) T {
 		return zero
 	}
 }
+
+func discardLogger(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -111,10 +111,9 @@ func (b *Bus) post(ctx context.Context, a *actors.Agent, msg *Message, self *act
 // slow agent never holds up the others.
 func (b *Bus) broadcast(msg *Message) (string, error) {
 	reached := 0
-	b.agents.Range(func(_, v any) bool {
-		a := v.(*actors.Agent)
+	for _, a := range b.snapshot() {
 		if a.Name() == msg.Sender {
-			return true
+			continue
 		}
 		reached++
 		cp := msg.Clone()
@@ -122,8 +121,7 @@ func (b *Bus) broadcast(msg *Message) (string, error) {
 		if err := a.Mailbox().TryPost(cp); err != nil {
 			b.deadLetter(deadletter.Letter{Message: cp, Reason: reasonOf(err), Err: err.Error(), Agent: a.Name()}, err)
 		}
-		return true
-	})
+	}
 	b.record(msg)
 	if reached == 0 {
 		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient,

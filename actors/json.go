@@ -69,7 +69,7 @@ func (m *Message) AppendJSON(b []byte) ([]byte, error) {
 			}
 			b = append(b, buf.Bytes()...)
 		} else {
-			if m.checked != checkOf(m.Payload) && !json.Valid(m.Payload) {
+			if !m.payloadChecked() && !json.Valid(m.Payload) {
 				return b, fmt.Errorf("%w: payload is not JSON", ErrInvalidMessage)
 			}
 			b = append(b, m.Payload...)
@@ -158,7 +158,7 @@ func (m *Message) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("%w: missing type", ErrInvalidMessage)
 	}
 	if len(payload) > 0 {
-		m.checked = checkOf(payload)
+		m.markPayloadChecked()
 	}
 	return nil
 }

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
-	"unicode/utf8"
 	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -110,32 +110,39 @@ const (
 // Payload, as read-only.
 type Message struct {
 	ID            string            // unique, time-ordered (UUIDv7); set by NewMessage, or by Send if empty
-	Type          MessageType       // what the message is for
 	Sender        string            // the sending agent; stamped by the bus when sent from a handler
 	Recipient     string            // the receiving agent, for direct messages and requests
 	Topic         string            // the subject, for publish, subscribe and unsubscribe
 	RequestID     string            // pairs a response (or an ack) with its request
 	CorrelationID string            // groups the messages of one conversation
 	Payload       json.RawMessage   // the content; must be JSON, or empty
-	Priority      uint8             // 0 (lowest) to 100 (highest); NewMessage sets 50
 	Timestamp     time.Time         // creation time (UTC); the TTL counts from it
-	Attempts      int               // delivery attempts so far; more than 1 means a redelivery
-	RequiresAck   bool              // redeliver until acknowledged
 	TTL           time.Duration     // lifetime from Timestamp; 0 means forever
+	Attempts      int               // delivery attempts so far; more than 1 means a redelivery
 	Metadata      map[string]string // free-form headers, such as a W3C traceparent
+	Type          MessageType       // what the message is for
+	Priority      uint8             // 0 (lowest) to 100 (highest); NewMessage sets 50
+	RequiresAck   bool              // redeliver until acknowledged
 
-	checked checkedPayload // the payload last found to be JSON
-	replyTo *actor.PID     // the protoactor sender of a request, if any
+	// Unexported state, packed beside the small fields above so a Message
+	// stays in the 192-byte size class.
+	checkedLen  int32      // with checkedData: the payload last found to be JSON
+	checkedData *byte      //
+	replyTo     *actor.PID // the protoactor sender of a request, if any
 }
 
-// checkedPayload identifies a payload slice that passed json.Valid, so that a
-// message re-sent unchanged is not scanned again.
-type checkedPayload struct {
-	data *byte
-	n    int
+// payloadChecked reports whether the payload is the slice that last passed
+// json.Valid, so that a message re-sent unchanged is not scanned again.
+func (m *Message) payloadChecked() bool {
+	return m.checkedData == unsafe.SliceData(m.Payload) && int(m.checkedLen) == len(m.Payload)
 }
 
-func checkOf(b []byte) checkedPayload { return checkedPayload{unsafe.SliceData(b), len(b)} }
+// markPayloadChecked records that the current payload is valid JSON.
+func (m *Message) markPayloadChecked() {
+	if len(m.Payload) <= math.MaxInt32 {
+		m.checkedData, m.checkedLen = unsafe.SliceData(m.Payload), int32(len(m.Payload))
+	}
+}
 
 // NewMessage returns a message of type t from sender with payload, a fresh ID,
 // the current time and DefaultPriority. It does not validate; Send does.
@@ -232,18 +239,25 @@ func (m *Message) SetReplyTo(pid *actor.PID) { m.replyTo = pid }
 func (m *Message) Size() int {
 	n := len(m.Payload) + len(m.ID) + len(m.Sender) + len(m.Recipient) +
 		len(m.Topic) + len(m.RequestID) + len(m.CorrelationID)
-	for k, v := range m.Metadata {
-		n += len(k) + len(v)
+	if len(m.Metadata) > 0 {
+		for k, v := range m.Metadata {
+			n += len(k) + len(v)
+		}
 	}
 	return n
 }
 
 // Validate checks m as Send does: a known type, a priority of at most 100,
 // the recipient or topic its type needs, a JSON (or empty) payload, no
-// negative TTL or attempts, valid UTF-8 in every text field, and a Size of at
-// most maxSize bytes when maxSize > 0. It returns an error wrapping
-// ErrInvalidMessage or ErrMessageTooLarge. It does not check expiry. It is
-// not safe to call concurrently on one message.
+// negative TTL or attempts, and a Size of at most maxSize bytes when
+// maxSize > 0. It returns an error wrapping ErrInvalidMessage or
+// ErrMessageTooLarge. It does not check expiry. It is not safe to call
+// concurrently on one message.
+//
+// Text fields are not scanned for UTF-8 here, to keep the send path cheap:
+// agent names and topics are validated where they are registered, messages
+// decoded from JSON are always valid UTF-8, and the JSON encoder replaces
+// invalid bytes with U+FFFD, as encoding/json does.
 func (m *Message) Validate(maxSize int) error {
 	if m == nil {
 		return fmt.Errorf("%w: nil message", ErrInvalidMessage)
@@ -279,16 +293,11 @@ func (m *Message) Validate(maxSize int) error {
 			return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, n, maxSize)
 		}
 	}
-	for _, s := range [...]string{m.ID, m.Sender, m.Recipient, m.Topic, m.RequestID, m.CorrelationID} {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("%w: field is not valid UTF-8", ErrInvalidMessage)
-		}
-	}
-	if len(m.Payload) > 0 && m.checked != checkOf(m.Payload) {
+	if len(m.Payload) > 0 && !m.payloadChecked() {
 		if !json.Valid(m.Payload) {
 			return fmt.Errorf("%w: payload is not JSON", ErrInvalidMessage)
 		}
-		m.checked = checkOf(m.Payload)
+		m.markPayloadChecked()
 	}
 	return nil
 }

@@ -16,12 +16,19 @@ import (
 // A Limit is safe for concurrent use. The zero value is not usable; call
 // NewLimit.
 type Limit struct {
-	max   int64
-	used  atomic.Int64
+	max  int64
+	used atomic.Int64
+	wq   waitQueue
+}
+
+// waitQueue is a FIFO of parked senders. Whoever frees room wakes as many
+// waiters as it freed slots; a woken waiter re-checks and parks again if a
+// competitor took the room first.
+type waitQueue struct {
 	nwait atomic.Int32
 
 	mu      sync.Mutex
-	waiters []*waiter // FIFO; bounded by the number of parked goroutines
+	waiters []*waiter // bounded by the number of parked goroutines
 }
 
 // waiter is one parked goroutine. Its channel has room for one signal, so a
@@ -73,8 +80,8 @@ func (l *Limit) Release(n int) {
 		return
 	}
 	l.used.Add(-int64(n))
-	if l.nwait.Load() > 0 {
-		l.wake(n)
+	if l.wq.nwait.Load() > 0 {
+		l.wq.wake(n)
 	}
 }
 
@@ -86,75 +93,76 @@ func (l *Limit) WaitZero(ctx context.Context) error {
 		if l.used.Load() == 0 {
 			return nil
 		}
-		l.park(w)
+		l.wq.park(w)
 		if l.used.Load() == 0 {
-			l.leave(w)
+			l.wq.leave(w)
 			return nil
 		}
 		select {
 		case <-w.ch:
 		case <-ctx.Done():
-			l.leave(w)
+			l.wq.leave(w)
 			return ctx.Err()
 		}
 	}
 }
 
 // wakeAll signals every parked waiter, which then re-checks its condition.
-func (l *Limit) wakeAll() {
-	if l.nwait.Load() == 0 {
+func (q *waitQueue) wakeAll() {
+	if q.nwait.Load() == 0 {
 		return
 	}
-	l.wake(int(^uint(0) >> 1))
+	q.wake(int(^uint(0) >> 1))
 }
 
 // park queues w. The caller must re-check its condition after park and
 // before it blocks, so that a release between the check and the park is not
 // missed: Release decrements before it looks for waiters, and park registers
 // before the caller re-checks.
-func (l *Limit) park(w *waiter) {
-	l.mu.Lock()
-	l.waiters = append(l.waiters, w)
-	l.nwait.Add(1)
-	l.mu.Unlock()
+func (q *waitQueue) park(w *waiter) {
+	q.mu.Lock()
+	q.waiters = append(q.waiters, w)
+	q.nwait.Add(1)
+	q.mu.Unlock()
 }
 
 // leave removes w if it is still queued. If a waker already took w off the
 // queue, its signal is consumed and passed on to the next waiter, so that a
 // goroutine that stops waiting never swallows a wake-up meant for a slot.
-func (l *Limit) leave(w *waiter) {
-	l.mu.Lock()
-	for i, x := range l.waiters {
+func (q *waitQueue) leave(w *waiter) {
+	q.mu.Lock()
+	for i, x := range q.waiters {
 		if x == w {
-			l.waiters = slices.Delete(l.waiters, i, i+1) // zeroes the vacated slot
-			l.nwait.Add(-1)
-			l.mu.Unlock()
+			q.waiters = slices.Delete(q.waiters, i, i+1) // zeroes the vacated slot
+			q.nwait.Add(-1)
+			q.mu.Unlock()
 			return
 		}
 	}
-	l.mu.Unlock()
+	q.mu.Unlock()
 	select {
 	case <-w.ch:
-		l.wake(1)
+		q.wake(1)
 	default:
 	}
 }
 
-func (l *Limit) wake(n int) {
-	l.mu.Lock()
-	for n > 0 && len(l.waiters) > 0 {
-		w := l.waiters[0]
-		l.waiters[0] = nil
-		l.waiters = l.waiters[1:]
-		l.nwait.Add(-1)
+// wake signals up to n waiters, oldest first. It never blocks on them.
+func (q *waitQueue) wake(n int) {
+	q.mu.Lock()
+	for n > 0 && len(q.waiters) > 0 {
+		w := q.waiters[0]
+		q.waiters[0] = nil
+		q.waiters = q.waiters[1:]
+		q.nwait.Add(-1)
 		n--
 		select {
 		case w.ch <- struct{}{}:
 		default:
 		}
 	}
-	if len(l.waiters) == 0 {
-		l.waiters = nil // drop the backing array a long queue left behind
+	if len(q.waiters) == 0 {
+		q.waiters = nil // drop the backing array a long queue left behind
 	}
-	l.mu.Unlock()
+	q.mu.Unlock()
 }

@@ -101,27 +101,31 @@ const (
 // Mailbox is a bounded priority mailbox. It is safe for concurrent use; the
 // protoactor methods are called by the actor system as for any mailbox.
 type Mailbox struct {
-	limit       Limit
+	// Read-mostly fields, on their own cache lines, away from the counters
+	// and the lock that every message writes.
+	capacity    int
 	shared      *Limit
 	drop        DropFunc
 	middlewares []actor.MailboxMiddleware
-
-	invoker    actor.MessageInvoker
-	dispatcher actor.Dispatcher
+	invoker     actor.MessageInvoker
+	dispatcher  actor.Dispatcher
+	sysCount    atomic.Int32
+	status      atomic.Int32
+	suspended   atomic.Bool
+	_           [64]byte
 
 	userCount atomic.Int32
-	sysCount  atomic.Int32
-	status    atomic.Int32
-	suspended atomic.Bool
+	wq        waitQueue // senders waiting for room in this mailbox
 
-	// locksordering: Mailbox.mu -> Limit.mu (never the reverse). sysMu is
-	// never held with another lock.
+	// locksordering: Mailbox.mu and waitQueue.mu are never held together;
+	// sysMu is never held with another lock. The capacity is checked under
+	// mu, so a post costs one lock and, with a shared limit, one CAS.
 	mu         sync.Mutex
 	q          queue
 	closed     bool
 	closeErr   error
-	ttlQueued  int       // queued messages that have a deadline
-	nextExpiry time.Time // no queued message expires before this
+	ttlQueued  int   // queued messages that have a deadline
+	nextExpiry int64 // no queued message expires before this (Unix ns)
 
 	sysMu sync.Mutex
 	sys   ring
@@ -132,11 +136,11 @@ var _ actor.Mailbox = (*Mailbox)(nil)
 // New returns an empty, open mailbox.
 func New(cfg Config) *Mailbox {
 	m := &Mailbox{
+		capacity:    max(cfg.Capacity, 1),
 		shared:      cfg.Shared,
 		drop:        cfg.Drop,
 		middlewares: cfg.Middlewares,
 	}
-	m.limit.init(cfg.Capacity)
 	if m.drop == nil {
 		m.drop = func(any, error) {}
 	}
@@ -150,7 +154,7 @@ func (m *Mailbox) Producer() actor.MailboxProducer {
 }
 
 // Cap returns the capacity.
-func (m *Mailbox) Cap() int { return m.limit.Max() }
+func (m *Mailbox) Cap() int { return m.capacity }
 
 // Len returns the number of queued user messages.
 func (m *Mailbox) Len() int { return int(m.userCount.Load()) }
@@ -158,20 +162,21 @@ func (m *Mailbox) Len() int { return int(m.userCount.Load()) }
 // UserMessageCount implements actor.Mailbox; it equals Len.
 func (m *Mailbox) UserMessageCount() int { return m.Len() }
 
-// Post queues msg, waiting for room as p allows. It returns nil once msg is
+// Post queues it, waiting for room as p allows. It returns nil once msg is
 // queued; ErrFull if there was no room and p allows no wait;
 // ErrBackpressureTimeout (wrapping ErrFull) if p's wait ran out; ctx's error
 // if ctx ended first; or the close error if the mailbox is closed. On any error
 // msg was not queued and the caller still owns it.
-func (m *Mailbox) Post(ctx context.Context, msg any, p Patience) error {
-	full, err := m.tryPost(msg)
+func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
+	prio, deadline := itemKey(it)
+	full, err := m.tryPost(it, prio, deadline)
 	if full == nil {
 		return err
 	}
 	if p.Wait <= 0 {
 		return m.fullError(full)
 	}
-	deadline := time.Now().Add(p.Wait)
+	until := time.Now().Add(p.Wait)
 	backoff := p.Backoff
 	if backoff <= 0 {
 		backoff = p.Wait
@@ -185,17 +190,17 @@ func (m *Mailbox) Post(ctx context.Context, msg any, p Patience) error {
 	}()
 	for {
 		full.park(w)
-		next, err := m.tryPost(msg)
+		next, err := m.tryPost(it, prio, deadline)
 		if next == nil {
 			full.leave(w)
 			return err
 		}
-		if next != full { // the other limit filled up meanwhile
+		if next != full { // the other bound filled up meanwhile
 			full.leave(w)
 			full = next
 			continue
 		}
-		left := time.Until(deadline)
+		left := time.Until(until)
 		if left <= 0 {
 			full.leave(w)
 			return fmt.Errorf("%w after %v: %w", ErrBackpressureTimeout, p.Wait, m.fullError(full))
@@ -219,52 +224,58 @@ func (m *Mailbox) Post(ctx context.Context, msg any, p Patience) error {
 	}
 }
 
-// TryPost queues msg if there is room and never waits. It returns ErrFull or
-// the close error when msg was not queued; the caller still owns it then.
-func (m *Mailbox) TryPost(msg any) error {
-	full, err := m.tryPost(msg)
+// TryPost queues it if there is room and never waits. It returns ErrFull or
+// the close error when it was not queued; the caller still owns it then.
+func (m *Mailbox) TryPost(it Item) error {
+	prio, deadline := itemKey(it)
+	full, err := m.tryPost(it, prio, deadline)
 	if full != nil {
 		return m.fullError(full)
 	}
 	return err
 }
 
-func (m *Mailbox) fullError(full *Limit) error {
-	if full == &m.limit {
-		return fmt.Errorf("%w (capacity %d)", ErrFull, m.limit.Max())
+func (m *Mailbox) fullError(full *waitQueue) error {
+	if full == &m.wq {
+		return fmt.Errorf("%w (capacity %d)", ErrFull, m.capacity)
 	}
-	return fmt.Errorf("%w (bus pending limit %d)", ErrFull, full.Max())
+	return fmt.Errorf("%w (bus pending limit %d)", ErrFull, m.shared.Max())
 }
 
-// tryPost queues msg if both limits have room. It returns the limit that was
-// full, or nil and the close error (nil when queued).
-func (m *Mailbox) tryPost(msg any) (*Limit, error) {
-	if !m.limit.TryAcquire() {
-		if !m.reapExpired() || !m.limit.TryAcquire() {
-			return &m.limit, nil
-		}
-	}
+// tryPost queues msg at priority prio with deadline (Unix ns, 0: none) if
+// the mailbox and the shared limit have room. It returns the wait queue of
+// the bound that was full, or nil and the close error (nil when queued).
+func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error) {
 	if m.shared != nil && !m.shared.TryAcquire() {
-		m.limit.Release(1)
-		return m.shared, nil
+		return &m.shared.wq, nil
 	}
-	prio, deadline := classify(msg)
+	var expired []entry
 	m.mu.Lock()
 	if m.closed {
 		err := m.closeErr
 		m.mu.Unlock()
-		m.release(1)
+		m.releaseShared(1)
 		return nil, err
 	}
-	m.q.push(prio, msg)
-	if !deadline.IsZero() {
-		if m.ttlQueued == 0 || deadline.Before(m.nextExpiry) {
+	if m.q.n >= m.capacity {
+		if expired = m.reapLocked(); len(expired) == 0 {
+			m.mu.Unlock()
+			m.releaseShared(1)
+			return &m.wq, nil
+		}
+	}
+	m.q.push(prio, entry{msg, deadline})
+	if deadline != 0 {
+		if m.ttlQueued == 0 || deadline < m.nextExpiry {
 			m.nextExpiry = deadline
 		}
 		m.ttlQueued++
 	}
 	m.mu.Unlock()
 	m.userCount.Add(1)
+	if expired != nil {
+		m.discard(expired, ErrExpired)
+	}
 	for _, mw := range m.middlewares {
 		mw.MessagePosted(msg)
 	}
@@ -272,60 +283,56 @@ func (m *Mailbox) tryPost(msg any) (*Limit, error) {
 	return nil, nil
 }
 
-func (m *Mailbox) release(n int) {
-	m.limit.Release(n)
+func (m *Mailbox) releaseShared(n int) {
 	if m.shared != nil {
 		m.shared.Release(n)
 	}
 }
 
-// reapExpired removes expired messages from a full mailbox so that they stop
-// holding slots, and reports whether it freed any. It scans only when some
-// queued message may have expired, so a mailbox full of live messages costs
-// one comparison per refused post.
-func (m *Mailbox) reapExpired() bool {
-	m.mu.Lock()
+// reapLocked removes expired messages from a full mailbox so that they stop
+// holding slots, and returns them; the caller must discard them after
+// unlocking. It scans only when some queued message may have expired, so a
+// mailbox full of live messages costs one comparison per refused post.
+func (m *Mailbox) reapLocked() []entry {
 	if m.ttlQueued == 0 {
-		m.mu.Unlock()
-		return false
+		return nil
 	}
-	now := time.Now()
-	if now.Before(m.nextExpiry) {
-		m.mu.Unlock()
-		return false
+	now := time.Now().UnixNano()
+	if now < m.nextExpiry {
+		return nil
 	}
-	var next time.Time
+	var next int64
 	live := 0
-	expired := m.q.removeIf(func(v any) bool {
-		_, d := classify(v)
-		if d.IsZero() {
+	expired := m.q.removeIf(func(e entry) bool {
+		if e.deadline == 0 {
 			return false
 		}
-		if !now.Before(d) {
+		if now >= e.deadline {
 			return true
 		}
-		if live == 0 || d.Before(next) {
-			next = d
+		if live == 0 || e.deadline < next {
+			next = e.deadline
 		}
 		live++
 		return false
 	})
 	m.ttlQueued, m.nextExpiry = live, next
-	m.mu.Unlock()
-	m.discard(expired, ErrExpired)
-	return len(expired) > 0
+	return expired
 }
 
-// discard releases the slots of msgs, which have left the queue, and drops
-// them with reason.
-func (m *Mailbox) discard(msgs []any, reason error) {
-	if len(msgs) == 0 {
+// discard releases the slots of entries, which have left the queue, and
+// drops their messages with reason. It must be called without m.mu held.
+func (m *Mailbox) discard(entries []entry, reason error) {
+	if len(entries) == 0 {
 		return
 	}
-	m.userCount.Add(-int32(len(msgs)))
-	m.release(len(msgs))
-	for _, v := range msgs {
-		m.drop(v, reason)
+	m.userCount.Add(-int32(len(entries)))
+	m.releaseShared(len(entries))
+	if m.wq.nwait.Load() > 0 {
+		m.wq.wake(len(entries))
+	}
+	for _, e := range entries {
+		m.drop(e.v, reason)
 	}
 }
 
@@ -347,7 +354,7 @@ func (m *Mailbox) Close(reason error) {
 	m.ttlQueued = 0
 	m.mu.Unlock()
 	m.discard(queued, reason)
-	m.limit.wakeAll()
+	m.wq.wakeAll()
 }
 
 // Closed reports whether Close was called.
@@ -362,7 +369,8 @@ func (m *Mailbox) Closed() bool {
 // messages are reaped), and one that finds the mailbox closed is dropped with
 // the close error.
 func (m *Mailbox) PostUserMessage(msg any) {
-	full, err := m.tryPost(msg)
+	prio, deadline := classify(msg)
+	full, err := m.tryPost(msg, prio, deadline)
 	switch {
 	case full != nil:
 		m.drop(msg, m.fullError(full))
@@ -378,7 +386,7 @@ func (m *Mailbox) PostSystemMessage(msg any) {
 		mw.MessagePosted(msg)
 	}
 	m.sysMu.Lock()
-	m.sys.push(msg)
+	m.sys.push(entry{v: msg})
 	m.sysMu.Unlock()
 	m.sysCount.Add(1)
 	m.schedule()
@@ -446,7 +454,7 @@ func (m *Mailbox) run() {
 		i++
 		if m.sysCount.Load() > 0 {
 			m.sysMu.Lock()
-			msg = m.sys.pop()
+			msg = m.sys.pop().v
 			m.sysMu.Unlock()
 			m.sysCount.Add(-1)
 			switch msg.(type) {
@@ -483,35 +491,42 @@ func (m *Mailbox) run() {
 // empty, and a nil message when the one it took had expired (and was dropped).
 func (m *Mailbox) popUser() (any, bool) {
 	m.mu.Lock()
-	v, ok := m.q.pop()
+	e, ok := m.q.pop()
 	if !ok {
 		m.mu.Unlock()
 		return nil, false
 	}
-	_, deadline := classify(v)
-	if !deadline.IsZero() {
+	if e.deadline != 0 {
 		m.ttlQueued--
 	}
 	m.mu.Unlock()
 	m.userCount.Add(-1)
-	m.release(1)
-	if !deadline.IsZero() && !time.Now().Before(deadline) {
-		m.drop(v, ErrExpired)
+	m.releaseShared(1)
+	if m.wq.nwait.Load() > 0 {
+		m.wq.wake(1)
+	}
+	if e.deadline != 0 && time.Now().UnixNano() >= e.deadline {
+		m.drop(e.v, ErrExpired)
 		return nil, true
 	}
-	return v, true
+	return e.v, true
 }
 
-// classify returns the priority and deadline of a message, looking through a
-// protoactor envelope.
-func classify(msg any) (int, time.Time) {
+// classify returns the priority and deadline of a message posted through
+// protoactor, looking through its envelope.
+func classify(msg any) (int, int64) {
 	if env, ok := msg.(*actor.MessageEnvelope); ok {
 		msg = env.Message
 	}
-	it, ok := msg.(Item)
-	if !ok {
-		return DefaultPriority, time.Time{}
+	if it, ok := msg.(Item); ok {
+		return itemKey(it)
 	}
+	return DefaultPriority, 0
+}
+
+// itemKey returns it's priority, clamped to [0, MaxPriority], and its
+// deadline in Unix nanoseconds (0: none).
+func itemKey(it Item) (int, int64) {
 	p := it.MailboxPriority()
 	switch {
 	case p < 0:
@@ -519,5 +534,9 @@ func classify(msg any) (int, time.Time) {
 	case p > MaxPriority:
 		p = MaxPriority
 	}
-	return p, it.Deadline()
+	var deadline int64
+	if d := it.Deadline(); !d.IsZero() {
+		deadline = max(d.UnixNano(), 1)
+	}
+	return p, deadline
 }

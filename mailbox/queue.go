@@ -15,6 +15,13 @@ const levels = MaxPriority + 1
 // back, so a burst does not pin memory for the agent's lifetime.
 const shrinkAbove = 64
 
+// entry is one queued message and its deadline in Unix nanoseconds (0: none),
+// kept beside it so that neither push nor pop has to ask the message again.
+type entry struct {
+	v        any
+	deadline int64
+}
+
 // queue is a priority queue of 101 FIFO levels. A two-word bitmap records
 // which levels are non-empty, so push and pop are O(1): pop finds the highest
 // non-empty level with one bits.Len64 per word instead of scanning the levels.
@@ -29,7 +36,7 @@ type queue struct {
 func (q *queue) len() int { return q.n }
 
 // push appends v at priority p, which must be in [0, MaxPriority].
-func (q *queue) push(p int, v any) {
+func (q *queue) push(p int, v entry) {
 	r := q.levels[p]
 	if r == nil {
 		r = &ring{}
@@ -41,10 +48,10 @@ func (q *queue) push(p int, v any) {
 }
 
 // pop removes and returns the oldest value of the highest non-empty level.
-func (q *queue) pop() (any, bool) {
+func (q *queue) pop() (entry, bool) {
 	p := q.top()
 	if p < 0 {
-		return nil, false
+		return entry{}, false
 	}
 	r := q.levels[p]
 	v := r.pop()
@@ -67,11 +74,11 @@ func (q *queue) top() int {
 }
 
 // drain removes every value, highest priority first, and returns them.
-func (q *queue) drain() []any {
+func (q *queue) drain() []entry {
 	if q.n == 0 {
 		return nil
 	}
-	out := make([]any, 0, q.n)
+	out := make([]entry, 0, q.n)
 	for {
 		v, ok := q.pop()
 		if !ok {
@@ -84,8 +91,8 @@ func (q *queue) drain() []any {
 // removeIf removes every value for which drop returns true, keeping the order
 // of the rest, and returns the removed values. It is O(n) and is meant for
 // rare housekeeping (reaping expired messages from a full mailbox).
-func (q *queue) removeIf(drop func(any) bool) []any {
-	var out []any
+func (q *queue) removeIf(drop func(entry) bool) []entry {
+	var out []entry
 	for p := range q.levels {
 		r := q.levels[p]
 		if r == nil || r.n == 0 {
@@ -102,7 +109,7 @@ func (q *queue) removeIf(drop func(any) bool) []any {
 			kept++
 		}
 		for i := kept; i < r.n; i++ {
-			r.buf[(r.head+i)&(len(r.buf)-1)] = nil
+			r.buf[(r.head+i)&(len(r.buf)-1)] = entry{}
 		}
 		q.n -= r.n - kept
 		r.n = kept
@@ -115,12 +122,12 @@ func (q *queue) removeIf(drop func(any) bool) []any {
 
 // ring is a growable FIFO ring buffer; its size is always a power of two.
 type ring struct {
-	buf  []any
+	buf  []entry
 	head int
 	n    int
 }
 
-func (r *ring) push(v any) {
+func (r *ring) push(v entry) {
 	if r.n == len(r.buf) {
 		r.grow()
 	}
@@ -128,9 +135,9 @@ func (r *ring) push(v any) {
 	r.n++
 }
 
-func (r *ring) pop() any {
+func (r *ring) pop() entry {
 	v := r.buf[r.head]
-	r.buf[r.head] = nil // let the message be collected
+	r.buf[r.head] = entry{} // let the message be collected
 	r.head = (r.head + 1) & (len(r.buf) - 1)
 	r.n--
 	if r.n == 0 {
@@ -144,7 +151,7 @@ func (r *ring) grow() {
 	if size == 0 {
 		size = 8
 	}
-	buf := make([]any, size)
+	buf := make([]entry, size)
 	for i := range r.n {
 		buf[i] = r.buf[(r.head+i)&(len(r.buf)-1)]
 	}
