@@ -296,7 +296,10 @@ func (b *Bus) Backpressure() Backpressure { return Backpressure{b.shared} }
 // more than once: later calls wait for the first to finish and return its
 // result.
 func (b *Bus) Shutdown(ctx context.Context) error {
-	if !b.closed.CompareAndSwap(false, true) {
+	b.spawnMu.Lock() // so no Spawn is half done once closed is set
+	first := b.closed.CompareAndSwap(false, true)
+	b.spawnMu.Unlock()
+	if !first {
 		select {
 		case <-b.shutdownDone:
 			return b.shutdownErr
@@ -304,8 +307,6 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 			return context.Cause(ctx)
 		}
 	}
-	b.spawnMu.Lock() // no Spawn is half done past this point
-	b.spawnMu.Unlock()
 	b.log.Info("bus shutting down", "pending", b.shared.Used())
 
 	err := b.shared.WaitZero(ctx)

@@ -173,8 +173,7 @@ func (a *Agent) Props(strategy actor.SupervisorStrategy) *actor.Props {
 
 // agentActor is the protoactor actor that runs an agent's handler.
 type agentActor struct {
-	a       *Agent
-	started bool
+	a *Agent
 }
 
 func (x *agentActor) Receive(c actor.Context) {

@@ -33,8 +33,6 @@ type queue struct {
 	n      int
 }
 
-func (q *queue) len() int { return q.n }
-
 // push appends v at priority p, which must be in [0, MaxPriority].
 func (q *queue) push(p int, v entry) {
 	r := q.levels[p]

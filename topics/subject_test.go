@@ -247,11 +247,14 @@ func TestMatch(t *testing.T) {
 }
 
 func TestMatchDoesNotAllocate(t *testing.T) {
+	var matched, pattern bool
 	allocs := testing.AllocsPerRun(100, func() {
-		topics.Match("agents.*.>", "agents.coder.done.now")
-		topics.IsPattern("agents.coder.done")
+		matched = topics.Match("agents.*.>", "agents.coder.done.now")
+		pattern = topics.IsPattern("agents.coder.done")
 	})
 	assert.Zero(t, allocs)
+	assert.True(t, matched)
+	assert.False(t, pattern)
 }
 
 func TestValidateDoesNotAllocate(t *testing.T) {
