@@ -278,6 +278,18 @@ func TestRequest(t *testing.T) {
 		_, err := bus.Request(t.Context(), req(`1`).WithRecipient("nobody"))
 		require.ErrorIs(t, err, agentbus.ErrNoRecipient)
 	})
+	t.Run("duplicate pending request id", func(t *testing.T) {
+		first := req(`"hold"`).WithRequestID("same")
+		errc := make(chan error, 1)
+		go func() { _, err := bus.Request(context.Background(), first); errc <- err }()
+		m := <-held
+		_, err := bus.Request(t.Context(), req(`1`).WithRequestID("same"))
+		require.ErrorIs(t, err, agentbus.ErrInvalidMessage)
+		_, err = bus.Reply(context.Background(), m, []byte(`"done"`))
+		require.NoError(t, err)
+		require.NoError(t, recv(t, errc))
+	})
+	assert.Zero(t, bus.PendingRequests(), "no pending request may leak")
 }
 
 func TestRequestBetweenAgentsAndCycles(t *testing.T) {
@@ -518,6 +530,35 @@ func TestShutdownDeadLettersWhatItCannotDrain(t *testing.T) {
 	assert.Len(t, bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.Shutdown}), 3)
 	close(g.open) // let the handler return so its goroutine ends
 	require.Eventually(t, func() bool { return len(bus.Agents()) == 0 }, 5*time.Second, time.Millisecond)
+}
+
+func TestDeadLetterActor(t *testing.T) {
+	bus := newBus(t, agentbus.Config{})
+	root := bus.ActorSystem().Root
+	pid := bus.DeadLetterPID()
+	root.Send(pid, &deadletter.Letter{Message: direct("x", `1`), Reason: deadletter.RetriesExhausted, Agent: "x"})
+	root.Send(pid, direct("y", `2`))
+	root.Send(pid, 42)
+	res, err := root.RequestFuture(pid, &deadletter.Query{}, 5*time.Second).Result()
+	require.NoError(t, err)
+	letters := res.(*deadletter.Letters).Letters
+	require.Len(t, letters, 3)
+	assert.Equal(t, deadletter.RetriesExhausted, letters[0].Reason)
+	assert.Equal(t, deadletter.NoRecipient, letters[1].Reason)
+	assert.Equal(t, deadletter.UnsupportedMessage, letters[2].Reason)
+	assert.Equal(t, 42, letters[2].Value)
+}
+
+func TestSendToStoppedPIDIsRecorded(t *testing.T) {
+	bus := newBus(t, agentbus.Config{})
+	pid, err := bus.Spawn("gone", newRecorder(1))
+	require.NoError(t, err)
+	require.NoError(t, bus.Stop(t.Context(), "gone"))
+	_, err = bus.ActorSystem().Root.RequestFuture(pid, direct("gone", `"hello?"`), 5*time.Second).Result()
+	require.ErrorIs(t, err, actor.ErrDeadLetter)
+	letters := bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.NoRecipient})
+	require.Len(t, letters, 1)
+	assert.Equal(t, "gone", letters[0].Agent)
 }
 
 func TestBroadcast(t *testing.T) {

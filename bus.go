@@ -80,7 +80,9 @@ type Bus struct {
 
 	shared   *mailbox.Limit
 	dlq      *deadletter.Queue
+	dlqPID   *actor.PID
 	calls    sync.Map // request ID → *call
+	ncalls   atomic.Int64
 	late     *recentIDs
 	history  *history // nil unless Config.EnableHistory
 	dlSub    *eventstream.Subscription
@@ -118,6 +120,22 @@ func New(cfg Config) (*Bus, error) {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if cfg.EnableHistory {
 		b.history = newHistory(cfg.MaxHistorySize)
+	}
+	dlqBox := mailbox.New(mailbox.Config{
+		Capacity: cfg.DLQMaxSize,
+		// If the actor falls behind, store directly: a dead letter is never
+		// itself dropped.
+		Drop: func(v any, why error) {
+			if l, ok := actor.UnwrapEnvelopeMessage(v).(*deadletter.Letter); ok {
+				b.dlq.Add(*l)
+				return
+			}
+			b.dropped(deadLetterActor, v, why)
+		},
+	})
+	b.dlqPID, err = system.Root.SpawnNamed(deadletter.Actor(b.dlq).Configure(actor.WithMailbox(dlqBox.Producer())), deadLetterActor)
+	if err != nil {
+		return nil, fmt.Errorf("agentbus: start the dead-letter actor: %w", err)
 	}
 	b.dlSub = system.EventStream.Subscribe(func(evt any) {
 		if d, ok := evt.(*actor.DeadLetterEvent); ok {
@@ -269,6 +287,14 @@ func (b *Bus) Stop(ctx context.Context, name string) error {
 	}
 }
 
+// deadLetterActor is the registered name of the dead-letter actor.
+const deadLetterActor = "$deadletters"
+
+// DeadLetterPID returns the PID of the dead-letter actor, the protoactor face
+// of DeadLetters: protoactor code can send it a *deadletter.Letter (or an
+// undeliverable *Message) to record, or a *deadletter.Query to list letters.
+func (b *Bus) DeadLetterPID() *actor.PID { return b.dlqPID }
+
 // DeadLetters returns the bus's dead-letter queue. It is bounded by
 // Config.DLQMaxSize and Config.DLQMaxBytes; the oldest letters are evicted.
 func (b *Bus) DeadLetters() *deadletter.Queue { return b.dlq }
@@ -321,11 +347,12 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		b.log.Warn("bus shutdown cut short", "error", err)
 	}
 	b.calls.Range(func(k, v any) bool {
-		if b.calls.CompareAndDelete(k, v) {
+		if b.dropCall(k.(string), v.(*call)) {
 			v.(*call).ch <- result{err: ErrClosed}
 		}
 		return true
 	})
+	b.system.Root.Stop(b.dlqPID)
 	b.cancel()
 	b.system.EventStream.Unsubscribe(b.dlSub)
 	b.system.Shutdown()

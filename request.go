@@ -70,13 +70,14 @@ func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
 		callPool.Put(c)
 		return nil, fmt.Errorf("%w: request id %q is already pending", ErrInvalidMessage, msg.RequestID)
 	}
+	b.ncalls.Add(1)
 	if self != nil && target != nil {
 		// Before sending, so the recipient's handler sees it.
 		self.SetWaitingOn(target)
 		defer self.SetWaitingOn(nil)
 	}
 	if _, err := b.send(ctx, msg, self); err != nil {
-		if b.calls.CompareAndDelete(msg.RequestID, c) {
+		if b.dropCall(msg.RequestID, c) {
 			callPool.Put(c)
 		}
 		// else: the request was accepted, then dead-lettered, and its
@@ -104,7 +105,7 @@ func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
 // abandon gives up on a pending request. If a response won the race it is
 // returned instead of err.
 func (b *Bus) abandon(id string, c *call, err error) (*Message, error) {
-	if b.calls.CompareAndDelete(id, c) {
+	if b.dropCall(id, c) {
 		b.late.add(id)
 		callPool.Put(c)
 		return nil, err
@@ -116,10 +117,35 @@ func (b *Bus) abandon(id string, c *call, err error) (*Message, error) {
 
 // fail completes the pending request id, if any, with err.
 func (b *Bus) fail(id string, err error) {
-	if v, ok := b.calls.LoadAndDelete(id); ok {
-		v.(*call).ch <- result{err: err}
+	if c, ok := b.takeCall(id); ok {
+		c.ch <- result{err: err}
 	}
 }
+
+// takeCall removes and returns the pending call for id. Only the goroutine
+// that takes a call may complete it.
+func (b *Bus) takeCall(id string) (*call, bool) {
+	v, ok := b.calls.LoadAndDelete(id)
+	if !ok {
+		return nil, false
+	}
+	b.ncalls.Add(-1)
+	return v.(*call), true
+}
+
+// dropCall removes the pending call c for id if it is still pending, and
+// reports whether it did.
+func (b *Bus) dropCall(id string, c *call) bool {
+	if !b.calls.CompareAndDelete(id, c) {
+		return false
+	}
+	b.ncalls.Add(-1)
+	return true
+}
+
+// PendingRequests returns how many Request calls are waiting for a response.
+// It does not block.
+func (b *Bus) PendingRequests() int { return int(b.ncalls.Load()) }
 
 // waitsOn reports whether agent a is blocked, directly or through a chain of
 // requests, on a response from agent b. The chain is followed for at most a
@@ -142,8 +168,8 @@ func waitsOn(a, b *actors.Agent) bool {
 // orphan_response otherwise). A response that reaches dead letters is still
 // accepted: Send returns its ID and no error.
 func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
-	if v, ok := b.calls.LoadAndDelete(msg.RequestID); ok {
-		v.(*call).ch <- result{msg: msg}
+	if c, ok := b.takeCall(msg.RequestID); ok {
+		c.ch <- result{msg: msg}
 		b.record(msg)
 		return msg.ID, nil
 	}
