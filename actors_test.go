@@ -473,10 +473,10 @@ func TestStopDeadLettersQueuedMessages(t *testing.T) {
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
-	stopped := make(chan error, 1)
-	go func() { stopped <- bus.Stop(context.Background(), "w") }()
+	pid, _ := bus.PID("w")
+	bus.ActorSystem().Root.Stop(pid) // queued before the gate opens: stop comes first
 	close(g.open)
-	require.NoError(t, <-stopped)
+	require.Eventually(t, func() bool { _, ok := bus.PID("w"); return !ok }, 5*time.Second, time.Millisecond)
 
 	letters := bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.AgentStopped})
 	var got []string

@@ -17,6 +17,8 @@ import (
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
 	"github.com/descartes/agentbus/mailbox"
+	"github.com/descartes/agentbus/routing"
+	"github.com/descartes/agentbus/topics"
 )
 
 // Message, Handler and friends are the actors package's; they are aliased here
@@ -74,9 +76,18 @@ type Bus struct {
 
 	spawnMu sync.Mutex // serializes Spawn so a name is checked and taken at once
 
-	// locksordering: spawnMu -> agentsMu.
-	agentsMu sync.RWMutex
-	agents   map[string]*actors.Agent // running agents by name
+	// locksordering: spawnMu -> agentsMu; topicsMu is never held with
+	// another bus lock.
+	agentsMu  sync.RWMutex
+	agents    map[string]*actors.Agent // running agents by name
+	agentsGen atomic.Uint64            // bumped whenever agents changes
+
+	router   *routing.Router
+	handlers []*actors.Agent // the router's handler agents; guarded by spawnMu
+
+	subs      *topics.Registry
+	topicsMu  sync.Mutex
+	topicRefs map[string]*topicRef // running topic actors by subject
 
 	shared   *mailbox.Limit
 	dlq      *deadletter.Queue
@@ -113,6 +124,8 @@ func New(cfg Config) (*Bus, error) {
 		shared:       mailbox.NewLimit(cfg.Backpressure.MaxPending),
 		dlq:          deadletter.New(cfg.DLQMaxSize, cfg.DLQMaxBytes),
 		agents:       make(map[string]*actors.Agent),
+		subs:         topics.NewRegistry(cfg.MaxSubscriptions),
+		topicRefs:    make(map[string]*topicRef),
 		late:         newRecentIDs(lateResponseMemory),
 		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
@@ -136,6 +149,13 @@ func New(cfg Config) (*Bus, error) {
 	b.dlqPID, err = system.Root.SpawnNamed(deadletter.Actor(b.dlq).Configure(actor.WithMailbox(dlqBox.Producer())), deadLetterActor)
 	if err != nil {
 		return nil, fmt.Errorf("agentbus: start the dead-letter actor: %w", err)
+	}
+	b.router, err = routing.New(system, cfg.MailboxSize, b.shared, handlerRunner{b},
+		func(m *actors.Message, handler string, why error) {
+			b.deadLetter(deadletter.Letter{Message: m, Reason: reasonOf(why), Err: why.Error(), Agent: handler}, nil)
+		})
+	if err != nil {
+		return nil, err
 	}
 	b.dlSub = system.EventStream.Subscribe(func(evt any) {
 		if d, ok := evt.(*actor.DeadLetterEvent); ok {
@@ -213,6 +233,7 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 	a.SetPID(pid)
 	b.agentsMu.Lock()
 	b.agents[name] = a
+	b.agentsGen.Add(1)
 	b.agentsMu.Unlock()
 	b.log.Info("agent spawned", "agent", name, "mailbox", o.mailboxSize)
 	return pid, nil
@@ -264,6 +285,7 @@ func (b *Bus) unregister(a *actors.Agent) {
 	b.agentsMu.Lock()
 	if b.agents[a.Name()] == a {
 		delete(b.agents, a.Name())
+		b.agentsGen.Add(1)
 	}
 	b.agentsMu.Unlock()
 }
@@ -339,8 +361,12 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	if err == nil {
 		err = b.stopAgents(ctx)
 	}
+	b.router.Stop(b.system, ErrShutdown)
 	if err != nil {
-		for _, a := range b.snapshot() {
+		b.spawnMu.Lock()
+		cut := append(b.snapshot(), b.handlers...)
+		b.spawnMu.Unlock()
+		for _, a := range cut {
 			a.Mailbox().Close(ErrShutdown)
 			b.system.Root.Stop(a.PID())
 		}
@@ -352,6 +378,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		}
 		return true
 	})
+	b.stopTopics()
 	b.system.Root.Stop(b.dlqPID)
 	b.cancel()
 	b.system.EventStream.Unsubscribe(b.dlSub)
@@ -363,6 +390,9 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 
 func (b *Bus) stopAgents(ctx context.Context) error {
 	all := b.snapshot()
+	b.spawnMu.Lock()
+	all = append(all, b.handlers...)
+	b.spawnMu.Unlock()
 	for _, a := range all {
 		b.system.Root.Stop(a.PID())
 	}
@@ -444,6 +474,43 @@ func (b *Bus) protoDeadLetter(d *actor.DeadLetterEvent) {
 	b.deadLetter(l, nil)
 }
 
+// Router returns the bus's router: register named handlers and add rules,
+// and every message the bus accepts is also offered to the handlers whose
+// rules match it, besides going to its recipient or topic. See
+// routing.Router.
+func (b *Bus) Router() *routing.Router { return b.router }
+
+// handlerRunner starts the agents that run the router's handlers: agents that
+// cannot be addressed by name, resumed after a panic (the message that caused
+// it is dead-lettered as handler_panic), and stopped with the bus.
+type handlerRunner struct{ b *Bus }
+
+// handlerStrategy resumes a handler agent after a panic: the router isolates
+// failures per message, so there is no state worth a restart.
+var handlerStrategy = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.ResumeDirective })
+
+func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent, error) {
+	b := r.b
+	b.spawnMu.Lock()
+	defer b.spawnMu.Unlock()
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	mb := mailbox.New(mailbox.Config{
+		Capacity: b.cfg.MailboxSize,
+		Shared:   b.shared,
+		Drop:     func(v any, why error) { b.dropped(name, v, why) },
+	})
+	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
+	pid, err := b.system.Root.SpawnNamed(a.Props(handlerStrategy), "$handler:"+name)
+	if err != nil {
+		return nil, fmt.Errorf("agentbus: start handler %q: %w", name, err)
+	}
+	a.SetPID(pid)
+	b.handlers = append(b.handlers, a)
+	return a, nil
+}
+
 // agentHooks connects agents to the bus without putting the hook methods on
 // Bus's public API.
 type agentHooks struct{ b *Bus }
@@ -472,7 +539,10 @@ func (h agentHooks) Started(a *actors.Agent, restarts int) {
 }
 
 func (h agentHooks) Stopped(a *actors.Agent) {
-	h.b.unregister(a)
+	// Close first: once the name is free (unregister), everything that
+	// was queued is already dead-lettered.
 	a.Mailbox().Close(mailbox.ErrStopped)
+	h.b.subs.Leave(a.Name())
+	h.b.unregister(a)
 	h.b.log.Info("agent stopped", "agent", a.Name())
 }

@@ -17,6 +17,8 @@ const (
 	DefaultDLQMaxSize     = 1000
 	DefaultDLQMaxBytes    = 64 << 20 // 64 MiB
 	DefaultMaxHistorySize = 10_000
+	DefaultMaxTopics      = 10_000
+	DefaultMaxSubs        = 100_000
 )
 
 // Config configures a Bus. The zero value is valid: every zero field takes
@@ -40,6 +42,13 @@ type Config struct {
 	// DLQMaxBytes caps the message bytes the dead-letter queue holds.
 	// Default 64 MiB.
 	DLQMaxBytes int
+	// MaxTopics caps the topic actors running at once (one per subject
+	// published to). At the cap, the least recently used idle one is
+	// stopped; a topic actor also stops when it finds no subscriber.
+	// Default 10,000.
+	MaxTopics int
+	// MaxSubscriptions caps (topic, agent) subscriptions. Default 100,000.
+	MaxSubscriptions int
 	// EnableHistory records every accepted message in a bounded ring that
 	// History reads. Default off.
 	EnableHistory bool
@@ -77,6 +86,8 @@ func (c Config) withDefaults() (Config, error) {
 		{"DLQMaxSize", &c.DLQMaxSize, DefaultDLQMaxSize},
 		{"DLQMaxBytes", &c.DLQMaxBytes, DefaultDLQMaxBytes},
 		{"MaxHistorySize", &c.MaxHistorySize, DefaultMaxHistorySize},
+		{"MaxTopics", &c.MaxTopics, DefaultMaxTopics},
+		{"MaxSubscriptions", &c.MaxSubscriptions, DefaultMaxSubs},
 	}
 	for _, f := range ints {
 		switch {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/mailbox"
+	"github.com/descartes/agentbus/topics"
 )
 
 // Sentinel errors. Every error the bus returns wraps one of these, so callers
@@ -29,6 +30,13 @@ var (
 	ErrBackpressureTimeout = mailbox.ErrBackpressureTimeout
 	// ErrAgentStopped: the agent stopped.
 	ErrAgentStopped = mailbox.ErrStopped
+
+	// ErrInvalidSubject: a topic is not a valid subject (or pattern).
+	ErrInvalidSubject = topics.ErrInvalidSubject
+	// ErrNotSubscribed: an unsubscribe named no existing subscription.
+	ErrNotSubscribed = topics.ErrNotSubscribed
+	// ErrTooManySubscriptions: Config.MaxSubscriptions is reached.
+	ErrTooManySubscriptions = topics.ErrTooManySubscriptions
 
 	// ErrNoRecipient: no agent has the recipient's name.
 	ErrNoRecipient = errors.New("agentbus: no such recipient")

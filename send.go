@@ -45,8 +45,10 @@ func (b *Bus) send(ctx context.Context, msg *Message, self *actors.Agent) (strin
 		return b.respond(ctx, msg, self)
 	case TypeBroadcast:
 		return b.broadcast(msg)
-	case TypePublish, TypeSubscribe, TypeUnsubscribe:
-		return "", fmt.Errorf("%w: %s messages are not supported yet", ErrInvalidMessage, msg.Type)
+	case TypePublish:
+		return b.publish(ctx, msg, self)
+	case TypeSubscribe, TypeUnsubscribe:
+		return b.subscription(msg)
 	}
 	a := b.agent(msg.Recipient)
 	if a == nil {
@@ -83,22 +85,32 @@ func (b *Bus) accept(msg *Message, self *actors.Agent) error {
 
 // post queues msg in a's mailbox under the backpressure rules of Send.
 func (b *Bus) post(ctx context.Context, a *actors.Agent, msg *Message, self *actors.Agent) (string, error) {
+	id, err := b.postTo(ctx, a.Mailbox(), a.Name(), msg, self)
+	if errors.Is(err, mailbox.ErrStopped) {
+		return "", fmt.Errorf("%w: %q stopped", ErrNoRecipient, a.Name())
+	}
+	return id, err
+}
+
+// postTo queues msg in mb, which belongs to dest. Outside handlers it waits
+// up to Backpressure.Timeout for room; inside a handler (self != nil) at most
+// Backpressure.WaitDuration, after which the message is dead-lettered as
+// mailbox_full and its ID is returned with the error.
+func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg *Message, self *actors.Agent) (string, error) {
 	bp := b.cfg.Backpressure
 	p := mailbox.Patience{Wait: bp.Timeout, Backoff: bp.WaitDuration}
 	if self != nil {
 		p = mailbox.Patience{Wait: bp.WaitDuration, Backoff: bp.WaitDuration}
 	}
-	err := a.Mailbox().Post(ctx, msg, p)
+	err := mb.Post(ctx, msg, p)
 	switch {
 	case err == nil:
 		b.record(msg)
 		return msg.ID, nil
 	case self != nil && errors.Is(err, mailbox.ErrFull):
 		b.record(msg)
-		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.MailboxFull, Err: err.Error(), Agent: a.Name()}, err)
+		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.MailboxFull, Err: err.Error(), Agent: dest}, err)
 		return msg.ID, fmt.Errorf("agentbus: %s dead-lettered as mailbox_full: %w", msg.ID, err)
-	case errors.Is(err, mailbox.ErrStopped):
-		return "", fmt.Errorf("%w: %q stopped", ErrNoRecipient, a.Name())
 	case errors.Is(err, ErrShutdown):
 		return "", ErrClosed
 	default:
@@ -130,8 +142,16 @@ func (b *Bus) broadcast(msg *Message) (string, error) {
 	return msg.ID, nil
 }
 
+// record notes that the bus accepted msg: it goes into the history, if
+// enabled, and to the router, if any rule is enabled. A message the router
+// cannot queue is dead-lettered for the router; its delivery is unaffected.
 func (b *Bus) record(msg *Message) {
 	if b.history != nil {
 		b.history.add(msg)
+	}
+	if b.router.Active() {
+		if err := b.router.Route(msg); err != nil {
+			b.deadLetter(deadletter.Letter{Message: msg, Reason: reasonOf(err), Err: err.Error(), Agent: "$router"}, nil)
+		}
 	}
 }

@@ -214,3 +214,7 @@ func (a *Agent) handle(msg *Message) {
 	}
 	a.handled.Add(1)
 }
+
+// TryPost queues msg in the agent's mailbox without waiting; see
+// mailbox.Mailbox.TryPost.
+func (a *Agent) TryPost(msg *Message) error { return a.mailbox.TryPost(msg) }

@@ -1,0 +1,210 @@
+package agentbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/mailbox"
+	"github.com/descartes/agentbus/topics"
+)
+
+// errTopicRetired closes the mailbox of a topic actor that stopped itself;
+// what it still held is published again through a new topic actor.
+var errTopicRetired = errors.New("agentbus: topic retired")
+
+// topicRef is one running topic actor.
+type topicRef struct {
+	subject string
+	pid     *actor.PID
+	mb      *mailbox.Mailbox
+	lastUse time.Time // guarded by Bus.topicsMu
+}
+
+// Subscribe subscribes the agent named agent to topic, an exact subject
+// ("agents.coder.done") or a pattern with NATS wildcards ("agents.*.done",
+// "events.>"). Subscribing twice is a no-op. A stopped agent leaves all its
+// topics. It does not block. Errors: ErrInvalidSubject, ErrNoRecipient (no
+// such agent), ErrTooManySubscriptions, ErrClosed.
+func (b *Bus) Subscribe(topic, agent string) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if b.agent(agent) == nil {
+		return fmt.Errorf("%w: %q cannot subscribe", ErrNoRecipient, agent)
+	}
+	if _, err := b.subs.Subscribe(topic, agent); err != nil {
+		return err
+	}
+	if b.agent(agent) == nil { // stopped meanwhile: do not leave it behind
+		b.subs.Leave(agent)
+		return fmt.Errorf("%w: %q stopped", ErrNoRecipient, agent)
+	}
+	return nil
+}
+
+// Unsubscribe removes agent's subscription to topic (exactly as subscribed).
+// It does not block. Errors: ErrNotSubscribed, ErrInvalidSubject.
+func (b *Bus) Unsubscribe(topic, agent string) error {
+	return b.subs.Unsubscribe(topic, agent)
+}
+
+// Subscribers returns, sorted, the agents a publish on topic reaches when
+// topic is a subject, or the agents subscribed with exactly topic when it is
+// a wildcard pattern. It does not block.
+func (b *Bus) Subscribers(topic string) []string { return b.subs.Subscribers(topic) }
+
+// Topics returns every subscribed topic (subjects and patterns), sorted. It
+// does not block.
+func (b *Bus) Topics() []string { return b.subs.Topics() }
+
+// Publish publishes payload on topic from sender and returns the message ID.
+// It is Send of a TypePublish message; use Send to set more fields.
+func (b *Bus) Publish(ctx context.Context, topic, sender string, payload []byte) (string, error) {
+	return b.Send(ctx, NewMessage(TypePublish, sender, payload).WithTopic(topic))
+}
+
+// subscription applies a TypeSubscribe or TypeUnsubscribe message for its
+// sender. The message is handled at once; it is not queued.
+func (b *Bus) subscription(msg *Message) (string, error) {
+	if msg.Sender == "" {
+		return "", fmt.Errorf("%w: %s message without sender", ErrInvalidMessage, msg.Type)
+	}
+	var err error
+	if msg.Type == TypeSubscribe {
+		err = b.Subscribe(msg.Topic, msg.Sender)
+	} else {
+		err = b.Unsubscribe(msg.Topic, msg.Sender)
+	}
+	if err != nil {
+		return "", err
+	}
+	b.record(msg)
+	return msg.ID, nil
+}
+
+// publish queues msg in the actor of its topic, starting one if needed, under
+// the backpressure rules of Send.
+func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
+	if err := topics.ValidateSubject(msg.Topic); err != nil {
+		return "", err
+	}
+	for range 8 { // a topic actor may retire between lookup and post
+		t, err := b.topicActor(msg.Topic)
+		if err != nil {
+			return "", err
+		}
+		id, err := b.postTo(ctx, t.mb, "topic "+msg.Topic, msg, self)
+		if errors.Is(err, errTopicRetired) {
+			continue
+		}
+		return id, err
+	}
+	return "", fmt.Errorf("%w: topic %q keeps retiring", ErrMailboxFull, msg.Topic)
+}
+
+// topicActor returns the running actor of subject, starting it if needed.
+// When MaxTopics actors run, the least recently used idle one is stopped to
+// make room; if none is idle, it returns an error wrapping ErrMailboxFull.
+func (b *Bus) topicActor(subject string) (*topicRef, error) {
+	b.topicsMu.Lock()
+	defer b.topicsMu.Unlock()
+	now := time.Now()
+	if t := b.topicRefs[subject]; t != nil {
+		t.lastUse = now
+		return t, nil
+	}
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	if len(b.topicRefs) >= b.cfg.MaxTopics {
+		var victim *topicRef
+		for _, t := range b.topicRefs {
+			if t.mb.Len() == 0 && (victim == nil || t.lastUse.Before(victim.lastUse)) {
+				victim = t
+			}
+		}
+		if victim == nil {
+			return nil, fmt.Errorf("%w: all %d topic actors are busy", ErrMailboxFull, b.cfg.MaxTopics)
+		}
+		delete(b.topicRefs, victim.subject)
+		b.system.Root.Stop(victim.pid)
+	}
+	t := &topicRef{subject: subject, lastUse: now}
+	t.mb = mailbox.New(mailbox.Config{
+		Capacity: b.cfg.MailboxSize,
+		Shared:   b.shared,
+		Drop:     func(v any, why error) { b.topicDropped(t, v, why) },
+	})
+	props := topics.Actor(subject, b.subs, topicDirectory{b}, t.mb.Len, func() { b.retireTopic(t) }).
+		Configure(actor.WithMailbox(t.mb.Producer()))
+	t.pid = b.system.Root.SpawnPrefix(props, "$topic:")
+	b.topicRefs[subject] = t
+	return t, nil
+}
+
+// retireTopic runs when a topic actor has stopped: it forgets the actor and
+// closes its mailbox; messages that raced in are published again.
+func (b *Bus) retireTopic(t *topicRef) {
+	b.topicsMu.Lock()
+	if b.topicRefs[t.subject] == t {
+		delete(b.topicRefs, t.subject)
+	}
+	b.topicsMu.Unlock()
+	t.mb.Close(errTopicRetired)
+}
+
+// topicDropped receives what a topic actor's mailbox did not deliver.
+func (b *Bus) topicDropped(t *topicRef, v any, why error) {
+	m, ok := actor.UnwrapEnvelopeMessage(v).(*actors.Message)
+	if ok && errors.Is(why, errTopicRetired) && !b.closed.Load() {
+		if _, err := b.publish(context.Background(), m, nil); err == nil {
+			return
+		}
+		why = mailbox.ErrStopped
+	}
+	b.dropped("topic "+t.subject, v, why)
+}
+
+// stopTopics stops every topic actor; used by Shutdown.
+func (b *Bus) stopTopics() {
+	b.topicsMu.Lock()
+	refs := make([]*topicRef, 0, len(b.topicRefs))
+	for _, t := range b.topicRefs {
+		refs = append(refs, t)
+	}
+	b.topicsMu.Unlock()
+	for _, t := range refs {
+		t.mb.Close(ErrShutdown)
+		b.system.Root.Stop(t.pid)
+	}
+}
+
+// topicDirectory lets topic actors resolve agents and dead-letter what they
+// cannot deliver, without putting those methods on Bus.
+type topicDirectory struct{ b *Bus }
+
+func (d topicDirectory) Subscriber(name string) topics.Subscriber {
+	if a := d.b.agent(name); a != nil {
+		return a
+	}
+	return nil // an untyped nil, so the topic actor sees "gone"
+}
+
+func (d topicDirectory) Generation() uint64 { return d.b.agentsGen.Load() }
+
+func (d topicDirectory) Undeliverable(m *actors.Message, subscriber string, err error) {
+	reason := reasonOf(err)
+	switch {
+	case errors.Is(err, topics.ErrNoSubscribers):
+		reason = deadletter.NoSubscribers
+	case errors.Is(err, topics.ErrSubscriberGone):
+		reason = deadletter.NoRecipient
+	}
+	d.b.deadLetter(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: subscriber}, nil)
+}
