@@ -94,13 +94,43 @@ func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (st
 	if err := topics.ValidateSubject(msg.Topic); err != nil {
 		return "", err
 	}
-	for range 8 { // a topic actor may retire between lookup and post
+	bp := b.cfg.Backpressure
+	patience := bp.Timeout
+	if self != nil {
+		patience = bp.WaitDuration
+	}
+	var timer *time.Timer
+	until, backoff := time.Now().Add(patience), min(time.Millisecond, bp.WaitDuration)
+	for retired := 0; retired < 8; { // a topic actor may retire between lookup and post
 		t, err := b.topicActor(msg.Topic)
+		if errors.Is(err, errTopicsBusy) {
+			// Every topic actor has work queued: wait for one to drain,
+			// re-checking with exponential backoff, within the sender's
+			// patience.
+			left := time.Until(until)
+			if left <= 0 {
+				return "", fmt.Errorf("%w after %v: %w", ErrBackpressureTimeout, patience, err)
+			}
+			if timer == nil {
+				timer = time.NewTimer(min(backoff, left))
+				defer timer.Stop()
+			} else {
+				timer.Reset(min(backoff, left))
+			}
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return "", fmt.Errorf("%w: %w", ErrBackpressureTimeout, context.Cause(ctx))
+			}
+			backoff = min(2*backoff, bp.WaitDuration)
+			continue
+		}
 		if err != nil {
 			return "", err
 		}
 		id, err := b.postTo(ctx, t.mb, "topic "+msg.Topic, msg, self)
 		if errors.Is(err, errTopicRetired) {
+			retired++
 			continue
 		}
 		return id, err
@@ -108,9 +138,12 @@ func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (st
 	return "", fmt.Errorf("%w: topic %q keeps retiring", ErrMailboxFull, msg.Topic)
 }
 
+// errTopicsBusy means Config.MaxTopics topic actors run and none is idle.
+var errTopicsBusy = fmt.Errorf("%w: every topic actor is busy", ErrMailboxFull)
+
 // topicActor returns the running actor of subject, starting it if needed.
 // When MaxTopics actors run, the least recently used idle one is stopped to
-// make room; if none is idle, it returns an error wrapping ErrMailboxFull.
+// make room; if none is idle, it returns errTopicsBusy.
 func (b *Bus) topicActor(subject string) (*topicRef, error) {
 	b.topicsMu.Lock()
 	defer b.topicsMu.Unlock()
@@ -130,7 +163,7 @@ func (b *Bus) topicActor(subject string) (*topicRef, error) {
 			}
 		}
 		if victim == nil {
-			return nil, fmt.Errorf("%w: all %d topic actors are busy", ErrMailboxFull, b.cfg.MaxTopics)
+			return nil, errTopicsBusy
 		}
 		delete(b.topicRefs, victim.subject)
 		b.system.Root.Stop(victim.pid)
