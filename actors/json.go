@@ -228,14 +228,14 @@ func appendString(b []byte, s string) []byte {
 
 // appendMillis appends d as an exact decimal number of milliseconds.
 func appendMillis(b []byte, d time.Duration) []byte {
-	ns := int64(d)
-	if ns < 0 {
+	ns := uint64(d) // the magnitude is taken unsigned, so MinInt64 has one
+	if d < 0 {
 		b = append(b, '-')
-		ns = -ns // MinInt64 ns is not a valid TTL; Validate rejects negatives
+		ns = -ns
 	}
-	b = strconv.AppendInt(b, ns/1e6, 10)
+	b = strconv.AppendUint(b, ns/1e6, 10)
 	if frac := ns % 1e6; frac != 0 {
-		s := strconv.FormatInt(frac+1e6, 10)[1:] // six digits, zero-padded
+		s := strconv.FormatUint(frac+1e6, 10)[1:] // six digits, zero-padded
 		b = append(b, '.')
 		b = append(b, strings.TrimRight(s, "0")...)
 	}
@@ -248,8 +248,9 @@ func parseMillis(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
+	in := s
 	bad := func(why string) (time.Duration, error) {
-		return 0, fmt.Errorf("%w: ttl_ms %q: %s", ErrInvalidMessage, s, why)
+		return 0, fmt.Errorf("%w: ttl_ms %q: %s", ErrInvalidMessage, in, why)
 	}
 	neg := strings.HasPrefix(s, "-")
 	if neg {
@@ -265,20 +266,26 @@ func parseMillis(s string) (time.Duration, error) {
 		}
 		frac = frac[:6]
 	}
-	ms, err := strconv.ParseInt(whole, 10, 64)
-	if err != nil || ms > (1<<63-1)/1_000_000-1 {
+	// The magnitude is computed unsigned: it may be up to 1<<63 ns when
+	// negative, one more than when positive, as appendMillis writes them.
+	const maxNs = 1<<63 - 1
+	ms, err := strconv.ParseUint(whole, 10, 64)
+	if err != nil || ms > (maxNs+1)/1_000_000 {
 		return bad("out of range")
 	}
 	ns := ms * 1e6
 	if frac != "" {
-		f, err := strconv.ParseInt(frac+strings.Repeat("0", 6-len(frac)), 10, 64)
+		f, err := strconv.ParseUint(frac+strings.Repeat("0", 6-len(frac)), 10, 64)
 		if err != nil {
 			return bad("want a plain decimal number")
 		}
 		ns += f
 	}
+	if limit := uint64(maxNs); ns > limit && !(neg && ns == limit+1) {
+		return bad("out of range")
+	}
 	if neg {
-		ns = -ns
+		return time.Duration(-int64(ns)), nil // -(1<<63) wraps to MinInt64, as wanted
 	}
 	return time.Duration(ns), nil
 }

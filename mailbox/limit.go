@@ -18,7 +18,8 @@ import (
 type Limit struct {
 	max  int64
 	used atomic.Int64
-	wq   waitQueue
+	wq   waitQueue // senders waiting for a slot
+	zq   waitQueue // WaitZero callers, woken when used drops to zero
 }
 
 // waitQueue is a FIFO of parked senders. Whoever frees room wakes as many
@@ -79,29 +80,33 @@ func (l *Limit) Release(n int) {
 	if n <= 0 {
 		return
 	}
-	l.used.Add(-int64(n))
+	if l.used.Add(-int64(n)) <= 0 && l.zq.nwait.Load() > 0 {
+		l.zq.wakeAll()
+	}
 	if l.wq.nwait.Load() > 0 {
 		l.wq.wake(n)
 	}
 }
 
 // WaitZero blocks until no slot is taken or ctx is done, and returns ctx.Err()
-// in the latter case. It parks like a sender and is woken by releases.
+// in the latter case. It parks in a queue of its own, apart from the senders,
+// so that it never takes a wake-up meant for a sender, and is woken by the
+// release that frees the last slot.
 func (l *Limit) WaitZero(ctx context.Context) error {
 	w := newWaiter()
 	for {
 		if l.used.Load() == 0 {
 			return nil
 		}
-		l.wq.park(w)
+		l.zq.park(w)
 		if l.used.Load() == 0 {
-			l.wq.leave(w)
+			l.zq.leave(w)
 			return nil
 		}
 		select {
 		case <-w.ch:
 		case <-ctx.Done():
-			l.wq.leave(w)
+			l.zq.leave(w)
 			return ctx.Err()
 		}
 	}

@@ -114,6 +114,7 @@ func TestWaitZero(t *testing.T) {
 			cancel(cause)
 			require.ErrorIs(t, <-done, context.Canceled)
 			assert.Zero(t, l.wq.nwait.Load(), "the waiter left the queue")
+			assert.Zero(t, l.zq.nwait.Load(), "the waiter left the queue")
 		})
 	})
 }
@@ -213,7 +214,7 @@ func TestWaitQueueLeave(t *testing.T) {
 		q.park(a)
 		q.park(b)
 		q.wake(1)
-		<-a.ch    // a used its wake-up
+		<-a.ch     // a used its wake-up
 		q.leave(a) // and leaves: nothing to pass on
 		assert.Empty(t, b.ch)
 		assert.EqualValues(t, 1, q.nwait.Load())

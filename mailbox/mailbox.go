@@ -129,6 +129,9 @@ type Mailbox struct {
 
 	sysMu sync.Mutex
 	sys   ring
+
+	done    chan struct{} // closed by Close, to wake senders parked on the shared limit
+	process func()        // m.processMessages, bound once: a method value allocates
 }
 
 var _ actor.Mailbox = (*Mailbox)(nil)
@@ -140,7 +143,9 @@ func New(cfg Config) *Mailbox {
 		shared:      cfg.Shared,
 		drop:        cfg.Drop,
 		middlewares: cfg.Middlewares,
+		done:        make(chan struct{}),
 	}
+	m.process = m.processMessages
 	if m.drop == nil {
 		m.drop = func(any, error) {}
 	}
@@ -188,6 +193,7 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 			timer.Stop()
 		}
 	}()
+	woken := false // the last wait ended with a wake-up from full
 	for {
 		full.park(w)
 		next, err := m.tryPost(it, prio, deadline)
@@ -197,6 +203,14 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 		}
 		if next != full { // the other bound filled up meanwhile
 			full.leave(w)
+			if woken && full == &m.wq {
+				// The mailbox slot this sender was woken for may still be
+				// free: pass the wake-up on instead of taking it to the
+				// shared limit's queue. (A shared slot needs no such care:
+				// tryPost gave it back with Release, which wakes the next.)
+				full.wake(1)
+			}
+			woken = false
 			full = next
 			continue
 		}
@@ -211,12 +225,16 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 		} else {
 			timer.Reset(d)
 		}
+		woken = false
 		select {
 		case <-w.ch: // a slot was released for us: retry at once
 			timer.Stop() // Go 1.23+ timers: no stale value to drain
+			woken = true
 		case <-timer.C:
 			full.leave(w)
 			backoff = min(2*backoff, MaxBackoff)
+		case <-m.done: // closed; the retry returns the close error
+			full.leave(w)
 		case <-ctx.Done():
 			full.leave(w)
 			return fmt.Errorf("%w: %w", ErrBackpressureTimeout, context.Cause(ctx))
@@ -247,6 +265,12 @@ func (m *Mailbox) fullError(full *waitQueue) error {
 // the bound that was full, or nil and the close error (nil when queued).
 func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error) {
 	if m.shared != nil && !m.shared.TryAcquire() {
+		m.mu.Lock()
+		err := m.closeErr // a closed mailbox refuses with its reason, not ErrFull
+		m.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
 		return &m.shared.wq, nil
 	}
 	var expired []entry
@@ -352,6 +376,7 @@ func (m *Mailbox) Close(reason error) {
 	m.closed, m.closeErr = true, reason
 	queued := m.q.drain()
 	m.ttlQueued = 0
+	close(m.done)
 	m.mu.Unlock()
 	m.discard(queued, reason)
 	m.wq.wakeAll()
@@ -411,7 +436,7 @@ func (m *Mailbox) schedule() {
 	// and processMessages stores idle before it loads the counters, so one
 	// of the two always sees the other (sequentially consistent atomics).
 	if m.status.Load() == idle && m.status.CompareAndSwap(idle, running) {
-		m.dispatcher.Schedule(m.processMessages)
+		m.dispatcher.Schedule(m.process)
 	}
 }
 

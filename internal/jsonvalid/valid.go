@@ -1,8 +1,9 @@
 // Package jsonvalid provides a fast, allocation-free JSON validity check.
 //
-// [Valid] accepts exactly the inputs accepted by [encoding/json.Valid] (as
-// built without GOEXPERIMENT=jsonv2): a single RFC 8259 JSON value with
-// optional surrounding whitespace (space, tab, newline, carriage return).
+// [Valid] accepts exactly the inputs accepted by [encoding/json.Valid]: a
+// single RFC 8259 JSON value with optional surrounding whitespace (space,
+// tab, newline, carriage return). It mirrors the default encoding/json
+// scanner (scanner.go); the tests also pass with GOEXPERIMENT=jsonv2.
 // Like encoding/json, it deliberately does not validate UTF-8 inside
 // strings (any byte >= 0x20 other than '"' and '\\' is accepted, including
 // invalid UTF-8 and DEL), it accepts \u escapes that denote lone or

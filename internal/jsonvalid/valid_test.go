@@ -287,6 +287,39 @@ func TestValidExhaustiveShort(t *testing.T) {
 	walk(0)
 }
 
+// TestValidStringBytes places every byte value, and pairs of special
+// bytes, at every offset of string bodies around the 8-byte word size used
+// by the string scanner, with fillers that stress borrow propagation.
+func TestValidStringBytes(t *testing.T) {
+	t.Parallel()
+	fillers := []byte{'a', ' ', '!', 0x7f, 0x80, 0xff, 0x1f}
+	special := []byte{'"', '\\', 0x00, 0x1f, 0x20, 0x21, 'u', 'n', 0x7f, 0x80, 0xa2, 0xdc, 0xff}
+	for _, fill := range fillers {
+		for size := 1; size <= 18; size++ {
+			body := bytes.Repeat([]byte{fill}, size)
+			for p := range size {
+				for c := range 256 {
+					in := append(append([]byte{'"'}, body...), '"')
+					in[1+p] = byte(c)
+					require.Equal(t, json.Valid(in), Valid(in), "input %q", in)
+				}
+				if fill != 'a' && fill != 0xff {
+					continue
+				}
+				for q := p + 1; q < size; q++ {
+					for _, c1 := range special {
+						for _, c2 := range special {
+							in := append(append([]byte{'"'}, body...), '"')
+							in[1+p], in[1+q] = c1, c2
+							require.Equal(t, json.Valid(in), Valid(in), "input %q", in)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // genValue appends a random JSON value to b.
 func genValue(r *rand.Rand, b []byte, depth int) []byte {
 	k := r.IntN(9)
