@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/descartes/agentbus/internal/jsonvalid"
 )
 
 // wireMessage is the JSON form of Message, used for decoding.
@@ -69,7 +71,7 @@ func (m *Message) AppendJSON(b []byte) ([]byte, error) {
 			}
 			b = append(b, buf.Bytes()...)
 		} else {
-			if !m.payloadChecked() && !json.Valid(m.Payload) {
+			if !m.payloadChecked() && !jsonvalid.Valid(m.Payload) {
 				return b, fmt.Errorf("%w: payload is not JSON", ErrInvalidMessage)
 			}
 			b = append(b, m.Payload...)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/descartes/agentbus/internal/jsonvalid"
 	"github.com/descartes/agentbus/mailbox"
 )
 
@@ -294,7 +295,7 @@ func (m *Message) Validate(maxSize int) error {
 		}
 	}
 	if len(m.Payload) > 0 && !m.payloadChecked() {
-		if !json.Valid(m.Payload) {
+		if !jsonvalid.Valid(m.Payload) {
 			return fmt.Errorf("%w: payload is not JSON", ErrInvalidMessage)
 		}
 		m.markPayloadChecked()
