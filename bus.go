@@ -18,6 +18,7 @@ import (
 	"github.com/descartes/agentbus/deadletter"
 	"github.com/descartes/agentbus/mailbox"
 	"github.com/descartes/agentbus/routing"
+	"github.com/descartes/agentbus/supervisor"
 	"github.com/descartes/agentbus/topics"
 )
 
@@ -61,11 +62,12 @@ func NewMessage(t MessageType, sender string, payload []byte) *Message {
 // bounded priority mailboxes. All its methods are safe for concurrent use,
 // including from inside handlers.
 type Bus struct {
-	cfg      Config
-	log      *slog.Logger
-	system   *actor.ActorSystem
-	strategy actor.SupervisorStrategy
-	hooks    agentHooks
+	cfg    Config
+	log    *slog.Logger
+	system *actor.ActorSystem
+	sup    *supervisor.Supervisor // the one guardian strategy of every agent
+	events eventHub
+	hooks  agentHooks
 
 	ctx    context.Context // parent of every agent's context; canceled by Shutdown
 	cancel context.CancelFunc
@@ -119,7 +121,6 @@ func New(cfg Config) (*Bus, error) {
 		cfg:          cfg,
 		log:          logger,
 		system:       system,
-		strategy:     actor.NewOneForOneStrategy(10, 10*time.Second, actor.DefaultDecider),
 		shutdownDone: make(chan struct{}),
 		shared:       mailbox.NewLimit(cfg.Backpressure.MaxPending),
 		dlq:          deadletter.New(cfg.DLQMaxSize, cfg.DLQMaxBytes),
@@ -130,6 +131,11 @@ func New(cfg Config) (*Bus, error) {
 		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
 	b.hooks = agentHooks{b}
+	b.sup = supervisor.New(func(e supervisor.Event) {
+		b.log.Info("supervision", "agent", e.Agent, "directive", e.Directive.String(),
+			"restarts", e.Restarts, "delay", e.Delay, "error", e.Failure)
+		b.events.emit(Event{Kind: EventSupervised, Agent: e.Agent, Time: e.Time, Supervision: &e})
+	})
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if cfg.EnableHistory {
 		b.history = newHistory(cfg.MaxHistorySize)
@@ -174,6 +180,21 @@ type SpawnOption func(*spawnOptions) error
 
 type spawnOptions struct {
 	mailboxSize int
+	strategy    supervisor.Strategy
+}
+
+// WithSupervisor sets how the agent is supervised when its handler panics
+// (or returns an error its strategy's decider escalates); the default is
+// supervisor.Default(). An invalid strategy makes Spawn fail with
+// ErrInvalidAgent.
+func WithSupervisor(s supervisor.Strategy) SpawnOption {
+	return func(o *spawnOptions) error {
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidAgent, err)
+		}
+		o.strategy = s
+		return nil
+	}
 }
 
 // WithMailboxSize sets the agent's mailbox capacity (default
@@ -223,8 +244,10 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 		Drop:     func(v any, why error) { b.dropped(name, v, why) },
 	})
 	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
-	pid, err := b.system.Root.SpawnNamed(a.Props(b.strategy), name)
+	b.sup.Add(name, name, o.strategy)
+	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup), name)
 	if err != nil {
+		b.sup.Remove(name)
 		if errors.Is(err, actor.ErrNameExists) {
 			return nil, fmt.Errorf("%w: %q is taken by another actor", ErrAgentExists, name)
 		}
@@ -379,10 +402,12 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		return true
 	})
 	b.stopTopics()
+	b.sup.Close()
 	b.system.Root.Stop(b.dlqPID)
 	b.cancel()
 	b.system.EventStream.Unsubscribe(b.dlSub)
 	b.system.Shutdown()
+	b.events.close()
 	b.shutdownErr = err
 	close(b.shutdownDone)
 	return err
@@ -415,6 +440,8 @@ func reasonOf(err error) deadletter.Reason {
 		return deadletter.MailboxFull
 	case errors.Is(err, ErrShutdown):
 		return deadletter.Shutdown
+	case errors.Is(err, supervisor.ErrRestartLimit):
+		return deadletter.RestartLimit
 	default:
 		return deadletter.AgentStopped
 	}
@@ -439,6 +466,7 @@ func (b *Bus) dropped(agent string, v any, why error) {
 // belongs to, if any, with why.
 func (b *Bus) deadLetter(l deadletter.Letter, why error) {
 	l = b.dlq.Add(l)
+	b.events.emit(Event{Kind: EventDeadLetter, Agent: l.Agent, Time: l.Time, Letter: &l})
 	if b.warnings.allow() {
 		id := ""
 		if l.Message != nil {
@@ -487,7 +515,7 @@ type handlerRunner struct{ b *Bus }
 
 // handlerStrategy resumes a handler agent after a panic: the router isolates
 // failures per message, so there is no state worth a restart.
-var handlerStrategy = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.ResumeDirective })
+var handlerStrategy = supervisor.Resuming()
 
 func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent, error) {
 	b := r.b
@@ -502,8 +530,11 @@ func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent,
 		Drop:     func(v any, why error) { b.dropped(name, v, why) },
 	})
 	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
-	pid, err := b.system.Root.SpawnNamed(a.Props(handlerStrategy), "$handler:"+name)
+	id := "$handler:" + name
+	b.sup.Add(id, name, handlerStrategy)
+	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup), id)
 	if err != nil {
+		b.sup.Remove(id)
 		return nil, fmt.Errorf("agentbus: start handler %q: %w", name, err)
 	}
 	a.SetPID(pid)
@@ -515,9 +546,13 @@ func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent,
 // Bus's public API.
 type agentHooks struct{ b *Bus }
 
-func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) {
+func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
 	h.b.deadLetter(deadletter.Letter{Message: m, Reason: deadletter.HandlerError, Err: err.Error(), Agent: a.Name()},
 		fmt.Errorf("agentbus: handler of %q failed: %w", a.Name(), err))
+	if d := h.b.sup.Decide(a.PID().Id, err); d != supervisor.Resume {
+		return &supervisor.Failure{Err: err, Directive: d}
+	}
+	return nil
 }
 
 func (h agentHooks) Panicked(a *actors.Agent, m *actors.Message, err *actors.HandlerPanicError) {
@@ -533,16 +568,28 @@ func (h agentHooks) Foreign(a *actors.Agent, v any, sender *actor.PID) {
 }
 
 func (h agentHooks) Started(a *actors.Agent, restarts int) {
+	kind := EventStarted
 	if restarts > 0 {
+		kind = EventRestarted
 		h.b.log.Info("agent restarted", "agent", a.Name(), "restarts", restarts)
 	}
+	h.b.events.emit(Event{Kind: kind, Agent: a.Name(), Restarts: restarts})
 }
 
 func (h agentHooks) Stopped(a *actors.Agent) {
+	why := h.b.sup.Remove(a.PID().Id) // set when the supervisor stopped it
+	switch {
+	case why != nil:
+	case h.b.closed.Load():
+		why = ErrShutdown
+	default:
+		why = mailbox.ErrStopped
+	}
 	// Close first: once the name is free (unregister), everything that
 	// was queued is already dead-lettered.
-	a.Mailbox().Close(mailbox.ErrStopped)
+	a.Mailbox().Close(why)
 	h.b.subs.Leave(a.Name())
 	h.b.unregister(a)
-	h.b.log.Info("agent stopped", "agent", a.Name())
+	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", why.Error())
+	h.b.events.emit(Event{Kind: EventStopped, Agent: a.Name(), Restarts: a.Restarts(), Err: why})
 }

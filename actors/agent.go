@@ -71,10 +71,12 @@ func (e *HandlerPanicError) Unwrap() []error {
 // Hooks connect an agent to the bus that runs it. They are called on the
 // agent's goroutine and must not block.
 type Hooks interface {
-	// Failed is called when the handler returns an error for msg.
-	Failed(a *Agent, msg *Message, err error)
+	// Failed is called when the handler returns an error for msg. A
+	// non-nil result escalates the failure: the agent panics with it, so
+	// that its supervisor handles it as it handles a panic.
+	Failed(a *Agent, msg *Message, err error) (escalate any)
 	// Panicked is called when the handler panics on msg, before the panic
-	// goes on to the supervisor.
+	// goes on to the supervisor (as err).
 	Panicked(a *Agent, msg *Message, err *HandlerPanicError)
 	// Foreign is called for a user message that is not a *Message (sent
 	// with protoactor's API); sender is its protoactor sender, if any.
@@ -197,22 +199,30 @@ func (x *agentActor) Receive(c actor.Context) {
 	}
 }
 
-// handle runs the handler on msg. A panic is reported to the hooks and then
-// re-raised, so that the mailbox escalates it to the supervisor.
+// handle runs the handler on msg. A panic is reported to the hooks and goes
+// on, as a *HandlerPanicError, to the mailbox, which escalates it to the
+// supervisor; so does a handler error when the hooks say it should escalate.
 func (a *Agent) handle(msg *Message) {
-	defer func() {
-		if r := recover(); r != nil {
-			a.failed.Add(1)
-			a.hooks.Panicked(a, msg, &HandlerPanicError{Agent: a.name, Value: r, Stack: debug.Stack()})
-			panic(r)
-		}
-	}()
-	if err := a.handler.Handle(a.ctx, msg); err != nil {
+	if err := a.invoke(msg); err != nil {
 		a.failed.Add(1)
-		a.hooks.Failed(a, msg, err)
+		if escalate := a.hooks.Failed(a, msg, err); escalate != nil {
+			panic(escalate)
+		}
 		return
 	}
 	a.handled.Add(1)
+}
+
+func (a *Agent) invoke(msg *Message) error {
+	defer func() {
+		if r := recover(); r != nil {
+			a.failed.Add(1)
+			err := &HandlerPanicError{Agent: a.name, Value: r, Stack: debug.Stack()}
+			a.hooks.Panicked(a, msg, err)
+			panic(err)
+		}
+	}()
+	return a.handler.Handle(a.ctx, msg)
 }
 
 // TryPost queues msg in the agent's mailbox without waiting; see

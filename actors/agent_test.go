@@ -37,8 +37,9 @@ type hooks struct{ events chan hookEvent }
 
 func newHooks() *hooks { return &hooks{events: make(chan hookEvent, 64)} }
 
-func (h *hooks) Failed(a *actors.Agent, msg *actors.Message, err error) {
+func (h *hooks) Failed(a *actors.Agent, msg *actors.Message, err error) any {
 	h.events <- hookEvent{kind: "failed", agent: a, msg: msg, err: err}
+	return nil
 }
 
 func (h *hooks) Panicked(a *actors.Agent, msg *actors.Message, err *actors.HandlerPanicError) {
