@@ -155,6 +155,8 @@ func TestSpawnRejectsBadInput(t *testing.T) {
 		{"space", "a b", newRecorder(1), nil, agentbus.ErrInvalidAgent},
 		{"too long", strings.Repeat("n", 257), newRecorder(1), nil, agentbus.ErrInvalidAgent},
 		{"nil handler", "x", nil, nil, agentbus.ErrInvalidAgent},
+		{"nil HandlerFunc", "x", agentbus.HandlerFunc(nil), nil, agentbus.ErrInvalidAgent},
+		{"nil pointer handler", "x", (*recorder)(nil), nil, agentbus.ErrInvalidAgent},
 		{"zero mailbox", "x", newRecorder(1), []agentbus.SpawnOption{agentbus.WithMailboxSize(0)}, agentbus.ErrInvalidAgent},
 		{"nil option", "x", newRecorder(1), []agentbus.SpawnOption{nil}, agentbus.ErrInvalidAgent},
 	}

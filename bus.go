@@ -218,7 +218,7 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 	if err := actors.ValidateName(name); err != nil {
 		return nil, err
 	}
-	if h == nil {
+	if actors.NilHandler(h) {
 		return nil, fmt.Errorf("%w: nil handler for %q", ErrInvalidAgent, name)
 	}
 	o := spawnOptions{mailboxSize: b.cfg.MailboxSize}

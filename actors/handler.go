@@ -1,6 +1,9 @@
 package actors
 
-import "context"
+import (
+	"context"
+	"reflect"
+)
 
 // Handler handles the messages delivered to an agent. An agent runs one
 // message at a time, so Handle is never called concurrently for one agent; it
@@ -23,3 +26,16 @@ type HandlerFunc func(ctx context.Context, msg *Message) error
 func (f HandlerFunc) Handle(ctx context.Context, msg *Message) error { return f(ctx, msg) }
 
 var _ Handler = HandlerFunc(nil)
+
+// NilHandler reports whether h is nil or holds a nil function or pointer, such
+// as HandlerFunc(nil), which would panic on its first message.
+func NilHandler(h Handler) bool {
+	if h == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(h); v.Kind() {
+	case reflect.Func, reflect.Pointer, reflect.Map, reflect.Chan, reflect.Slice, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
+}

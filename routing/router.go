@@ -91,9 +91,10 @@ func (r *Router) PID() *actor.PID { return r.pid }
 func (r *Router) Active() bool { return r.enabled.Load() }
 
 // Route queues msg for the router without waiting. It returns nil when there
-// is no enabled rule, and otherwise the mailbox's error (wrapping
-// mailbox.ErrFull, or ErrRouterStopped's close reason) if msg could not be
-// queued; the caller decides what to do with it then.
+// is no enabled rule (as after Stop), and otherwise the mailbox's error if msg
+// could not be queued: one wrapping mailbox.ErrFull, or, for a call that
+// races with Stop, the reason given to Stop. The caller decides what to do
+// with msg then.
 func (r *Router) Route(msg *actors.Message) error {
 	if !r.enabled.Load() {
 		return nil
@@ -128,7 +129,7 @@ func (r *Router) RegisterHandler(name string, h actors.Handler) error {
 	if err := actors.ValidateName(name); err != nil {
 		return err
 	}
-	if h == nil {
+	if actors.NilHandler(h) {
 		return fmt.Errorf("%w: nil handler %q", actors.ErrInvalidAgent, name)
 	}
 	r.mu.Lock()
