@@ -92,6 +92,7 @@ type Bus struct {
 	topicRefs map[string]*topicRef // running topic actors by subject
 
 	shared   *mailbox.Limit
+	ledger   ledger
 	dlq      *deadletter.Queue
 	dlqPID   *actor.PID
 	calls    sync.Map // request ID → *call
@@ -149,7 +150,9 @@ func New(cfg Config) (*Bus, error) {
 				b.dlq.Add(*l)
 				return
 			}
-			b.dropped(deadLetterActor, v, why)
+			// Not a delivery of the bus: record it without counting.
+			b.storeDeadLetter(deadletter.Letter{Value: actor.UnwrapEnvelopeMessage(v), Reason: reasonOf(why),
+				Err: why.Error(), Agent: deadLetterActor}, nil)
 		},
 	})
 	b.dlqPID, err = system.Root.SpawnNamed(deadletter.Actor(b.dlq).Configure(actor.WithMailbox(dlqBox.Producer())), deadLetterActor)
@@ -158,7 +161,12 @@ func New(cfg Config) (*Bus, error) {
 	}
 	b.router, err = routing.New(system, cfg.MailboxSize, b.shared, handlerRunner{b},
 		func(m *actors.Message, handler string, why error) {
-			b.deadLetter(deadletter.Letter{Message: m, Reason: reasonOf(why), Err: why.Error(), Agent: handler}, nil)
+			l := deadletter.Letter{Message: m, Reason: reasonOf(why), Err: why.Error(), Agent: handler}
+			if handler == "$router" && !errors.Is(why, mailbox.ErrFull) {
+				b.deadLetter(l, nil) // was queued for the router, then closed
+				return
+			}
+			b.rejectDelivery(l, nil) // never queued
 		})
 	if err != nil {
 		return nil, err
@@ -456,15 +464,19 @@ func (b *Bus) dropped(agent string, v any, why error) {
 	} else {
 		l.Value = v
 	}
-	b.deadLetter(l, why)
+	if errors.Is(why, mailbox.ErrFull) {
+		b.rejectDelivery(l, why) // refused at PostUserMessage: never queued
+	} else {
+		b.deadLetter(l, why) // queued, then expired or closed
+	}
 	if sender != nil { // a protoactor future fails at once instead of timing out
 		b.system.Root.Send(sender, &actor.DeadLetterResponse{})
 	}
 }
 
-// deadLetter stores l, logs it (throttled), and fails the pending request it
-// belongs to, if any, with why.
-func (b *Bus) deadLetter(l deadletter.Letter, why error) {
+// storeDeadLetter stores l, logs it (throttled), publishes it as an event,
+// and fails the pending request it belongs to, if any, with why.
+func (b *Bus) storeDeadLetter(l deadletter.Letter, why error) {
 	l = b.dlq.Add(l)
 	b.events.emit(Event{Kind: EventDeadLetter, Agent: l.Agent, Time: l.Time, Letter: &l})
 	if b.warnings.allow() {
@@ -499,7 +511,7 @@ func (b *Bus) protoDeadLetter(d *actor.DeadLetterEvent) {
 		l.Value = d.Message
 	}
 	l.Err = "protoactor: no process for " + l.Agent
-	b.deadLetter(l, nil)
+	b.storeDeadLetter(l, nil) // not a delivery the bus accepted
 }
 
 // Router returns the bus's router: register named handlers and add rules,
@@ -589,7 +601,13 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 	// was queued is already dead-lettered.
 	a.Mailbox().Close(why)
 	h.b.subs.Leave(a.Name())
+	h.b.spawnMu.Lock()
+	h.b.retire(a)
 	h.b.unregister(a)
+	if i := slices.Index(h.b.handlers, a); i >= 0 {
+		h.b.handlers = slices.Delete(h.b.handlers, i, i+1)
+	}
+	h.b.spawnMu.Unlock()
 	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", why.Error())
 	h.b.events.emit(Event{Kind: EventStopped, Agent: a.Name(), Restarts: a.Restarts(), Err: why})
 }

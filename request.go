@@ -170,12 +170,13 @@ func waitsOn(a, b *actors.Agent) bool {
 func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
 	if c, ok := b.takeCall(msg.RequestID); ok {
 		c.ch <- result{msg: msg}
+		b.completeDelivery()
 		b.record(msg)
 		return msg.ID, nil
 	}
 	if b.late.contains(msg.RequestID) {
 		b.record(msg)
-		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.LateResponse,
+		b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.LateResponse,
 			Err: "agentbus: request " + msg.RequestID + " had timed out", Agent: msg.Recipient}, nil)
 		return msg.ID, nil
 	}
@@ -185,7 +186,7 @@ func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (st
 		}
 	}
 	b.record(msg)
-	b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.OrphanResponse,
+	b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.OrphanResponse,
 		Err: "agentbus: no pending request " + msg.RequestID, Agent: msg.Recipient}, nil)
 	return msg.ID, nil
 }
@@ -210,7 +211,8 @@ func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, 
 		if err := b.accept(resp, nil); err != nil {
 			return "", err
 		}
-		b.system.Root.Send(pid, resp)
+		b.system.Root.Send(pid, resp) // to a protoactor future or actor: not ours to count further
+		b.completeDelivery()
 		b.record(resp)
 		return resp.ID, nil
 	}

@@ -109,7 +109,7 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 		return msg.ID, nil
 	case self != nil && errors.Is(err, mailbox.ErrFull):
 		b.record(msg)
-		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.MailboxFull, Err: err.Error(), Agent: dest}, err)
+		b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.MailboxFull, Err: err.Error(), Agent: dest}, err)
 		return msg.ID, fmt.Errorf("agentbus: %s dead-lettered as mailbox_full: %w", msg.ID, err)
 	case errors.Is(err, ErrShutdown):
 		return "", ErrClosed
@@ -131,12 +131,12 @@ func (b *Bus) broadcast(msg *Message) (string, error) {
 		cp := msg.Clone()
 		cp.Recipient = a.Name()
 		if err := a.Mailbox().TryPost(cp); err != nil {
-			b.deadLetter(deadletter.Letter{Message: cp, Reason: reasonOf(err), Err: err.Error(), Agent: a.Name()}, err)
+			b.rejectDelivery(deadletter.Letter{Message: cp, Reason: reasonOf(err), Err: err.Error(), Agent: a.Name()}, err)
 		}
 	}
 	b.record(msg)
 	if reached == 0 {
-		b.deadLetter(deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient,
+		b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient,
 			Err: "agentbus: broadcast reached no agent"}, nil)
 	}
 	return msg.ID, nil
@@ -151,7 +151,7 @@ func (b *Bus) record(msg *Message) {
 	}
 	if b.router.Active() {
 		if err := b.router.Route(msg); err != nil {
-			b.deadLetter(deadletter.Letter{Message: msg, Reason: reasonOf(err), Err: err.Error(), Agent: "$router"}, nil)
+			b.rejectDelivery(deadletter.Letter{Message: msg, Reason: reasonOf(err), Err: err.Error(), Agent: "$router"}, nil)
 		}
 	}
 }

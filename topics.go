@@ -84,6 +84,7 @@ func (b *Bus) subscription(msg *Message) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	b.completeDelivery()
 	b.record(msg)
 	return msg.ID, nil
 }
@@ -184,12 +185,14 @@ func (b *Bus) topicActor(subject string) (*topicRef, error) {
 // retireTopic runs when a topic actor has stopped: it forgets the actor and
 // closes its mailbox; messages that raced in are published again.
 func (b *Bus) retireTopic(t *topicRef) {
+	t.mb.Close(errTopicRetired) // leftovers are published again (or dead-lettered)
 	b.topicsMu.Lock()
 	if b.topicRefs[t.subject] == t {
 		delete(b.topicRefs, t.subject)
 	}
+	b.ledger.accepted.Add(t.mb.Posted())
+	b.ledger.handled.Add(t.mb.Delivered())
 	b.topicsMu.Unlock()
-	t.mb.Close(errTopicRetired)
 }
 
 // topicDropped receives what a topic actor's mailbox did not deliver.
@@ -197,6 +200,7 @@ func (b *Bus) topicDropped(t *topicRef, v any, why error) {
 	m, ok := actor.UnwrapEnvelopeMessage(v).(*actors.Message)
 	if ok && errors.Is(why, errTopicRetired) && !b.closed.Load() {
 		if _, err := b.publish(context.Background(), m, nil); err == nil {
+			b.ledger.handled.Add(1) // moved to the new topic actor, which counts it anew
 			return
 		}
 		why = mailbox.ErrStopped
@@ -239,5 +243,5 @@ func (d topicDirectory) Undeliverable(m *actors.Message, subscriber string, err 
 	case errors.Is(err, topics.ErrSubscriberGone):
 		reason = deadletter.NoRecipient
 	}
-	d.b.deadLetter(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: subscriber}, nil)
+	d.b.rejectDelivery(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: subscriber}, nil)
 }

@@ -9,6 +9,7 @@
 package deadletter
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -45,6 +46,10 @@ var Reasons = []Reason{
 	Shutdown, TransportClosed, UnsupportedMessage,
 }
 
+// ErrUnknownLetter means no held letter has the given sequence number (it
+// never existed, or it was evicted or purged).
+var ErrUnknownLetter = errors.New("agentbus: unknown dead letter")
+
 // Letter is one dead-lettered delivery.
 type Letter struct {
 	Seq      uint64          // position in the queue's history, from 1; unique per Queue
@@ -55,6 +60,10 @@ type Letter struct {
 	Agent    string          // the agent it was meant for, if known
 	Time     time.Time       // when it was dead-lettered
 	Attempts int             // delivery attempts the message had had
+
+	Replays    int       // how often it was replayed
+	ReplayedTo string    // where the last replay went (an agent or "#topic")
+	ReplayedAt time.Time // when
 }
 
 func (l *Letter) size() int {
@@ -220,15 +229,37 @@ func (q *Queue) List(f Filter) []Letter {
 func (q *Queue) Get(seq uint64) (Letter, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if l := q.find(seq); l != nil {
+		return *l, true
+	}
+	return Letter{}, false
+}
+
+// MarkReplayed records a replay of letter seq to dest at time at. It returns
+// an error wrapping ErrUnknownLetter if the letter is no longer held.
+func (q *Queue) MarkReplayed(seq uint64, dest string, at time.Time) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	l := q.find(seq)
+	if l == nil {
+		return fmt.Errorf("%w: %d", ErrUnknownLetter, seq)
+	}
+	l.Replays++
+	l.ReplayedTo, l.ReplayedAt = dest, at
+	return nil
+}
+
+// find returns the held letter seq, or nil. q.mu must be held.
+func (q *Queue) find(seq uint64) *Letter {
 	if q.n == 0 {
-		return Letter{}, false
+		return nil
 	}
 	first := q.ring[q.head].Seq
 	if seq < first || seq >= first+uint64(q.n) {
-		return Letter{}, false
+		return nil
 	}
 	// Seqs are consecutive within the ring: every Add takes the next one.
-	return q.ring[(q.head+int(seq-first))%len(q.ring)], true
+	return &q.ring[(q.head+int(seq-first))%len(q.ring)]
 }
 
 // Purge removes every letter and returns how many there were. Counts and

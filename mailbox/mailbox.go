@@ -115,7 +115,8 @@ type Mailbox struct {
 	_           [64]byte
 
 	userCount atomic.Int32
-	wq        waitQueue // senders waiting for room in this mailbox
+	posted    atomic.Uint64 // user messages ever queued; written by senders
+	wq        waitQueue     // senders waiting for room in this mailbox
 
 	// locksordering: Mailbox.mu and waitQueue.mu are never held together;
 	// sysMu is never held with another lock. The capacity is checked under
@@ -129,6 +130,9 @@ type Mailbox struct {
 
 	sysMu sync.Mutex
 	sys   ring
+
+	_         [64]byte
+	delivered atomic.Uint64 // user messages handed to the actor; written by the agent
 
 	done    chan struct{} // closed by Close, to wake senders parked on the shared limit
 	process func()        // m.processMessages, bound once: a method value allocates
@@ -163,6 +167,13 @@ func (m *Mailbox) Cap() int { return m.capacity }
 
 // Len returns the number of queued user messages.
 func (m *Mailbox) Len() int { return int(m.userCount.Load()) }
+
+// Posted returns how many user messages were ever queued.
+func (m *Mailbox) Posted() uint64 { return m.posted.Load() }
+
+// Delivered returns how many user messages were handed to the actor; the
+// others that left the queue were dropped (expired, or at Close).
+func (m *Mailbox) Delivered() uint64 { return m.delivered.Load() }
 
 // UserMessageCount implements actor.Mailbox; it equals Len.
 func (m *Mailbox) UserMessageCount() int { return m.Len() }
@@ -297,6 +308,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 	}
 	m.mu.Unlock()
 	m.userCount.Add(1)
+	m.posted.Add(1)
 	if expired != nil {
 		m.discard(expired, ErrExpired)
 	}
@@ -505,6 +517,7 @@ func (m *Mailbox) run() {
 		if msg == nil { // expired and dropped; msg cleared so a panic
 			continue // below cannot blame it
 		}
+		m.delivered.Add(1)
 		m.invoker.InvokeUserMessage(msg)
 		for _, mw := range m.middlewares {
 			mw.MessageReceived(msg)

@@ -1,0 +1,100 @@
+package agentbus
+
+import (
+	"sync/atomic"
+
+	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/deadletter"
+)
+
+// Accounting is the bus's ledger of deliveries. A delivery is one message
+// bound for one destination: an agent, a topic actor, the router or a routing
+// handler. Every delivery the bus accepts ends either handled (by a handler
+// that returned nil, by a topic actor that fanned it out, by the router that
+// matched it, or by completing a Request) or dead-lettered with a reason, so
+// at any quiet moment Accepted == Handled + DeadLettered, and InFlight == 0.
+// Dead letters that come from outside the bus (protoactor sends to stopped
+// PIDs, letters sent to the dead-letter actor) are not deliveries and are not
+// counted here.
+type Accounting struct {
+	Accepted     uint64 // deliveries the bus took on
+	Handled      uint64 // deliveries that completed
+	DeadLettered uint64 // deliveries that went to the dead-letter queue
+	InFlight     int    // deliveries queued in a mailbox right now
+}
+
+// Balanced reports whether every accepted delivery is accounted for.
+func (a Accounting) Balanced() bool { return a.Accepted == a.Handled+a.DeadLettered+uint64(a.InFlight) }
+
+// ledger holds the counts that are not kept by a live mailbox or agent:
+// deliveries accepted and finished without queueing, and the counts of
+// mailboxes whose agent or topic actor has stopped.
+type ledger struct {
+	accepted atomic.Uint64
+	handled  atomic.Uint64
+	dead     atomic.Uint64
+}
+
+// Accounting returns the ledger. Counters of live agents are read one after
+// another without a global lock, so while messages flow the sum is only
+// approximately balanced; once the bus is quiet (or shut down) it is exact.
+// It does not block.
+func (b *Bus) Accounting() Accounting {
+	a := Accounting{
+		Accepted:     b.ledger.accepted.Load(),
+		Handled:      b.ledger.handled.Load(),
+		DeadLettered: b.ledger.dead.Load(),
+	}
+	addAgent := func(ag *actors.Agent) {
+		a.Accepted += ag.Mailbox().Posted()
+		a.Handled += ag.Handled()
+		a.InFlight += ag.Mailbox().Len()
+	}
+	for _, ag := range b.snapshot() {
+		addAgent(ag)
+	}
+	b.spawnMu.Lock()
+	for _, ag := range b.handlers {
+		addAgent(ag)
+	}
+	b.spawnMu.Unlock()
+	b.topicsMu.Lock()
+	for _, t := range b.topicRefs {
+		a.Accepted += t.mb.Posted()
+		a.Handled += t.mb.Delivered()
+		a.InFlight += t.mb.Len()
+	}
+	b.topicsMu.Unlock()
+	rm := b.router.Mailbox()
+	a.Accepted += rm.Posted()
+	a.Handled += rm.Delivered()
+	a.InFlight += rm.Len()
+	return a
+}
+
+// retire folds the counters of a stopped agent into the ledger.
+func (b *Bus) retire(a *actors.Agent) {
+	b.ledger.accepted.Add(a.Mailbox().Posted())
+	b.ledger.handled.Add(a.Handled())
+}
+
+// deadLetter records an accepted delivery as dead-lettered.
+func (b *Bus) deadLetter(l deadletter.Letter, why error) {
+	b.ledger.dead.Add(1)
+	b.storeDeadLetter(l, why)
+}
+
+// rejectDelivery records a delivery that is accepted and dead-lettered at
+// once, without ever being queued (a full mailbox seen from a handler, a
+// subscriber gone, a late response, …).
+func (b *Bus) rejectDelivery(l deadletter.Letter, why error) {
+	b.ledger.accepted.Add(1)
+	b.deadLetter(l, why)
+}
+
+// completeDelivery records a delivery that is accepted and handled at once
+// (a response that completes a Request, a subscription change).
+func (b *Bus) completeDelivery() {
+	b.ledger.accepted.Add(1)
+	b.ledger.handled.Add(1)
+}
