@@ -98,6 +98,13 @@ const (
 	running
 )
 
+// batchSize is how many messages of one priority level the agent takes from
+// the queue per lock. A message of higher priority posted meanwhile makes the
+// agent put the rest back before it handles the next one, so the batch never
+// delays a more urgent message by more than the message being handled, as
+// without batching.
+const batchSize = 32
+
 // Mailbox is a bounded priority mailbox. It is safe for concurrent use; the
 // protoactor methods are called by the actor system as for any mailbox.
 type Mailbox struct {
@@ -123,7 +130,7 @@ type Mailbox struct {
 	// mu, so a post costs one lock and, with a shared limit, one CAS.
 	mu         sync.Mutex
 	q          queue
-	closed     bool
+	closed     atomic.Bool // set under mu, after closeErr; read by the agent without it
 	closeErr   error
 	ttlQueued  int   // queued messages that have a deadline
 	nextExpiry int64 // no queued message expires before this (Unix ns)
@@ -131,8 +138,21 @@ type Mailbox struct {
 	sysMu sync.Mutex
 	sys   ring
 
-	_         [64]byte
-	delivered atomic.Uint64 // user messages handed to the actor; written by the agent
+	// urgent is the highest priority posted since the agent took its
+	// batch; a sender raises it only above the batch's priority, so with
+	// equal priorities nobody writes it.
+	urgent atomic.Int32
+	_      [64]byte
+
+	// The agent's side, touched only by the goroutine that runs the
+	// mailbox: a batch of entries taken from one priority level under one
+	// lock, so that the agent does not contend with senders for the lock
+	// on every message.
+	delivered atomic.Uint64 // user messages handed to the actor
+	batch     [batchSize]entry
+	batchI    int
+	batchN    int
+	batchPrio int32
 
 	done    chan struct{} // closed by Close, to wake senders parked on the shared limit
 	process func()        // m.processMessages, bound once: a method value allocates
@@ -286,13 +306,13 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 	}
 	var expired []entry
 	m.mu.Lock()
-	if m.closed {
+	if m.closed.Load() {
 		err := m.closeErr
 		m.mu.Unlock()
 		m.releaseShared(1)
 		return nil, err
 	}
-	if m.q.n >= m.capacity {
+	if int(m.userCount.Load()) >= m.capacity { // queued plus the agent's batch
 		if expired = m.reapLocked(); len(expired) == 0 {
 			m.mu.Unlock()
 			m.releaseShared(1)
@@ -300,6 +320,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		}
 	}
 	m.q.push(prio, entry{msg, deadline})
+	m.userCount.Add(1) // under mu, so that concurrent posts respect the capacity exactly
 	if deadline != 0 {
 		if m.ttlQueued == 0 || deadline < m.nextExpiry {
 			m.nextExpiry = deadline
@@ -307,8 +328,12 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.ttlQueued++
 	}
 	m.mu.Unlock()
-	m.userCount.Add(1)
 	m.posted.Add(1)
+	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
+		if m.urgent.CompareAndSwap(u, int32(prio)) {
+			break
+		}
+	}
 	if expired != nil {
 		m.discard(expired, ErrExpired)
 	}
@@ -381,25 +406,27 @@ func (m *Mailbox) Close(reason error) {
 		reason = ErrStopped
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closed.Load() {
 		m.mu.Unlock()
 		return
 	}
-	m.closed, m.closeErr = true, reason
+	m.closeErr = reason
+	m.closed.Store(true)
 	queued := m.q.drain()
 	m.ttlQueued = 0
 	close(m.done)
 	m.mu.Unlock()
 	m.discard(queued, reason)
 	m.wq.wakeAll()
+	if m.dispatcher != nil {
+		// Run once more, even if suspended, so that the agent drops the
+		// batch it had taken from the queue.
+		m.schedule()
+	}
 }
 
 // Closed reports whether Close was called.
-func (m *Mailbox) Closed() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.closed
-}
+func (m *Mailbox) Closed() bool { return m.closed.Load() }
 
 // PostUserMessage implements actor.Mailbox for protoactor senders. It never
 // waits: a message that finds no room is dropped with ErrFull (after expired
@@ -455,9 +482,10 @@ func (m *Mailbox) schedule() {
 func (m *Mailbox) processMessages() {
 	for {
 		m.run()
+		leftover := m.batchI < m.batchN // read before idle: another runner may start after
 		m.status.Store(idle)
 		sys, user := m.sysCount.Load(), m.userCount.Load()
-		if sys > 0 || (!m.suspended.Load() && user > 0) {
+		if sys > 0 || (!m.suspended.Load() && user > 0) || (m.closed.Load() && leftover) {
 			if m.status.CompareAndSwap(idle, running) {
 				continue
 			}
@@ -507,6 +535,9 @@ func (m *Mailbox) run() {
 			}
 			continue
 		}
+		if m.closed.Load() && m.batchI < m.batchN {
+			m.dropBatch() // even when suspended: a stopped agent resumes no more
+		}
 		if m.suspended.Load() {
 			return
 		}
@@ -525,29 +556,97 @@ func (m *Mailbox) run() {
 	}
 }
 
-// popUser takes the next user message. It returns ok=false when the queue is
-// empty, and a nil message when the one it took had expired (and was dropped).
+// popUser takes the next user message. It returns ok=false when there is
+// none, and a nil message when the one it took had expired (and was dropped).
+// Only the goroutine running the mailbox calls it.
 func (m *Mailbox) popUser() (any, bool) {
-	m.mu.Lock()
-	e, ok := m.q.pop()
-	if !ok {
-		m.mu.Unlock()
-		return nil, false
+	for {
+		if m.batchI == m.batchN && !m.refill() {
+			return nil, false
+		}
+		if m.urgent.Load() > m.batchPrio {
+			m.unbatch() // something more urgent arrived: it goes first
+			continue
+		}
+		e := m.batch[m.batchI]
+		m.batch[m.batchI] = entry{}
+		m.batchI++
+		m.userCount.Add(-1)
+		m.releaseShared(1)
+		if m.wq.nwait.Load() > 0 {
+			m.wq.wake(1)
+		}
+		if m.closed.Load() {
+			// Closed while this was in the batch: drop it as Close
+			// dropped the rest of the queue.
+			m.drop(e.v, m.closeErr)
+			return nil, true
+		}
+		if e.deadline != 0 && time.Now().UnixNano() >= e.deadline {
+			m.drop(e.v, ErrExpired)
+			return nil, true
+		}
+		return e.v, true
 	}
-	if e.deadline != 0 {
-		m.ttlQueued--
+}
+
+// dropBatch drops what is left of the batch with the close error.
+func (m *Mailbox) dropBatch() {
+	for m.batchI < m.batchN {
+		e := m.batch[m.batchI]
+		m.batch[m.batchI] = entry{}
+		m.batchI++
+		m.userCount.Add(-1)
+		m.releaseShared(1)
+		m.drop(e.v, m.closeErr)
 	}
-	m.mu.Unlock()
-	m.userCount.Add(-1)
-	m.releaseShared(1)
 	if m.wq.nwait.Load() > 0 {
-		m.wq.wake(1)
+		m.wq.wakeAll()
 	}
-	if e.deadline != 0 && time.Now().UnixNano() >= e.deadline {
-		m.drop(e.v, ErrExpired)
-		return nil, true
+}
+
+// refill takes up to batchSize messages from the highest non-empty level.
+func (m *Mailbox) refill() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.q.top()
+	if p < 0 {
+		return false
 	}
-	return e.v, true
+	n := 0
+	for n < batchSize {
+		e, ok := m.q.popFrom(p)
+		if !ok {
+			break
+		}
+		if e.deadline != 0 {
+			m.ttlQueued--
+		}
+		m.batch[n] = e
+		n++
+	}
+	m.batchI, m.batchN, m.batchPrio = 0, n, int32(p)
+	m.urgent.Store(int32(p))
+	return true
+}
+
+// unbatch returns the untaken part of the batch to the front of its level.
+func (m *Mailbox) unbatch() {
+	m.mu.Lock()
+	for i := m.batchN - 1; i >= m.batchI; i-- {
+		e := m.batch[i]
+		m.batch[i] = entry{}
+		m.q.pushFront(int(m.batchPrio), e)
+		if e.deadline != 0 {
+			if m.ttlQueued == 0 || e.deadline < m.nextExpiry {
+				m.nextExpiry = e.deadline
+			}
+			m.ttlQueued++
+		}
+	}
+	m.batchI, m.batchN = 0, 0
+	m.urgent.Store(-1)
+	m.mu.Unlock()
 }
 
 // classify returns the priority and deadline of a message posted through

@@ -63,6 +63,36 @@ func (q *queue) pop() (entry, bool) {
 	return v, true
 }
 
+// popFrom removes and returns the oldest value of level p, if any.
+func (q *queue) popFrom(p int) (entry, bool) {
+	r := q.levels[p]
+	if r == nil || r.n == 0 {
+		return entry{}, false
+	}
+	v := r.pop()
+	if r.n == 0 {
+		q.bits[p>>6] &^= 1 << (p & 63)
+		if len(r.buf) > shrinkAbove {
+			r.buf = nil
+		}
+	}
+	q.n--
+	return v, true
+}
+
+// pushFront puts v back at the head of level p, before everything queued
+// there, for values taken out and returned unprocessed.
+func (q *queue) pushFront(p int, v entry) {
+	r := q.levels[p]
+	if r == nil {
+		r = &ring{}
+		q.levels[p] = r
+	}
+	r.pushFront(v)
+	q.bits[p>>6] |= 1 << (p & 63)
+	q.n++
+}
+
 // top returns the highest non-empty level, or -1.
 func (q *queue) top() int {
 	if q.bits[1] != 0 {
@@ -130,6 +160,15 @@ func (r *ring) push(v entry) {
 		r.grow()
 	}
 	r.buf[(r.head+r.n)&(len(r.buf)-1)] = v
+	r.n++
+}
+
+func (r *ring) pushFront(v entry) {
+	if r.n == len(r.buf) {
+		r.grow()
+	}
+	r.head = (r.head - 1) & (len(r.buf) - 1)
+	r.buf[r.head] = v
 	r.n++
 }
 

@@ -1,0 +1,64 @@
+package mailbox
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The agent takes messages of one level in batches; a more urgent message
+// posted while it works through a batch is still delivered next.
+func TestUrgentMessagePreemptsBatch(t *testing.T) {
+	inv := &invoker{user: make(chan any, 16), gate: make(chan struct{}, 16)}
+	m, drops := newTestMailbox(Config{Capacity: 16}, actor.NewDefaultDispatcher(10), inv)
+	a := named("a", 10)
+	require.NoError(t, m.TryPost(a))
+	require.Equal(t, a, <-inv.user) // the agent is inside a; the queue is empty
+	b, c, d := named("b", 10), named("c", 10), named("d", 10)
+	for _, it := range []*item{b, c, d} {
+		require.NoError(t, m.TryPost(it))
+	}
+	inv.gate <- struct{}{}           // a returns; the agent takes b, c, d as one batch
+	require.Equal(t, b, <-inv.user) // inside b, with c and d in its batch
+	x := named("x", 90)
+	require.NoError(t, m.TryPost(x))
+	assert.Equal(t, 3, m.Len(), "batched messages still count as queued")
+	for range 4 {
+		inv.gate <- struct{}{}
+	}
+	assert.Equal(t, []any{x, c, d}, receive(t, inv.user, 3))
+	assert.Empty(t, drops.all())
+}
+
+// Closing a mailbox drops what the agent had batched, even when the agent is
+// suspended (as after a failure) and will never run again.
+func TestCloseDropsBatchWhileSuspended(t *testing.T) {
+	inv := &invoker{user: make(chan any, 16), gate: make(chan struct{}, 16)}
+	m, drops := newTestMailbox(Config{Capacity: 16}, actor.NewDefaultDispatcher(10), inv)
+	a := named("a", 10)
+	require.NoError(t, m.TryPost(a))
+	require.Equal(t, a, <-inv.user)
+	b, c, d := named("b", 10), named("c", 10), named("d", 10)
+	for _, it := range []*item{b, c, d} {
+		require.NoError(t, m.TryPost(it))
+	}
+	inv.gate <- struct{}{}
+	require.Equal(t, b, <-inv.user) // inside b, with c and d batched
+	m.PostSystemMessage(suspend)     // served after b, before c
+	inv.gate <- struct{}{}
+	require.Eventually(t, m.suspended.Load, 5*time.Second, time.Millisecond)
+
+	stopped := errors.New("stopped")
+	m.Close(stopped)
+	require.Eventually(t, func() bool { return len(drops.all()) == 2 }, 5*time.Second, time.Millisecond)
+	for i, dr := range drops.all() {
+		assert.Equal(t, []any{c, d}[i], dr.msg)
+		assert.ErrorIs(t, dr.reason, stopped)
+	}
+	assert.Zero(t, m.Len())
+	assert.Equal(t, []any{a, b}, inv.delivered())
+}
