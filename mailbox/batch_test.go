@@ -22,7 +22,7 @@ func TestUrgentMessagePreemptsBatch(t *testing.T) {
 	for _, it := range []*item{b, c, d} {
 		require.NoError(t, m.TryPost(it))
 	}
-	inv.gate <- struct{}{}           // a returns; the agent takes b, c, d as one batch
+	inv.gate <- struct{}{}          // a returns; the agent takes b, c, d as one batch
 	require.Equal(t, b, <-inv.user) // inside b, with c and d in its batch
 	x := named("x", 90)
 	require.NoError(t, m.TryPost(x))
@@ -48,7 +48,7 @@ func TestCloseDropsBatchWhileSuspended(t *testing.T) {
 	}
 	inv.gate <- struct{}{}
 	require.Equal(t, b, <-inv.user) // inside b, with c and d batched
-	m.PostSystemMessage(suspend)     // served after b, before c
+	m.PostSystemMessage(suspend)    // served after b, before c
 	inv.gate <- struct{}{}
 	require.Eventually(t, m.suspended.Load, 5*time.Second, time.Millisecond)
 
