@@ -12,7 +12,8 @@ import (
 // handler. Every delivery the bus accepts ends either handled (by a handler
 // that returned nil, by a topic actor that fanned it out, by the router that
 // matched it, or by completing a Request) or dead-lettered with a reason, so
-// at any quiet moment Accepted == Handled + DeadLettered, and InFlight == 0.
+// at any quiet moment Accepted == Handled + DeadLettered + Retried, and
+// InFlight == 0 (see Balanced).
 // Dead letters that come from outside the bus (protoactor sends to stopped
 // PIDs, letters sent to the dead-letter actor) are not deliveries and are not
 // counted here.
@@ -20,11 +21,16 @@ type Accounting struct {
 	Accepted     uint64 // deliveries the bus took on
 	Handled      uint64 // deliveries that completed
 	DeadLettered uint64 // deliveries that went to the dead-letter queue
-	InFlight     int    // deliveries queued in a mailbox right now
+	Retried      uint64 // failed deliveries of RequiresAck messages that were scheduled again
+	InFlight     int    // deliveries queued in a mailbox, or waiting to be redelivered, right now
 }
 
-// Balanced reports whether every accepted delivery is accounted for.
-func (a Accounting) Balanced() bool { return a.Accepted == a.Handled+a.DeadLettered+uint64(a.InFlight) }
+// Balanced reports whether every accepted delivery is accounted for:
+// Accepted == Handled + DeadLettered + Retried + InFlight. A redelivery is a
+// delivery of its own, accepted again when it is queued.
+func (a Accounting) Balanced() bool {
+	return a.Accepted == a.Handled+a.DeadLettered+a.Retried+uint64(a.InFlight)
+}
 
 // ledger holds the counts that are not kept by a live mailbox or agent:
 // deliveries accepted and finished without queueing, and the counts of
@@ -33,6 +39,7 @@ type ledger struct {
 	accepted atomic.Uint64
 	handled  atomic.Uint64
 	dead     atomic.Uint64
+	retried  atomic.Uint64
 }
 
 // Accounting returns the ledger. Counters of live agents are read one after
@@ -44,6 +51,8 @@ func (b *Bus) Accounting() Accounting {
 		Accepted:     b.ledger.accepted.Load(),
 		Handled:      b.ledger.handled.Load(),
 		DeadLettered: b.ledger.dead.Load(),
+		Retried:      b.ledger.retried.Load(),
+		InFlight:     b.PendingRetries(),
 	}
 	addAgent := func(ag *actors.Agent) {
 		a.Accepted += ag.Mailbox().Posted()

@@ -93,6 +93,7 @@ type Bus struct {
 
 	shared   *mailbox.Limit
 	ledger   ledger
+	retries  retries
 	dlq      *deadletter.Queue
 	dlqPID   *actor.PID
 	calls    sync.Map // request ID → *call
@@ -132,6 +133,7 @@ func New(cfg Config) (*Bus, error) {
 		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
 	b.hooks = agentHooks{b}
+	b.retries.pending = make(map[retryKey]*retry)
 	b.sup = supervisor.New(func(e supervisor.Event) {
 		b.log.Info("supervision", "agent", e.Agent, "directive", e.Directive.String(),
 			"restarts", e.Restarts, "delay", e.Delay, "error", e.Failure)
@@ -410,6 +412,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		return true
 	})
 	b.stopTopics()
+	b.stopRetries()
 	b.sup.Close()
 	b.system.Root.Stop(b.dlqPID)
 	b.cancel()
@@ -559,8 +562,14 @@ func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent,
 type agentHooks struct{ b *Bus }
 
 func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
-	h.b.deadLetter(deadletter.Letter{Message: m, Reason: deadletter.HandlerError, Err: err.Error(), Agent: a.Name()},
-		fmt.Errorf("agentbus: handler of %q failed: %w", a.Name(), err))
+	if !h.b.failed(a, m, err) {
+		reason := deadletter.HandlerError
+		if m.RequiresAck {
+			reason = deadletter.RetriesExhausted
+		}
+		h.b.deadLetter(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: a.Name()},
+			fmt.Errorf("agentbus: handler of %q failed: %w", a.Name(), err))
+	}
 	if d := h.b.sup.Decide(a.PID().Id, err); d != supervisor.Resume {
 		return &supervisor.Failure{Err: err, Directive: d}
 	}
@@ -568,7 +577,14 @@ func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
 }
 
 func (h agentHooks) Panicked(a *actors.Agent, m *actors.Message, err *actors.HandlerPanicError) {
-	h.b.deadLetter(deadletter.Letter{Message: m, Reason: deadletter.HandlerPanic, Err: err.Error(), Agent: a.Name()}, err)
+	if h.b.failed(a, m, err) {
+		return
+	}
+	reason := deadletter.HandlerPanic
+	if m.RequiresAck {
+		reason = deadletter.RetriesExhausted
+	}
+	h.b.deadLetter(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: a.Name()}, err)
 }
 
 func (h agentHooks) Foreign(a *actors.Agent, v any, sender *actor.PID) {

@@ -22,10 +22,12 @@ import (
 )
 
 // TestChaosAccounting runs a hostile workload and then proves that every
-// delivery the bus accepted was handled or dead-lettered with a reason:
+// delivery the bus accepted was handled or dead-lettered with a reason (or,
+// for a message that requires acknowledgement, retried as a new delivery):
 // 60 agents with random panics and errors, floods into small mailboxes, TTLs
-// that expire in queues, agents stopped and respawned mid-stream, requests
-// that time out, and pub/sub with subscribers that come and go.
+// that expire in queues, redeliveries, agents stopped and respawned
+// mid-stream, requests that time out, and pub/sub with subscribers that come
+// and go.
 //
 // CHAOS_SEED=n replays a run; CHAOS_DURATION (a Go duration, default 3s)
 // changes its length.
@@ -53,6 +55,7 @@ func TestChaosAccounting(t *testing.T) {
 		MailboxSize:    8,
 		RequestTimeout: 20 * time.Millisecond,
 		DLQMaxSize:     100_000,
+		Retry:          agentbus.RetryConfig{MaxAttempts: 3, Backoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond},
 		Backpressure: agentbus.BackpressureConfig{
 			MaxPending:   400,
 			WaitDuration: 2 * time.Millisecond,
@@ -116,6 +119,9 @@ func TestChaosAccounting(t *testing.T) {
 			switch op := r.IntN(100); {
 			case op < 45: // direct, random priority, sometimes a TTL that expires in a queue
 				m := direct(target, body).WithPriority(uint8(r.IntN(101)))
+				if r.IntN(5) == 0 {
+					m = m.RequireAck() // failures are redelivered
+				}
 				if r.IntN(4) == 0 {
 					m = m.WithTTL(time.Duration(1+r.IntN(3)) * time.Millisecond)
 				}
@@ -169,8 +175,9 @@ func TestChaosAccounting(t *testing.T) {
 	t.Logf("dead letters by reason: %v", reasons)
 
 	assert.Zero(t, acct.InFlight)
-	assert.Equal(t, acct.Accepted, acct.Handled+acct.DeadLettered,
-		"every accepted delivery is handled or dead-lettered")
+	assert.Equal(t, acct.Accepted, acct.Handled+acct.DeadLettered+acct.Retried,
+		"every accepted delivery is handled, dead-lettered or retried")
+	assert.Positive(t, acct.Retried, "the workload redelivered something")
 	assert.Zero(t, bus.DeadLetters().Evicted(), "the queue must hold every letter for this check")
 	known := map[deadletter.Reason]bool{}
 	for _, r := range deadletter.Reasons {

@@ -42,6 +42,8 @@ type Config struct {
 	// DLQMaxBytes caps the message bytes the dead-letter queue holds.
 	// Default 64 MiB.
 	DLQMaxBytes int
+	// Retry says how messages that require acknowledgement are redelivered.
+	Retry RetryConfig
 	// MaxTopics caps the topic actors running at once (one per subject
 	// published to). At the cap, the least recently used idle one is
 	// stopped; a topic actor also stops when it finds no subscriber.
@@ -88,6 +90,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"MaxHistorySize", &c.MaxHistorySize, DefaultMaxHistorySize},
 		{"MaxTopics", &c.MaxTopics, DefaultMaxTopics},
 		{"MaxSubscriptions", &c.MaxSubscriptions, DefaultMaxSubs},
+		{"Retry.MaxAttempts", &c.Retry.MaxAttempts, DefaultMaxAttempts},
 	}
 	for _, f := range ints {
 		switch {
@@ -105,6 +108,8 @@ func (c Config) withDefaults() (Config, error) {
 		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout},
 		{"Backpressure.WaitDuration", &c.Backpressure.WaitDuration, DefaultWaitDuration},
 		{"Backpressure.Timeout", &c.Backpressure.Timeout, DefaultSendTimeout},
+		{"Retry.Backoff", &c.Retry.Backoff, DefaultRetryBackoff},
+		{"Retry.MaxBackoff", &c.Retry.MaxBackoff, DefaultMaxBackoff},
 	}
 	for _, f := range durations {
 		switch {

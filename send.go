@@ -49,6 +49,10 @@ func (b *Bus) send(ctx context.Context, msg *Message, self *actors.Agent) (strin
 		return b.publish(ctx, msg, self)
 	case TypeSubscribe, TypeUnsubscribe:
 		return b.subscription(msg)
+	case TypeAck:
+		if msg.Recipient == "" {
+			return b.ack(msg)
+		}
 	}
 	a := b.agent(msg.Recipient)
 	if a == nil {
@@ -102,10 +106,16 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 	if self != nil {
 		p = mailbox.Patience{Wait: bp.WaitDuration, Backoff: bp.WaitDuration}
 	}
+	recorded := msg
+	if msg.RequiresAck {
+		// Its recipient counts Attempts on it once it is queued: history
+		// and the router get a copy taken before.
+		recorded = msg.Clone()
+	}
 	err := mb.Post(ctx, msg, p)
 	switch {
 	case err == nil:
-		b.record(msg)
+		b.record(recorded)
 		return msg.ID, nil
 	case self != nil && errors.Is(err, mailbox.ErrFull):
 		b.record(msg)

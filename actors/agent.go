@@ -203,6 +203,9 @@ func (x *agentActor) Receive(c actor.Context) {
 // on, as a *HandlerPanicError, to the mailbox, which escalates it to the
 // supervisor; so does a handler error when the hooks say it should escalate.
 func (a *Agent) handle(msg *Message) {
+	if msg.RequiresAck {
+		msg.Attempts++ // this agent owns the message: the bus copies it for anyone else
+	}
 	if err := a.invoke(msg); err != nil {
 		a.failed.Add(1)
 		if escalate := a.hooks.Failed(a, msg, err); escalate != nil {

@@ -104,8 +104,12 @@ func (t *topicActor) fanout(m *actors.Message) {
 			t.dir.Undeliverable(m, t.names[i], ErrSubscriberGone)
 			continue
 		}
-		if err := s.TryPost(m); err != nil {
-			t.dir.Undeliverable(m, t.names[i], err)
+		d := m
+		if m.RequiresAck {
+			d = m.Clone() // each subscriber acknowledges, and counts attempts, on its own
+		}
+		if err := s.TryPost(d); err != nil {
+			t.dir.Undeliverable(d, t.names[i], err)
 		}
 	}
 }
