@@ -511,6 +511,8 @@ func TestShutdownDrainsQueuedMessages(t *testing.T) {
 	require.NoError(t, bus.Shutdown(t.Context()))
 	assert.EqualValues(t, 500, handled.Load())
 	assert.Zero(t, bus.DeadLetters().Len())
+	a := bus.Accounting()
+	assert.Equal(t, agentbus.Accounting{Accepted: 500, Handled: 500}, a, "nothing lost across shutdown")
 }
 
 func TestShutdownDeadLettersWhatItCannotDrain(t *testing.T) {
@@ -532,6 +534,8 @@ func TestShutdownDeadLettersWhatItCannotDrain(t *testing.T) {
 	assert.Len(t, bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.Shutdown}), 3)
 	close(g.open) // let the handler return so its goroutine ends
 	require.Eventually(t, func() bool { return len(bus.Agents()) == 0 }, 5*time.Second, time.Millisecond)
+	a := bus.Accounting()
+	assert.Equal(t, agentbus.Accounting{Accepted: 4, Handled: 1, DeadLettered: 3}, a, "nothing lost across shutdown")
 }
 
 func TestDeadLetterActor(t *testing.T) {

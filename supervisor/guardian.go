@@ -130,8 +130,12 @@ func (s *Supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, p
 	}
 	ev.Agent = c.name
 	d := decided
-	if d == 0 {
+	switch {
+	case d == 0:
 		d, ev.Note = c.strategy.Decide(failure)
+	case d > Escalate:
+		// Acting on no directive would leave the child suspended for good.
+		d, ev.Note = c.strategy.directive, fmt.Errorf("%w: failure directive %v", ErrInvalidStrategy, d)
 	}
 	ev.Directive = d
 	switch d {

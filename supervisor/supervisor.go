@@ -99,15 +99,23 @@ func Backoff(maxRestarts int, within, initial, max time.Duration) Strategy {
 }
 
 // Resuming lets a failed agent go on with its next message; the failing one
-// is dead-lettered.
-func Resuming() Strategy { return Strategy{directive: Resume} }
+// is dead-lettered. (If a decider chooses Restart, Default's limits apply.)
+func Resuming() Strategy {
+	return Strategy{directive: Resume, maxRestarts: DefaultMaxRestarts, within: DefaultWithin}
+}
 
-// Stopping stops a failed agent.
-func Stopping() Strategy { return Strategy{directive: Stop} }
+// Stopping stops a failed agent. (If a decider chooses Restart, Default's
+// limits apply.)
+func Stopping() Strategy {
+	return Strategy{directive: Stop, maxRestarts: DefaultMaxRestarts, within: DefaultWithin}
+}
 
 // Escalating stops a failed agent and reports the failure as escalated, for
-// the operator (a bus has no supervisor above its agents).
-func Escalating() Strategy { return Strategy{directive: Escalate} }
+// the operator (a bus has no supervisor above its agents). (If a decider
+// chooses Restart, Default's limits apply.)
+func Escalating() Strategy {
+	return Strategy{directive: Escalate, maxRestarts: DefaultMaxRestarts, within: DefaultWithin}
+}
 
 // WithDecider returns s with d deciding per failure; s's own directive and
 // limits still apply when d says Restart.
