@@ -46,6 +46,23 @@
 // that would close a cycle of handlers waiting on each other is refused with
 // ErrRequestCycle.
 //
+// # Topics and routing
+//
+// Subscribe subscribes an agent to a subject or a NATS-style pattern
+// ("agents.*.done", "events.>"); Publish (or Send of a TypePublish message)
+// hands the message to the topic's actor, which fans it out to the
+// subscribers without waiting on any of them. Router holds named handlers and
+// prioritized rules; every accepted message is also offered to the handlers
+// whose rules match it.
+//
+// # Supervision and events
+//
+// WithSupervisor chooses how an agent's failures are handled (see package
+// supervisor): restart within limits, restart with exponential backoff,
+// resume, stop or escalate, optionally per failure through a Decider. Events
+// and Watch deliver lifecycle changes, supervision decisions and dead letters
+// through bounded subscriptions that never slow the bus.
+//
 // # Nothing is lost
 //
 // Everything the bus accepted is either handled or recorded in the
@@ -53,7 +70,11 @@
 // agent_stopped, handler_error, handler_panic, late_response, orphan_response,
 // shutdown and more. What the bus refuses (invalid, oversized, expired before
 // sending, unknown recipient, backpressure timeout) is returned to the caller
-// as an error and stays the caller's.
+// as an error and stays the caller's. A message sent with RequireAck is
+// redelivered after a failed attempt, with exponential backoff, until it is
+// handled or its attempts run out. Accounting proves the sum: every accepted
+// delivery is handled, dead-lettered or retried. Replay sends a dead letter
+// again.
 //
 // # Errors
 //
