@@ -51,16 +51,7 @@ func (q *queue) pop() (entry, bool) {
 	if p < 0 {
 		return entry{}, false
 	}
-	r := q.levels[p]
-	v := r.pop()
-	if r.n == 0 {
-		q.bits[p>>6] &^= 1 << (p & 63)
-		if len(r.buf) > shrinkAbove {
-			r.buf = nil
-		}
-	}
-	q.n--
-	return v, true
+	return q.popFrom(p)
 }
 
 // popFrom removes and returns the oldest value of level p, if any.
