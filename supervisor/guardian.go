@@ -118,7 +118,7 @@ func (s *Supervisor) Close() {
 
 // HandleFailure implements actor.SupervisorStrategy.
 func (s *Supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, pid *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
-	failure, decided := asFailure(reason)
+	decided, failure := asFailure(reason)
 	ev := Event{Failure: failure, Time: time.Now()}
 
 	s.mu.Lock()
@@ -186,13 +186,13 @@ func pruned(failures []time.Time, now time.Time, within time.Duration) []time.Ti
 	return append(failures[:0], failures[i:]...)
 }
 
-func asFailure(reason any) (error, Directive) {
+func asFailure(reason any) (Directive, error) {
 	switch r := reason.(type) {
 	case *Failure:
-		return r.Err, r.Directive
+		return r.Directive, r.Err
 	case error:
-		return r, 0
+		return 0, r
 	default:
-		return fmt.Errorf("agentbus: failure: %v", r), 0
+		return 0, fmt.Errorf("agentbus: failure: %v", r)
 	}
 }

@@ -447,8 +447,8 @@ func TestBackoff(t *testing.T) {
 
 			time.Sleep(want - 1)
 			synctest.Wait()
-			p.none(t) // not yet
-			time.Sleep(1)
+			p.none(t)                   // not yet
+			time.Sleep(time.Nanosecond) // the last nanosecond of the delay, in the bubble's fake time
 			synctest.Wait()
 			assert.Equal(t, call{op: "restart", ids: []string{"a"}}, p.next(t), "failure %d", i+1)
 		}
