@@ -615,7 +615,7 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 	}
 	// Close first: once the name is free (unregister), everything that
 	// was queued is already dead-lettered.
-	a.Mailbox().Close(why)
+	a.Mailbox().CloseFromActor(why) // on the agent's goroutine: its batch too
 	h.b.subs.Leave(a.Name())
 	h.b.spawnMu.Lock()
 	h.b.retire(a)

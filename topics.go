@@ -182,10 +182,11 @@ func (b *Bus) topicActor(subject string) (*topicRef, error) {
 	return t, nil
 }
 
-// retireTopic runs when a topic actor has stopped: it forgets the actor and
-// closes its mailbox; messages that raced in are published again.
+// retireTopic runs on a topic actor's goroutine when it has stopped: it
+// closes its mailbox, publishing again the messages that raced in, and
+// forgets the actor.
 func (b *Bus) retireTopic(t *topicRef) {
-	t.mb.Close(errTopicRetired) // leftovers are published again (or dead-lettered)
+	t.mb.CloseFromActor(errTopicRetired) // leftovers are published again (or dead-lettered)
 	b.topicsMu.Lock()
 	if b.topicRefs[t.subject] == t {
 		delete(b.topicRefs, t.subject)

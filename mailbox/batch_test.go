@@ -62,3 +62,31 @@ func TestCloseDropsBatchWhileSuspended(t *testing.T) {
 	assert.Zero(t, m.Len())
 	assert.Equal(t, []any{a, b}, inv.delivered())
 }
+
+// CloseFromActor, called by the actor itself, drops its batch before it
+// returns.
+func TestCloseFromActorDropsBatchAtOnce(t *testing.T) {
+	inv := &invoker{user: make(chan any, 16)}
+	var m *Mailbox
+	stopped := errors.New("stopped")
+	inv.onUser = func(msg any) {
+		if msg.(*item).name == "b" {
+			m.CloseFromActor(stopped) // as an agent's Stopped hook does
+		}
+	}
+	m, drops := newTestMailbox(Config{Capacity: 16}, actor.NewSynchronizedDispatcher(10), inv)
+	m.PostSystemMessage(suspend)
+	a, b, c, d := named("a", 10), named("b", 10), named("c", 10), named("d", 10)
+	for _, it := range []*item{a, b, c, d} {
+		require.NoError(t, m.TryPost(it))
+	}
+	m.PostSystemMessage(resume) // delivers a, then b, which closes the mailbox
+	assert.Equal(t, []any{a, b}, inv.delivered())
+	var dropped []any
+	for _, dr := range drops.all() {
+		dropped = append(dropped, dr.msg)
+		assert.ErrorIs(t, dr.reason, stopped)
+	}
+	assert.Equal(t, []any{c, d}, dropped)
+	assert.Zero(t, m.Len())
+}

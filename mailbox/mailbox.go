@@ -425,6 +425,16 @@ func (m *Mailbox) Close(reason error) {
 	}
 }
 
+// CloseFromActor is Close for the actor's own goroutine (inside its Receive,
+// such as on *actor.Stopped): it also drops, at once, the messages the actor
+// had taken from the queue but not yet received, so that when it returns
+// everything that was queued has been dropped. Calling it from any other
+// goroutine is a data race.
+func (m *Mailbox) CloseFromActor(reason error) {
+	m.Close(reason)
+	m.dropBatch()
+}
+
 // Closed reports whether Close was called.
 func (m *Mailbox) Closed() bool { return m.closed.Load() }
 
