@@ -122,14 +122,14 @@ type Mailbox struct {
 	_           [64]byte
 
 	userCount atomic.Int32
-	posted    atomic.Uint64 // user messages ever queued; written by senders
-	wq        waitQueue     // senders waiting for room in this mailbox
+	wq        waitQueue // senders waiting for room in this mailbox
 
 	// locksordering: Mailbox.mu and waitQueue.mu are never held together;
 	// sysMu is never held with another lock. The capacity is checked under
 	// mu, so a post costs one lock and, with a shared limit, one CAS.
 	mu         sync.Mutex
 	q          queue
+	posted     uint64      // user messages ever queued
 	closed     atomic.Bool // set under mu, after closeErr; read by the agent without it
 	closeErr   error
 	ttlQueued  int   // queued messages that have a deadline
@@ -189,7 +189,11 @@ func (m *Mailbox) Cap() int { return m.capacity }
 func (m *Mailbox) Len() int { return int(m.userCount.Load()) }
 
 // Posted returns how many user messages were ever queued.
-func (m *Mailbox) Posted() uint64 { return m.posted.Load() }
+func (m *Mailbox) Posted() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.posted
+}
 
 // Delivered returns how many user messages were handed to the actor; the
 // others that left the queue were dropped (expired, or at Close).
@@ -321,6 +325,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 	}
 	m.q.push(prio, entry{msg, deadline})
 	m.userCount.Add(1) // under mu, so that concurrent posts respect the capacity exactly
+	m.posted++
 	if deadline != 0 {
 		if m.ttlQueued == 0 || deadline < m.nextExpiry {
 			m.nextExpiry = deadline
@@ -328,7 +333,6 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.ttlQueued++
 	}
 	m.mu.Unlock()
-	m.posted.Add(1)
 	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, int32(prio)) {
 			break
