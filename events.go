@@ -22,6 +22,7 @@ const (
 	EventDeadLetter                      // a message was dead-lettered; Letter has it
 )
 
+// String returns the kind's name, such as "dead_letter".
 func (k EventKind) String() string {
 	switch k {
 	case EventStarted:

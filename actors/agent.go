@@ -56,6 +56,7 @@ type HandlerPanicError struct {
 	Stack []byte // the stack of the panicking goroutine
 }
 
+// Error describes the panic.
 func (e *HandlerPanicError) Error() string {
 	return fmt.Sprintf("agentbus: handler of %q panicked: %v", e.Agent, e.Value)
 }

@@ -28,7 +28,10 @@ type Failure struct {
 	Directive Directive // 0: not decided yet
 }
 
+// Error returns the failure's error text.
 func (f *Failure) Error() string { return f.Err.Error() }
+
+// Unwrap returns the failure's error.
 func (f *Failure) Unwrap() error { return f.Err }
 
 // Supervisor is the protoactor supervisor strategy of a bus's agents. Agents

@@ -28,6 +28,7 @@ const (
 	Escalate                      // the agent stops and the failure is reported as escalated
 )
 
+// String returns the directive's name, such as "restart".
 func (d Directive) String() string {
 	switch d {
 	case Restart:
