@@ -87,44 +87,30 @@ func msgsPerSec(b *testing.B) {
 // message is handled. bus sends one prebuilt message, as protoactor does;
 // bus-new builds and validates a fresh message (UUIDv7, JSON check) per send.
 func BenchmarkSend(b *testing.B) {
-	b.Run("bus", func(b *testing.B) {
-		bus, c := newBenchBus(b), newCounter()
-		if _, err := bus.Spawn("sink", c); err != nil {
-			b.Fatal(err)
-		}
-		msg, ctx := benchMessage(), context.Background()
-		b.ReportAllocs()
-		c.expect(0)
-		n := 0
-		for b.Loop() {
-			if _, err := bus.Send(ctx, msg); err != nil {
+	bus := func(next func() *agentbus.Message) func(*testing.B) {
+		return func(b *testing.B) {
+			bus, c := newBenchBus(b), newCounter()
+			if _, err := bus.Spawn("sink", c); err != nil {
 				b.Fatal(err)
 			}
-			n++
-		}
-		c.want.Store(int64(n))
-		c.drain(b)
-		msgsPerSec(b)
-	})
-	b.Run("bus-new", func(b *testing.B) {
-		bus, c := newBenchBus(b), newCounter()
-		if _, err := bus.Spawn("sink", c); err != nil {
-			b.Fatal(err)
-		}
-		ctx := context.Background()
-		b.ReportAllocs()
-		c.expect(0)
-		n := 0
-		for b.Loop() {
-			if _, err := bus.Send(ctx, benchMessage()); err != nil {
-				b.Fatal(err)
+			ctx := context.Background()
+			b.ReportAllocs()
+			c.expect(0)
+			n := 0
+			for b.Loop() {
+				if _, err := bus.Send(ctx, next()); err != nil {
+					b.Fatal(err)
+				}
+				n++
 			}
-			n++
+			c.want.Store(int64(n))
+			c.drain(b)
+			msgsPerSec(b)
 		}
-		c.want.Store(int64(n))
-		c.drain(b)
-		msgsPerSec(b)
-	})
+	}
+	msg := benchMessage()
+	b.Run("bus", bus(func() *agentbus.Message { return msg }))
+	b.Run("bus-new", bus(benchMessage))
 	b.Run("protoactor", func(b *testing.B) {
 		sys, c := newProtoSystem(b), newCounter()
 		pid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return c }))
