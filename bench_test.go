@@ -128,6 +128,26 @@ func BenchmarkSend(b *testing.B) {
 	})
 }
 
+// BenchmarkSendBounded is BenchmarkSend's protoactor side on protoactor's own
+// bounded mailbox (capacity 1024, as an agent's), for comparison: a full
+// Bounded mailbox makes the sender spin instead of park, and it has no
+// priorities.
+func BenchmarkSendBounded(b *testing.B) {
+	sys, c := newProtoSystem(b), newCounter()
+	pid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return c }, actor.WithMailbox(actor.Bounded(1024))))
+	msg := benchMessage()
+	b.ReportAllocs()
+	c.expect(0)
+	n := 0
+	for b.Loop() {
+		sys.Root.Send(pid, msg)
+		n++
+	}
+	c.want.Store(int64(n))
+	c.drain(b)
+	msgsPerSec(b)
+}
+
 // BenchmarkSendParallel sends from two goroutines to one agent.
 func BenchmarkSendParallel(b *testing.B) {
 	run := func(b *testing.B, send func()) {
