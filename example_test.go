@@ -8,6 +8,7 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/supervisor"
 )
 
 // An agent that answers requests, and a caller that asks it.
@@ -98,4 +99,85 @@ func ExampleBus_Request() {
 	// Output:
 	// agentbus: handler of "flaky" failed: model quota exceeded
 	// handler_error flaky
+}
+
+// Subscribers with wildcards receive what is published on matching subjects.
+func ExampleBus_Publish() {
+	ctx := context.Background()
+	bus, _ := agentbus.New(agentbus.Config{})
+	defer bus.Shutdown(ctx)
+
+	got := make(chan string, 1)
+	_, _ = bus.Spawn("monitor", agentbus.HandlerFunc(func(_ context.Context, m *agentbus.Message) error {
+		got <- m.Topic + " " + string(m.Payload)
+		return nil
+	}))
+	_ = bus.Subscribe("agents.*.done", "monitor")
+	_, _ = bus.Publish(ctx, "agents.coder.done", "coder", []byte(`{"ok":true}`))
+	fmt.Println(<-got)
+	fmt.Println(bus.Subscribers("agents.coder.done"))
+	// Output:
+	// agents.coder.done {"ok":true}
+	// [monitor]
+}
+
+// A crashing agent is restarted by its supervisor, and the decision can be
+// watched.
+func ExampleWithSupervisor() {
+	ctx := context.Background()
+	bus, _ := agentbus.New(agentbus.Config{})
+	defer bus.Shutdown(ctx)
+
+	events, _ := bus.Events(16)
+	_, _ = bus.Spawn("fragile", agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error {
+		panic("out of memory")
+	}), agentbus.WithSupervisor(supervisor.Restarting(3, time.Minute)))
+	_, _ = bus.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "main", nil).WithRecipient("fragile"))
+
+	for e := range events.C() {
+		switch e.Kind {
+		case agentbus.EventSupervised:
+			fmt.Println(e.Agent, e.Supervision.Directive, e.Supervision.Restarts)
+		case agentbus.EventRestarted:
+			fmt.Println(e.Agent, "restarted")
+			return
+		}
+	}
+	// Output:
+	// fragile restart 1
+	// fragile restarted
+}
+
+// A dead letter can be sent again once the cause is fixed.
+func ExampleBus_Replay() {
+	ctx := context.Background()
+	bus, _ := agentbus.New(agentbus.Config{})
+	defer bus.Shutdown(ctx)
+
+	ready := false
+	done := make(chan int, 1)
+	_, _ = bus.Spawn("worker", agentbus.HandlerFunc(func(_ context.Context, m *agentbus.Message) error {
+		if !ready {
+			ready = true // fails once
+			return errors.New("tool unavailable")
+		}
+		done <- m.Attempts
+		return nil
+	}))
+	events, _ := bus.Events(16)
+	_, _ = bus.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "main", []byte(`"job"`)).WithRecipient("worker"))
+
+	var letter *deadletter.Letter
+	for e := range events.C() {
+		if e.Kind == agentbus.EventDeadLetter {
+			letter = e.Letter
+			break
+		}
+	}
+	fmt.Println(letter.Reason, letter.Err)
+	_, _ = bus.Replay(ctx, letter.Seq, "")
+	fmt.Println("attempts:", <-done)
+	// Output:
+	// handler_error tool unavailable
+	// attempts: 2
 }
