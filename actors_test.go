@@ -624,3 +624,20 @@ func TestMessageJSONThroughTheBus(t *testing.T) {
 	assert.EqualValues(t, 50, got.Priority)
 	assert.Equal(t, `{"x":1}`, string(got.Payload))
 }
+
+func TestShutdownFromAHandler(t *testing.T) {
+	bus, err := agentbus.New(agentbus.Config{})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	_, err = bus.Spawn("boss", agentbus.HandlerFunc(func(ctx context.Context, _ *agentbus.Message) error {
+		done <- bus.Shutdown(ctx)
+		return nil
+	}))
+	require.NoError(t, err)
+	_, err = bus.Spawn("other", newRecorder(1))
+	require.NoError(t, err)
+	_, err = bus.Send(t.Context(), direct("boss", `"quit"`))
+	require.NoError(t, err)
+	require.NoError(t, recv(t, done), "the handler's own agent does not block its Shutdown")
+	require.Eventually(t, func() bool { return len(bus.Agents()) == 0 }, 5*time.Second, time.Millisecond)
+}

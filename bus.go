@@ -390,7 +390,10 @@ func (b *Bus) Backpressure() Backpressure { return Backpressure{b.shared} }
 // with reason shutdown, agents are stopped without waiting, pending requests
 // fail with ErrClosed, and Shutdown returns ctx's error. It is safe to call
 // more than once: later calls wait for the first to finish and return its
-// result.
+// result. Called from a handler (with the handler's ctx), it does not wait for
+// that handler's own agent, which stops once the handler returns; but
+// messages queued behind the handler cannot drain while it waits, so give
+// such a ctx a deadline.
 func (b *Bus) Shutdown(ctx context.Context) error {
 	b.spawnMu.Lock() // so no Spawn is half done once closed is set
 	first := b.closed.CompareAndSwap(false, true)
@@ -407,7 +410,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 
 	err := b.shared.WaitZero(ctx)
 	if err == nil {
-		err = b.stopAgents(ctx)
+		err = b.stopAgents(ctx, actors.FromContext(ctx))
 	}
 	b.router.Stop(b.system, ErrShutdown)
 	if err != nil {
@@ -439,7 +442,10 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (b *Bus) stopAgents(ctx context.Context) error {
+// stopAgents stops every agent and waits for them, except for self (the
+// agent whose handler called Shutdown, if any), which cannot stop before its
+// handler returns.
+func (b *Bus) stopAgents(ctx context.Context, self *actors.Agent) error {
 	all := b.snapshot()
 	b.spawnMu.Lock()
 	all = append(all, b.handlers...)
@@ -448,6 +454,9 @@ func (b *Bus) stopAgents(ctx context.Context) error {
 		b.system.Root.Stop(a.PID())
 	}
 	for _, a := range all {
+		if a == self {
+			continue
+		}
 		select {
 		case <-a.Done():
 		case <-ctx.Done():
