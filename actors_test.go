@@ -1,11 +1,14 @@
 package agentbus_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -640,4 +643,87 @@ func TestShutdownFromAHandler(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, recv(t, done), "the handler's own agent does not block its Shutdown")
 	require.Eventually(t, func() bool { return len(bus.Agents()) == 0 }, 5*time.Second, time.Millisecond)
+}
+
+func TestQueryHistory(t *testing.T) {
+	bus := newBus(t, agentbus.Config{EnableHistory: true, MaxHistorySize: 100})
+	spawnRecorders(t, bus, "a", "b")
+	require.NoError(t, bus.Subscribe("jobs.*", "b"))
+	start := time.Now()
+	var ids []string
+	for i, m := range []*agentbus.Message{
+		agentbus.NewMessage(agentbus.TypeDirect, "x", []byte(`1`)).WithRecipient("a"),
+		agentbus.NewMessage(agentbus.TypeDirect, "y", []byte(`2`)).WithRecipient("b"),
+		agentbus.NewMessage(agentbus.TypePublish, "x", []byte(`3`)).WithTopic("jobs.new"),
+		agentbus.NewMessage(agentbus.TypeDirect, "x", []byte(`4`)).WithRecipient("b"),
+	} {
+		id, err := bus.Send(t.Context(), m)
+		require.NoError(t, err, i)
+		ids = append(ids, id)
+	}
+	idsOf := func(ms []*agentbus.Message) []string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.ID)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		q    agentbus.HistoryQuery
+		want []string
+	}{
+		{"all, newest first", agentbus.HistoryQuery{}, []string{ids[3], ids[2], ids[1], ids[0]}},
+		{"sender", agentbus.HistoryQuery{Sender: "x"}, []string{ids[3], ids[2], ids[0]}},
+		{"recipient", agentbus.HistoryQuery{Recipient: "b"}, []string{ids[3], ids[1]}},
+		{"type", agentbus.HistoryQuery{Type: agentbus.TypePublish}, []string{ids[2]}},
+		{"topic pattern", agentbus.HistoryQuery{Topic: "jobs.>"}, []string{ids[2]}},
+		{"exact topic", agentbus.HistoryQuery{Topic: "jobs.new"}, []string{ids[2]}},
+		{"limit", agentbus.HistoryQuery{Sender: "x", Limit: 2}, []string{ids[3], ids[2]}},
+		{"absurd limit", agentbus.HistoryQuery{Limit: 1 << 40}, []string{ids[3], ids[2], ids[1], ids[0]}},
+		{"since", agentbus.HistoryQuery{Since: start}, []string{ids[3], ids[2], ids[1], ids[0]}},
+		{"until", agentbus.HistoryQuery{Until: start}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, idsOf(bus.QueryHistory(tt.q)))
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestAuditLogging(t *testing.T) {
+	var out syncBuffer
+	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	bus := newBus(t, agentbus.Config{Logger: logger})
+	rec := newRecorder(1)
+	_, err := bus.Spawn("a", rec)
+	require.NoError(t, err)
+	id, err := bus.Send(t.Context(), direct("a", `1`))
+	require.NoError(t, err)
+	rec.next(t)
+	_, err = bus.Send(t.Context(), agentbus.NewMessage(agentbus.TypeResponse, "x", nil).WithRequestID("nobody"))
+	require.NoError(t, err)
+	logs := out.String()
+	assert.Contains(t, logs, `level=INFO msg="agent spawned" agent=a`)
+	assert.Contains(t, logs, `level=DEBUG msg="message queued" msg_id=`+id)
+	assert.Contains(t, logs, `level=WARN msg="dead letter"`)
+	assert.Contains(t, logs, "reason=orphan_response")
 }

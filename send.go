@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/descartes/agentbus/actors"
@@ -116,6 +117,12 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 	switch {
 	case err == nil:
 		b.record(recorded)
+		if b.log.Enabled(ctx, slog.LevelDebug) { // per-message audit, Debug only
+			b.log.LogAttrs(ctx, slog.LevelDebug, "message queued", slog.String("msg_id", msg.ID),
+				slog.String("type", msg.Type.String()), slog.String("sender", msg.Sender),
+				slog.String("agent", msg.Recipient), slog.String("topic", msg.Topic),
+				slog.Int("priority", int(msg.Priority)))
+		}
 		return msg.ID, nil
 	case self != nil && errors.Is(err, mailbox.ErrFull):
 		b.record(msg)
