@@ -37,6 +37,13 @@ type (
 	HandlerPanicError = actors.HandlerPanicError
 )
 
+// Trace context keys in Message.Metadata (W3C Trace Context); see
+// actors.TraceParent.
+const (
+	TraceParent = actors.TraceParent
+	TraceState  = actors.TraceState
+)
+
 // The message types; see actors.MessageType.
 const (
 	TypeDirect      = actors.TypeDirect

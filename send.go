@@ -76,8 +76,11 @@ func (b *Bus) accept(msg *Message, self *actors.Agent) error {
 	if msg.Timestamp.IsZero() {
 		msg.Timestamp = time.Now().UTC()
 	}
-	if msg.Sender == "" && self != nil {
-		msg.Sender = self.Name()
+	if self != nil {
+		if msg.Sender == "" {
+			msg.Sender = self.Name()
+		}
+		msg.InheritTrace(self.Current()) // one request, one trace, across agents
 	}
 	if err := msg.Validate(b.cfg.MaxMessageSize); err != nil {
 		return err

@@ -102,7 +102,8 @@ type Agent struct {
 	done    chan struct{}
 
 	restarts  atomic.Int64
-	waitingOn atomic.Pointer[Agent] // the agent this one's handler awaits a response from
+	waitingOn atomic.Pointer[Agent]   // the agent this one's handler awaits a response from
+	current   atomic.Pointer[Message] // the message the handler is handling, if any
 
 	_       [64]byte // keep the receiver's counters off the senders' cache lines
 	handled atomic.Uint64
@@ -155,6 +156,9 @@ func (a *Agent) Failed() uint64 { return a.failed.Load() }
 
 // Restarts returns how many times the agent was restarted.
 func (a *Agent) Restarts() int { return int(a.restarts.Load()) }
+
+// Current returns the message the agent's handler is handling, or nil.
+func (a *Agent) Current() *Message { return a.current.Load() }
 
 // WaitingOn returns the agent this agent's handler is blocked on in a
 // request, or nil.
@@ -218,7 +222,9 @@ func (a *Agent) handle(msg *Message) {
 }
 
 func (a *Agent) invoke(msg *Message) error {
+	a.current.Store(msg)
 	defer func() {
+		a.current.Store(nil)
 		if r := recover(); r != nil {
 			a.failed.Add(1)
 			err := &HandlerPanicError{Agent: a.name, Value: r, Stack: debug.Stack()}

@@ -188,9 +188,40 @@ func (m *Message) WithMetadata(key, value string) *Message {
 // RequireAck marks m for redelivery until it is acknowledged, and returns m.
 func (m *Message) RequireAck() *Message { m.RequiresAck = true; return m }
 
+// Trace context keys in Metadata (W3C Trace Context), which the bus carries
+// from a message to the messages sent while handling it, and from a request
+// to its response.
+const (
+	TraceParent = "traceparent"
+	TraceState  = "tracestate"
+)
+
+// InheritTrace copies from's trace context (TraceParent and TraceState in
+// Metadata) into m, unless m has its own TraceParent, and returns m.
+func (m *Message) InheritTrace(from *Message) *Message {
+	if from == nil || len(from.Metadata) == 0 {
+		return m
+	}
+	tp, ok := from.Metadata[TraceParent]
+	if !ok || m.Metadata[TraceParent] != "" {
+		return m
+	}
+	// A new map: m's may be shared with the message it was cloned from.
+	md := make(map[string]string, len(m.Metadata)+2)
+	for k, v := range m.Metadata {
+		md[k] = v
+	}
+	md[TraceParent] = tp
+	if ts, ok := from.Metadata[TraceState]; ok {
+		md[TraceState] = ts
+	}
+	m.Metadata = md
+	return m
+}
+
 // NewResponse returns a response to request m from sender: type Response, the
 // request's RequestID (or its ID), addressed to the request's sender, with the
-// request's priority and correlation ID.
+// request's priority, correlation ID and trace context.
 func (m *Message) NewResponse(sender string, payload json.RawMessage) *Message {
 	r := NewMessage(TypeResponse, sender, payload)
 	r.RequestID = m.RequestID
@@ -200,7 +231,7 @@ func (m *Message) NewResponse(sender string, payload json.RawMessage) *Message {
 	r.Recipient = m.Sender
 	r.Priority = m.Priority
 	r.CorrelationID = m.CorrelationID
-	return r
+	return r.InheritTrace(m)
 }
 
 // DecodePayload unmarshals the payload into v.
