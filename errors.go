@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/deadletter"
 	"github.com/descartes/agentbus/mailbox"
 	"github.com/descartes/agentbus/topics"
 )
@@ -38,6 +39,9 @@ var (
 	// ErrTooManySubscriptions: Config.MaxSubscriptions is reached.
 	ErrTooManySubscriptions = topics.ErrTooManySubscriptions
 
+	// ErrUnknownLetter: Replay named a dead letter the queue no longer holds.
+	ErrUnknownLetter = deadletter.ErrUnknownLetter
+
 	// ErrNoRecipient: no agent has the recipient's name.
 	ErrNoRecipient = errors.New("agentbus: no such recipient")
 	// ErrRequestTimeout: no response arrived within the request timeout.
@@ -51,6 +55,8 @@ var (
 	ErrAgentExists = errors.New("agentbus: agent exists")
 	// ErrInvalidConfig: a Config field has an unusable value.
 	ErrInvalidConfig = errors.New("agentbus: invalid config")
+	// ErrNotPending: an Ack named a message that has no redelivery pending.
+	ErrNotPending = errors.New("agentbus: no redelivery pending")
 	// ErrShutdown is the reason given to messages still queued when a
 	// Shutdown's context ran out; they are dead-lettered with it.
 	ErrShutdown = errors.New("agentbus: shut down before delivery")

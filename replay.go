@@ -6,11 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/descartes/agentbus/deadletter"
 )
-
-// ErrUnknownLetter: Replay named a dead letter the queue no longer holds.
-var ErrUnknownLetter = deadletter.ErrUnknownLetter
 
 // Replay sends dead letter seq again and returns the message ID. With to
 // empty it goes where it failed: to the agent it was meant for, or, when

@@ -1,7 +1,6 @@
 package agentbus
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -9,9 +8,6 @@ import (
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
 )
-
-// ErrNotPending: an Ack named a message that has no redelivery pending.
-var ErrNotPending = errors.New("agentbus: no redelivery pending")
 
 // RetryConfig says how messages that require acknowledgement are
 // redelivered.
