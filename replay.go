@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
 )
 
 // Replay sends dead letter seq again and returns the message ID. With to
