@@ -22,6 +22,10 @@ import (
 	"github.com/descartes/agentbus/topics"
 )
 
+// protoThrottleWindow is protoactor's dead-letter log window for the bus's
+// actor system.
+const protoThrottleWindow = 10 * time.Millisecond
+
 // Message, Handler and friends are the actors package's; they are aliased here
 // so that most programs need only this package.
 type (
@@ -130,6 +134,10 @@ func New(cfg Config) (*Bus, error) {
 			return logger.With("component", "protoactor")
 		}),
 		actor.WithDeadLetterRequestLogging(false), // the bus logs dead letters itself
+		// protoactor's dead-letter log throttle starts a goroutine that
+		// lives for one window; a short window keeps it from outliving
+		// Shutdown by more than that. (*Message opts out of that logging.)
+		actor.WithDeadLetterThrottleInterval(protoThrottleWindow),
 	)
 	b := &Bus{
 		cfg:          cfg,
@@ -415,12 +423,29 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	}
 	b.log.Info("bus shutting down", "pending", b.shared.Used())
 
+	// Drain, then stop the topic actors and the router and wait for them:
+	// what they were fanning out lands in agents that still run. Drain
+	// again, then stop the agents.
 	err := b.shared.WaitZero(ctx)
+	if err == nil {
+		err = b.stopTopics(ctx, false)
+	}
+	b.router.Stop(b.system, nil)
+	if err == nil {
+		select {
+		case <-b.router.Done():
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+		}
+	}
+	if err == nil {
+		err = b.shared.WaitZero(ctx)
+	}
 	if err == nil {
 		err = b.stopAgents(ctx, actors.FromContext(ctx))
 	}
-	b.router.Stop(b.system, ErrShutdown)
 	if err != nil {
+		b.router.Stop(b.system, ErrShutdown)
 		b.spawnMu.Lock()
 		cut := append(b.snapshot(), b.handlers...)
 		b.spawnMu.Unlock()
@@ -428,6 +453,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 			a.Mailbox().Close(ErrShutdown)
 			b.system.Root.Stop(a.PID())
 		}
+		_ = b.stopTopics(context.Background(), true) // topic actors never block: they retire at once
 		b.log.Warn("bus shutdown cut short", "error", err)
 	}
 	b.calls.Range(func(k, v any) bool {
@@ -436,7 +462,6 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		}
 		return true
 	})
-	b.stopTopics()
 	b.stopRetries()
 	b.sup.Close()
 	b.system.Root.Stop(b.dlqPID)

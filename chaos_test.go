@@ -21,6 +21,18 @@ import (
 	"github.com/descartes/agentbus/supervisor"
 )
 
+// busySink keeps busyWork from being optimized away.
+var busySink atomic.Uint64
+
+// busyWork spends CPU for a while: n rounds of a cheap hash.
+func busyWork(n int) {
+	h := uint64(14695981039346656037)
+	for i := range n {
+		h = (h ^ uint64(i)) * 1099511628211
+	}
+	busySink.Add(h & 1)
+}
+
 // TestChaosAccounting runs a hostile workload and then proves that every
 // delivery the bus accepted was handled or dead-lettered with a reason (or,
 // for a message that requires acknowledgement, retried as a new delivery):
@@ -75,7 +87,7 @@ func TestChaosAccounting(t *testing.T) {
 		case `"error"`:
 			return errors.New("chaos error")
 		case `"slow"`:
-			time.Sleep(time.Millisecond) // a slow handler, so queues fill (not a test wait)
+			busyWork(50_000) // a slow handler, so that small mailboxes fill
 		case `"forward"`: // a handler that sends on, into small mailboxes
 			_, _ = bus.Send(ctx, direct(m.Recipient, `"ok"`))
 		}

@@ -23,7 +23,8 @@ type topicRef struct {
 	subject string
 	pid     *actor.PID
 	mb      *mailbox.Mailbox
-	lastUse time.Time // guarded by Bus.topicsMu
+	done    chan struct{} // closed once the actor has stopped and is retired
+	lastUse time.Time     // guarded by Bus.topicsMu
 }
 
 // Subscribe subscribes the agent named agent to topic, an exact subject
@@ -169,7 +170,7 @@ func (b *Bus) topicActor(subject string) (*topicRef, error) {
 		delete(b.topicRefs, victim.subject)
 		b.system.Root.Stop(victim.pid)
 	}
-	t := &topicRef{subject: subject, lastUse: now}
+	t := &topicRef{subject: subject, lastUse: now, done: make(chan struct{})}
 	t.mb = mailbox.New(mailbox.Config{
 		Capacity: b.cfg.MailboxSize,
 		Shared:   b.shared,
@@ -194,6 +195,7 @@ func (b *Bus) retireTopic(t *topicRef) {
 	b.ledger.accepted.Add(t.mb.Posted())
 	b.ledger.handled.Add(t.mb.Delivered())
 	b.topicsMu.Unlock()
+	close(t.done)
 }
 
 // topicDropped receives what a topic actor's mailbox did not deliver.
@@ -209,8 +211,10 @@ func (b *Bus) topicDropped(t *topicRef, v any, why error) {
 	b.dropped("topic "+t.subject, v, why)
 }
 
-// stopTopics stops every topic actor; used by Shutdown.
-func (b *Bus) stopTopics() {
+// stopTopics stops every topic actor and waits until each has finished the
+// fan-out it was doing and retired; used by Shutdown. With force, what they
+// still hold is dead-lettered as shutdown instead.
+func (b *Bus) stopTopics(ctx context.Context, force bool) error {
 	b.topicsMu.Lock()
 	refs := make([]*topicRef, 0, len(b.topicRefs))
 	for _, t := range b.topicRefs {
@@ -218,9 +222,19 @@ func (b *Bus) stopTopics() {
 	}
 	b.topicsMu.Unlock()
 	for _, t := range refs {
-		t.mb.Close(ErrShutdown)
+		if force {
+			t.mb.Close(ErrShutdown)
+		}
 		b.system.Root.Stop(t.pid)
 	}
+	for _, t := range refs {
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return nil
 }
 
 // topicDirectory lets topic actors resolve agents and dead-letter what they

@@ -256,6 +256,11 @@ func (m *Message) Expired(now time.Time) bool {
 	return m.TTL > 0 && !now.Before(m.Timestamp.Add(m.TTL))
 }
 
+// IgnoreDeadLetterLogging implements protoactor's actor.IgnoreDeadLetterLogging:
+// the bus records and logs undeliverable messages itself (throttled, without
+// the goroutine protoactor's own throttle starts per log window).
+func (m *Message) IgnoreDeadLetterLogging() {}
+
 // MailboxPriority implements mailbox.Item.
 func (m *Message) MailboxPriority() int { return int(m.Priority) }
 

@@ -57,12 +57,13 @@ type Router struct {
 	mu       sync.Mutex // serializes changes to rules and handlers
 	handlers atomic.Pointer[map[string]*actors.Agent]
 	stopped  bool
+	done     chan struct{} // closed when the router actor has stopped
 }
 
 // New starts a router in system. Its mailbox holds capacity messages and
 // shares the bus-wide limit shared (which may be nil). It does not block.
 func New(system *actor.ActorSystem, capacity int, shared *mailbox.Limit, runner Runner, undeliverable Undeliverable) (*Router, error) {
-	r := &Router{runner: runner, undeliverable: undeliverable}
+	r := &Router{runner: runner, undeliverable: undeliverable, done: make(chan struct{})}
 	r.table.Store(&Table{})
 	r.handlers.Store(&map[string]*actors.Agent{})
 	r.mb = mailbox.New(mailbox.Config{
@@ -105,6 +106,10 @@ func (r *Router) Route(msg *actors.Message) error {
 func (r *Router) receive(c actor.Context) {
 	m, ok := c.Message().(*actors.Message)
 	if !ok {
+		if _, stopped := c.Message().(*actor.Stopped); stopped {
+			r.mb.CloseFromActor(ErrRouterStopped) // leftovers go to Undeliverable
+			close(r.done)
+		}
 		return
 	}
 	var buf [8]*Rule
@@ -238,18 +243,28 @@ func (r *Router) change(f func(*Table) (*Table, error)) error {
 	return nil
 }
 
-// Stop closes the router's mailbox with reason (what is queued is handed to
-// Undeliverable) and stops the router actor; later changes fail with
-// ErrRouterStopped. The handler agents are the Runner's to stop. It does not
-// block.
+// Stop stops the router actor; with a non-nil reason it closes its mailbox
+// first, so that what is queued is handed to Undeliverable with that reason
+// (otherwise with ErrRouterStopped, once the actor has stopped). Later changes fail with ErrRouterStopped, and
+// Route has nothing to do. The handler agents are the Runner's to stop. It
+// does not block; Done is closed when the router has stopped. Calling it again
+// only closes the mailbox, if reason is set.
 func (r *Router) Stop(system *actor.ActorSystem, reason error) {
 	r.mu.Lock()
+	first := !r.stopped
 	r.stopped = true
 	r.mu.Unlock()
 	r.enabled.Store(false)
-	r.mb.Close(reason)
-	system.Root.Stop(r.pid)
+	if reason != nil {
+		r.mb.Close(reason)
+	}
+	if first {
+		system.Root.Stop(r.pid)
+	}
 }
+
+// Done returns a channel closed when the router actor has stopped.
+func (r *Router) Done() <-chan struct{} { return r.done }
 
 // Mailbox returns the router actor's mailbox, for draining and gauges.
 func (r *Router) Mailbox() *mailbox.Mailbox { return r.mb }
