@@ -727,3 +727,19 @@ func TestAuditLogging(t *testing.T) {
 	assert.Contains(t, logs, `level=WARN msg="dead letter"`)
 	assert.Contains(t, logs, "reason=orphan_response")
 }
+
+// A handler may answer a protoactor RequestFuture by sending a Response
+// through the bus, as a socket client must.
+func TestResponseThroughSendReachesProtoactorRequester(t *testing.T) {
+	bus := newBus(t, agentbus.Config{})
+	pid, err := bus.Spawn("svc", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+		_, err := bus.Send(ctx, agentbus.NewMessage(agentbus.TypeResponse, "", []byte(`"sent"`)).WithRequestID(m.ID))
+		return err
+	}))
+	require.NoError(t, err)
+	res, err := bus.ActorSystem().Root.RequestFuture(pid, direct("svc", `"q"`), 5*time.Second).Result()
+	require.NoError(t, err)
+	require.IsType(t, &agentbus.Message{}, res)
+	assert.Equal(t, `"sent"`, string(res.(*agentbus.Message).Payload))
+	assert.Zero(t, bus.DeadLetters().Len())
+}

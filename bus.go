@@ -115,6 +115,7 @@ type Bus struct {
 	calls    sync.Map // request ID → *call
 	ncalls   atomic.Int64
 	late     *recentIDs
+	askers   *askers
 	history  *history // nil unless Config.EnableHistory
 	dlSub    *eventstream.Subscription
 	warnings *throttle
@@ -149,6 +150,7 @@ func New(cfg Config) (*Bus, error) {
 		subs:         topics.NewRegistry(cfg.MaxSubscriptions),
 		topicRefs:    make(map[string]*topicRef),
 		late:         newRecentIDs(lateResponseMemory),
+		askers:       newAskers(askerMemory),
 		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
 	b.hooks = agentHooks{b}
@@ -649,6 +651,10 @@ func (h agentHooks) Foreign(a *actors.Agent, v any, sender *actor.PID) {
 	if sender != nil {
 		h.b.system.Root.Send(sender, &actor.DeadLetterResponse{})
 	}
+}
+
+func (h agentHooks) Asked(_ *actors.Agent, m *actors.Message) {
+	h.b.askers.add(requestKey(m), m.ReplyTo())
 }
 
 func (h agentHooks) Started(a *actors.Agent, restarts int) {

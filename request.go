@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
 )
@@ -174,6 +176,12 @@ func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (st
 		b.record(msg)
 		return msg.ID, nil
 	}
+	if pid := b.askers.take(msg.RequestID); pid != nil { // a protoactor requester
+		b.system.Root.Send(pid, msg)
+		b.completeDelivery()
+		b.record(msg)
+		return msg.ID, nil
+	}
 	if b.late.contains(msg.RequestID) {
 		b.record(msg)
 		b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.LateResponse,
@@ -208,6 +216,7 @@ func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, 
 	}
 	resp := req.NewResponse(from, payload)
 	if pid := req.ReplyTo(); pid != nil {
+		b.askers.take(requestKey(req))
 		if err := b.accept(resp, nil); err != nil {
 			return "", err
 		}
@@ -217,6 +226,52 @@ func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, 
 		return resp.ID, nil
 	}
 	return b.Send(ctx, resp)
+}
+
+// askers remembers the protoactor requesters of messages agents are handling,
+// by request ID, so that a Response sent through Send (rather than Reply)
+// reaches them. It is bounded: past its size the oldest are forgotten (a
+// requester whose future timed out long ago needs no answer).
+type askers struct {
+	mu   sync.Mutex
+	pids map[string]*actor.PID
+	ring []string
+	next int
+}
+
+// askerMemory bounds askers.
+const askerMemory = 4096
+
+func newAskers(n int) *askers {
+	return &askers{pids: make(map[string]*actor.PID, n), ring: make([]string, n)}
+}
+
+func (a *askers) add(id string, pid *actor.PID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old := a.ring[a.next]; old != "" {
+		delete(a.pids, old)
+	}
+	a.ring[a.next] = id
+	a.pids[id] = pid
+	a.next = (a.next + 1) % len(a.ring)
+}
+
+// take removes and returns the requester of id, if remembered.
+func (a *askers) take(id string) *actor.PID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pid := a.pids[id]
+	delete(a.pids, id) // its ring slot is reused in turn
+	return pid
+}
+
+// requestKey is the ID a response to m carries (see Message.NewResponse).
+func requestKey(m *Message) string {
+	if m.RequestID != "" {
+		return m.RequestID
+	}
+	return m.ID
 }
 
 // recentIDs is a bounded set of IDs that forgets the oldest first.

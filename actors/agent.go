@@ -86,6 +86,10 @@ type Hooks interface {
 	Started(a *Agent, restarts int)
 	// Stopped is called once, when the agent has stopped.
 	Stopped(a *Agent)
+	// Asked is called when msg arrived as a protoactor request (with
+	// Request or RequestFuture), before the handler runs; msg.ReplyTo()
+	// is the requester.
+	Asked(a *Agent, msg *Message)
 }
 
 // Agent is the bus-side state of one agent: its name, PID, mailbox, handler
@@ -188,6 +192,7 @@ func (x *agentActor) Receive(c actor.Context) {
 	case *Message:
 		if s := c.Sender(); s != nil {
 			m.replyTo = s
+			x.a.hooks.Asked(x.a, m)
 		}
 		x.a.handle(m)
 	case *actor.Started:

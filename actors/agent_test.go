@@ -37,6 +37,8 @@ type hooks struct{ events chan hookEvent }
 
 func newHooks() *hooks { return &hooks{events: make(chan hookEvent, 64)} }
 
+func (h *hooks) Asked(*actors.Agent, *actors.Message) {}
+
 func (h *hooks) Failed(a *actors.Agent, msg *actors.Message, err error) any {
 	h.events <- hookEvent{kind: "failed", agent: a, msg: msg, err: err}
 	return nil

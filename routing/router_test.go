@@ -48,6 +48,7 @@ func (h *testHooks) Panicked(*actors.Agent, *actors.Message, *actors.HandlerPani
 func (h *testHooks) Foreign(*actors.Agent, any, *actor.PID) { h.foreign.Add(1) }
 func (h *testHooks) Started(*actors.Agent, int)             {}
 func (h *testHooks) Stopped(a *actors.Agent)                { a.Mailbox().Close(mailbox.ErrStopped) }
+func (h *testHooks) Asked(*actors.Agent, *actors.Message)   {}
 
 // testRunner starts handler agents the way the bus's handlerRunner does:
 // a bounded mailbox each, spawned as "$handler:<name>" under a resuming
