@@ -114,8 +114,8 @@ type Bus struct {
 	dlqPID   *actor.PID
 	calls    sync.Map // request ID → *call
 	ncalls   atomic.Int64
-	late     *recentIDs
-	askers   *askers
+	late     *recent[struct{}]
+	askers   *recent[*actor.PID]
 	history  *history // nil unless Config.EnableHistory
 	dlSub    *eventstream.Subscription
 	warnings *throttle
@@ -149,8 +149,8 @@ func New(cfg Config) (*Bus, error) {
 		dlq:          deadletter.New(cfg.DLQMaxSize, cfg.DLQMaxBytes),
 		subs:         topics.NewRegistry(cfg.MaxSubscriptions),
 		topicRefs:    make(map[string]*topicRef),
-		late:         newRecentIDs(lateResponseMemory),
-		askers:       newAskers(askerMemory),
+		late:         newRecent[struct{}](lateResponseMemory),
+		askers:       newRecent[*actor.PID](askerMemory),
 		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
 	b.hooks = agentHooks{b}

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
 )
@@ -108,7 +106,7 @@ func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
 // returned instead of err.
 func (b *Bus) abandon(id string, c *call, err error) (*Message, error) {
 	if b.dropCall(id, c) {
-		b.late.add(id)
+		b.late.add(id, struct{}{})
 		callPool.Put(c)
 		return nil, err
 	}
@@ -176,7 +174,7 @@ func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (st
 		b.record(msg)
 		return msg.ID, nil
 	}
-	if pid := b.askers.take(msg.RequestID); pid != nil { // a protoactor requester
+	if pid, ok := b.askers.take(msg.RequestID); ok { // a protoactor requester
 		b.system.Root.Send(pid, msg)
 		b.completeDelivery()
 		b.record(msg)
@@ -228,44 +226,6 @@ func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, 
 	return b.Send(ctx, resp)
 }
 
-// askers remembers the protoactor requesters of messages agents are handling,
-// by request ID, so that a Response sent through Send (rather than Reply)
-// reaches them. It is bounded: past its size the oldest are forgotten (a
-// requester whose future timed out long ago needs no answer).
-type askers struct {
-	mu   sync.Mutex
-	pids map[string]*actor.PID
-	ring []string
-	next int
-}
-
-// askerMemory bounds askers.
-const askerMemory = 4096
-
-func newAskers(n int) *askers {
-	return &askers{pids: make(map[string]*actor.PID, n), ring: make([]string, n)}
-}
-
-func (a *askers) add(id string, pid *actor.PID) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if old := a.ring[a.next]; old != "" {
-		delete(a.pids, old)
-	}
-	a.ring[a.next] = id
-	a.pids[id] = pid
-	a.next = (a.next + 1) % len(a.ring)
-}
-
-// take removes and returns the requester of id, if remembered.
-func (a *askers) take(id string) *actor.PID {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	pid := a.pids[id]
-	delete(a.pids, id) // its ring slot is reused in turn
-	return pid
-}
-
 // requestKey is the ID a response to m carries (see Message.NewResponse).
 func requestKey(m *Message) string {
 	if m.RequestID != "" {
@@ -274,32 +234,48 @@ func requestKey(m *Message) string {
 	return m.ID
 }
 
-// recentIDs is a bounded set of IDs that forgets the oldest first.
-type recentIDs struct {
+// recent is a bounded map from IDs to values that forgets the oldest first;
+// it is safe for concurrent use. It remembers timed-out request IDs (so a
+// late response is told from an orphan) and the protoactor requesters of
+// messages agents are handling (so a Response sent through Send reaches
+// them): past its size, the oldest entry is forgotten.
+type recent[V any] struct {
 	mu   sync.Mutex
-	set  map[string]struct{}
+	vals map[string]V
 	ring []string
 	next int
 }
 
-func newRecentIDs(n int) *recentIDs {
-	return &recentIDs{set: make(map[string]struct{}, n), ring: make([]string, n)}
+// askerMemory bounds the protoactor requesters remembered.
+const askerMemory = 4096
+
+func newRecent[V any](n int) *recent[V] {
+	return &recent[V]{vals: make(map[string]V, n), ring: make([]string, n)}
 }
 
-func (r *recentIDs) add(id string) {
+func (r *recent[V]) add(id string, v V) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old := r.ring[r.next]; old != "" {
-		delete(r.set, old)
+		delete(r.vals, old)
 	}
 	r.ring[r.next] = id
-	r.set[id] = struct{}{}
+	r.vals[id] = v
 	r.next = (r.next + 1) % len(r.ring)
 }
 
-func (r *recentIDs) contains(id string) bool {
+func (r *recent[V]) contains(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.set[id]
+	_, ok := r.vals[id]
 	return ok
+}
+
+// take removes and returns the value of id, if remembered.
+func (r *recent[V]) take(id string) (V, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.vals[id]
+	delete(r.vals, id) // its ring slot is reused in turn
+	return v, ok
 }
