@@ -18,11 +18,11 @@ import (
 // PIDs, letters sent to the dead-letter actor) are not deliveries and are not
 // counted here.
 type Accounting struct {
-	Accepted     uint64 // deliveries the bus took on
-	Handled      uint64 // deliveries that completed
-	DeadLettered uint64 // deliveries that went to the dead-letter queue
-	Retried      uint64 // failed deliveries of RequiresAck messages that were scheduled again
-	InFlight     int    // deliveries queued in a mailbox, or waiting to be redelivered, right now
+	Accepted     uint64 `json:"accepted"`      // deliveries the bus took on
+	Handled      uint64 `json:"handled"`       // deliveries that completed
+	DeadLettered uint64 `json:"dead_lettered"` // deliveries that went to the dead-letter queue
+	Retried      uint64 `json:"retried"`       // failed deliveries of RequiresAck messages that were scheduled again
+	InFlight     int    `json:"in_flight"`     // deliveries queued in a mailbox, or waiting to be redelivered, right now
 }
 
 // Balanced reports whether every accepted delivery is accounted for:
@@ -46,7 +46,18 @@ type ledger struct {
 // another without a global lock, so while messages flow the sum is only
 // approximately balanced; once the bus is quiet (or shut down) it is exact.
 // It does not block.
-func (b *Bus) Accounting() Accounting {
+func (b *Bus) Accounting() Accounting { return b.accounting(b.snapshot(), nil) }
+
+// agentCounts are the counters of one agent that the ledger reads.
+type agentCounts struct {
+	posted, handled uint64
+	queued          int
+}
+
+// accounting computes the ledger over the running agents given and the
+// router's handlers, calling each, if set, with every one of them (handler
+// true for a routing handler) and the counters it read.
+func (b *Bus) accounting(agents []*actors.Agent, each func(ag *actors.Agent, handler bool, c agentCounts)) Accounting {
 	a := Accounting{
 		Accepted:     b.ledger.accepted.Load(),
 		Handled:      b.ledger.handled.Load(),
@@ -54,17 +65,21 @@ func (b *Bus) Accounting() Accounting {
 		Retried:      b.ledger.retried.Load(),
 		InFlight:     b.PendingRetries(),
 	}
-	addAgent := func(ag *actors.Agent) {
-		a.Accepted += ag.Mailbox().Posted()
-		a.Handled += ag.Handled()
-		a.InFlight += ag.Mailbox().Len()
+	addAgent := func(ag *actors.Agent, handler bool) {
+		c := agentCounts{posted: ag.Mailbox().Posted(), handled: ag.Handled(), queued: ag.Mailbox().Len()}
+		a.Accepted += c.posted
+		a.Handled += c.handled
+		a.InFlight += c.queued
+		if each != nil {
+			each(ag, handler, c)
+		}
 	}
-	for _, ag := range b.snapshot() {
-		addAgent(ag)
+	for _, ag := range agents {
+		addAgent(ag, false)
 	}
 	b.spawnMu.Lock()
 	for _, ag := range b.handlers {
-		addAgent(ag)
+		addAgent(ag, true)
 	}
 	b.spawnMu.Unlock()
 	b.topicsMu.Lock()
@@ -85,6 +100,7 @@ func (b *Bus) Accounting() Accounting {
 func (b *Bus) retire(a *actors.Agent) {
 	b.ledger.accepted.Add(a.Mailbox().Posted())
 	b.ledger.handled.Add(a.Handled())
+	b.stats.retire(a)
 }
 
 // deadLetter records an accepted delivery as dead-lettered.

@@ -119,11 +119,12 @@ type Bus struct {
 	history  *history // nil unless Config.EnableHistory
 	dlSub    *eventstream.Subscription
 	warnings *throttle
+	stats    statsState
 }
 
 // New returns a running bus configured by cfg. It returns an error wrapping
-// ErrInvalidConfig if a field is negative. It starts no goroutine of its own;
-// agents run on protoactor's dispatcher.
+// ErrInvalidConfig if a field is negative or above its documented bound. It
+// starts no goroutine of its own; agents run on protoactor's dispatcher.
 func New(cfg Config) (*Bus, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -154,6 +155,7 @@ func New(cfg Config) (*Bus, error) {
 		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
 	b.hooks = agentHooks{b}
+	b.stats.init(cfg.StatsMaxKeys)
 	b.agents.Store(&map[string]*actors.Agent{})
 	b.retries.pending = make(map[retryKey]*retry)
 	b.sup = supervisor.New(func(e supervisor.Event) {
@@ -274,6 +276,7 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 		Capacity: o.mailboxSize,
 		Shared:   b.shared,
 		Drop:     func(v any, why error) { b.dropped(name, v, why) },
+		Latency:  b.stats.latencyShard(),
 	})
 	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
 	b.sup.Add(name, name, o.strategy)
@@ -361,9 +364,23 @@ func (b *Bus) unregister(a *actors.Agent) {
 // ErrNoRecipient if there is no such agent, or ctx's error if ctx ends first
 // (the agent still stops).
 func (b *Bus) Stop(ctx context.Context, name string) error {
+	return b.StopCause(ctx, name, nil)
+}
+
+// StopCause is Stop with the cause given to the messages still queued: they
+// are dead-lettered with the reason that matches cause (transport_closed for
+// ErrTransportClosed, shutdown for ErrShutdown, agent_stopped otherwise) and
+// an error wrapping it. A nil cause is ErrAgentStopped. It blocks and returns
+// like Stop.
+func (b *Bus) StopCause(ctx context.Context, name string, cause error) error {
 	a := b.agent(name)
 	if a == nil {
 		return fmt.Errorf("%w: %q", ErrNoRecipient, name)
+	}
+	if cause != nil {
+		// Close first, so everything queued gets cause; the agent's own
+		// Close on Stopped is then a no-op and only drops its batch.
+		a.Mailbox().Close(cause)
 	}
 	b.system.Root.Stop(a.PID())
 	select {
@@ -511,6 +528,8 @@ func reasonOf(err error) deadletter.Reason {
 		return deadletter.Shutdown
 	case errors.Is(err, supervisor.ErrRestartLimit):
 		return deadletter.RestartLimit
+	case errors.Is(err, ErrTransportClosed):
+		return deadletter.TransportClosed
 	default:
 		return deadletter.AgentStopped
 	}
@@ -601,6 +620,7 @@ func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent,
 		Capacity: b.cfg.MailboxSize,
 		Shared:   b.shared,
 		Drop:     func(v any, why error) { b.dropped(name, v, why) },
+		Latency:  b.stats.latencyShard(),
 	})
 	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
 	id := "$handler:" + name
@@ -620,6 +640,13 @@ func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent,
 type agentHooks struct{ b *Bus }
 
 func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
+	if errors.Is(err, ErrTransportClosed) {
+		// Not the handler's fault: its peer has gone, and the agent is
+		// about to be stopped with the same cause. No retry, no restart.
+		h.b.deadLetter(deadletter.Letter{Message: m, Reason: deadletter.TransportClosed, Err: err.Error(),
+			Agent: a.Name()}, err)
+		return nil
+	}
 	if !h.b.failed(a, m, err) {
 		reason := deadletter.HandlerError
 		if m.RequiresAck {

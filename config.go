@@ -19,10 +19,15 @@ const (
 	DefaultMaxHistorySize = 10_000
 	DefaultMaxTopics      = 10_000
 	DefaultMaxSubs        = 100_000
+	DefaultStatsMaxKeys   = 1000
+
+	maxHistoryLimit   = 1 << 24 // MaxHistorySize: 128 MiB of references
+	maxStatsKeysLimit = 1 << 20 // StatsMaxKeys: 16 MiB of table per dimension
 )
 
 // Config configures a Bus. The zero value is valid: every zero field takes
-// its default. Negative values are rejected by New with ErrInvalidConfig.
+// its default. Negative values, and values above a field's documented bound,
+// are rejected by New with ErrInvalidConfig.
 type Config struct {
 	// MaxMessageSize caps Message.Size (payload plus header fields), in
 	// bytes. Default 10 MiB.
@@ -54,8 +59,15 @@ type Config struct {
 	// EnableHistory records every accepted message in a bounded ring that
 	// History reads. Default off.
 	EnableHistory bool
-	// MaxHistorySize caps the history ring. Default 10,000.
+	// MaxHistorySize caps the history ring, which is allocated at New.
+	// Default 10,000; at most 16,777,216.
 	MaxHistorySize int
+	// StatsMaxKeys caps the distinct topics, and separately the distinct
+	// senders, that Stats counts by name; the others are counted together
+	// under OtherKey, so that hostile names cannot grow memory. Each name
+	// costs about 100 bytes, 16 of them reserved up front. Default 1000; at
+	// most 1,048,576.
+	StatsMaxKeys int
 	// Logger receives the bus's logs and protoactor's. Nil discards them.
 	Logger *slog.Logger
 }
@@ -75,7 +87,7 @@ type BackpressureConfig struct {
 }
 
 // withDefaults returns c with zero fields defaulted, or an error wrapping
-// ErrInvalidConfig for a negative field.
+// ErrInvalidConfig for a negative field or one above its bound.
 func (c Config) withDefaults() (Config, error) {
 	ints := []struct {
 		name string
@@ -91,6 +103,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"MaxTopics", &c.MaxTopics, DefaultMaxTopics},
 		{"MaxSubscriptions", &c.MaxSubscriptions, DefaultMaxSubs},
 		{"Retry.MaxAttempts", &c.Retry.MaxAttempts, DefaultMaxAttempts},
+		{"StatsMaxKeys", &c.StatsMaxKeys, DefaultStatsMaxKeys},
 	}
 	for _, f := range ints {
 		switch {
@@ -98,6 +111,19 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("%w: %s is %d, must not be negative", ErrInvalidConfig, f.name, *f.v)
 		case *f.v == 0:
 			*f.v = f.def
+		}
+	}
+	// Sizes reserved up front, which an absurd value would turn into a
+	// crash instead of an error.
+	for _, f := range []struct {
+		name     string
+		v, limit int
+	}{
+		{"MaxHistorySize", c.MaxHistorySize, maxHistoryLimit},
+		{"StatsMaxKeys", c.StatsMaxKeys, maxStatsKeysLimit},
+	} {
+		if f.v > f.limit {
+			return c, fmt.Errorf("%w: %s is %d, at most %d", ErrInvalidConfig, f.name, f.v, f.limit)
 		}
 	}
 	durations := []struct {

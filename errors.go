@@ -60,4 +60,9 @@ var (
 	// ErrShutdown is the reason given to messages still queued when a
 	// Shutdown's context ran out; they are dead-lettered with it.
 	ErrShutdown = errors.New("agentbus: shut down before delivery")
+	// ErrTransportClosed is the cause of messages that were queued for, or
+	// being handed to, an agent whose connection to the daemon closed; they
+	// are dead-lettered with reason transport_closed (see StopCause). A
+	// handler returns it when the peer it forwards to has gone.
+	ErrTransportClosed = errors.New("agentbus: transport closed")
 )

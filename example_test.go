@@ -181,3 +181,37 @@ func ExampleBus_Replay() {
 	// handler_error tool unavailable
 	// attempts: 2
 }
+
+// Statistics are counted as messages flow, without a lock on the send path,
+// and read as one snapshot. Stats marshals to JSON as it is, and
+// Bus.Collector exposes it to Prometheus.
+func ExampleBus_Stats() {
+	ctx := context.Background()
+	bus, _ := agentbus.New(agentbus.Config{})
+	defer bus.Shutdown(ctx)
+
+	_, _ = bus.Spawn("coder", agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error { return nil }))
+	_ = bus.Subscribe("agents.*.done", "coder")
+	for range 3 {
+		_, _ = bus.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "planner", nil).WithRecipient("coder"))
+	}
+	_, _ = bus.Publish(ctx, "agents.coder.done", "coder", []byte(`{"ok":true}`))
+	_, err := bus.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "planner", nil).WithRecipient("reviewer"))
+	fmt.Println(err)
+
+	s := bus.Stats()
+	fmt.Println("sent:", s.Totals.Sent, "direct:", s.Types[agentbus.TypeDirect], "publish:", s.Types[agentbus.TypePublish])
+	fmt.Println("per sender:", s.Senders)
+	fmt.Println("per topic:", s.Topics)
+	fmt.Println("rejected:", s.Totals.Rejected, "no_recipient:", s.Rejected["no_recipient"])
+	for _, a := range s.Agents {
+		fmt.Println("agent:", a.Name, "capacity", a.Capacity)
+	}
+	// Output:
+	// agentbus: no such recipient: "reviewer"
+	// sent: 4 direct: 3 publish: 1
+	// per sender: map[coder:1 planner:3]
+	// per topic: map[agents.coder.done:1]
+	// rejected: 1 no_recipient: 1
+	// agent: coder capacity 1024
+}

@@ -51,6 +51,7 @@ var callPool = sync.Pool{New: func() any {
 // errors apply to the request itself.
 func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
 	if msg == nil {
+		b.stats.reject(ErrInvalidMessage)
 		return nil, fmt.Errorf("%w: nil message", ErrInvalidMessage)
 	}
 	msg.Type = TypeRequest
@@ -63,11 +64,13 @@ func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
 	self := actors.FromContext(ctx)
 	target := b.agent(msg.Recipient)
 	if self != nil && target != nil && waitsOn(target, self) {
+		b.stats.reject(ErrRequestCycle)
 		return nil, fmt.Errorf("%w: %q is waiting on %q", ErrRequestCycle, msg.Recipient, self.Name())
 	}
 	c := callPool.Get().(*call)
 	if _, loaded := b.calls.LoadOrStore(msg.RequestID, c); loaded {
 		callPool.Put(c)
+		b.stats.reject(ErrInvalidMessage)
 		return nil, fmt.Errorf("%w: request id %q is already pending", ErrInvalidMessage, msg.RequestID)
 	}
 	b.ncalls.Add(1)
@@ -216,6 +219,7 @@ func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, 
 	if pid := req.ReplyTo(); pid != nil {
 		b.askers.take(requestKey(req))
 		if err := b.accept(resp, nil); err != nil {
+			b.stats.reject(err)
 			return "", err
 		}
 		b.system.Root.Send(pid, resp) // to a protoactor future or actor: not ours to count further

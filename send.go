@@ -38,6 +38,15 @@ func (b *Bus) Send(ctx context.Context, msg *Message) (string, error) {
 }
 
 func (b *Bus) send(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
+	id, err := b.dispatch(ctx, msg, self)
+	if err != nil && id == "" { // refused; with an ID, accepted and dead-lettered
+		b.stats.reject(err)
+	}
+	return id, err
+}
+
+// dispatch accepts msg and hands it on by type.
+func (b *Bus) dispatch(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
 	if err := b.accept(msg, self); err != nil {
 		return "", err
 	}
@@ -162,10 +171,12 @@ func (b *Bus) broadcast(msg *Message) (string, error) {
 	return msg.ID, nil
 }
 
-// record notes that the bus accepted msg: it goes into the history, if
-// enabled, and to the router, if any rule is enabled. A message the router
-// cannot queue is dead-lettered for the router; its delivery is unaffected.
+// record notes that the bus accepted msg: it is counted in Stats, goes into
+// the history, if enabled, and to the router, if any rule is enabled. A
+// message the router cannot queue is dead-lettered for the router; its
+// delivery is unaffected.
 func (b *Bus) record(msg *Message) {
+	b.stats.sent(msg)
 	if b.history != nil {
 		b.history.add(msg)
 	}

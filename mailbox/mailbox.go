@@ -78,6 +78,11 @@ type Config struct {
 	// Middlewares are protoactor mailbox middlewares, called as protoactor's
 	// own mailboxes call them.
 	Middlewares []actor.MailboxMiddleware
+	// Latency, when set, receives how long user messages take from being
+	// queued to the actor returning from them (see Latency for the
+	// sampling), and makes LastActive report. Nil: nothing is timed and the
+	// mailbox reads no clock.
+	Latency *Latency
 }
 
 // Patience bounds how long Post waits for room.
@@ -114,6 +119,8 @@ type Mailbox struct {
 	shared      *Limit
 	drop        DropFunc
 	middlewares []actor.MailboxMiddleware
+	latency     *Latency
+	born        time.Time // the origin of stamps and LastActive, with a monotonic reading
 	invoker     actor.MessageInvoker
 	dispatcher  actor.Dispatcher
 	sysCount    atomic.Int32
@@ -122,14 +129,15 @@ type Mailbox struct {
 	_           [64]byte
 
 	userCount atomic.Int32
-	wq        waitQueue // senders waiting for room in this mailbox
+	posted    atomic.Uint64 // user messages ever queued; beside userCount, which readers of it read too
+	wq        waitQueue     // senders waiting for room in this mailbox
 
 	// locksordering: Mailbox.mu and waitQueue.mu are never held together;
 	// sysMu is never held with another lock. The capacity is checked under
 	// mu, so a post costs one lock and, with a shared limit, one CAS.
 	mu         sync.Mutex
 	q          queue
-	posted     uint64      // user messages ever queued
+	rng        uint64      // see busyStamp
 	closed     atomic.Bool // set under mu, after closeErr; read by the agent without it
 	closeErr   error
 	ttlQueued  int   // queued messages that have a deadline
@@ -148,11 +156,14 @@ type Mailbox struct {
 	// mailbox: a batch of entries taken from one priority level under one
 	// lock, so that the agent does not contend with senders for the lock
 	// on every message.
-	delivered atomic.Uint64 // user messages handed to the actor
-	batch     [batchSize]entry
-	batchI    int
-	batchN    int
-	batchPrio int32
+	delivered  atomic.Uint64 // user messages handed to the actor
+	lastActive atomic.Int64  // see LastActive; nanoseconds since born
+	curStamp   int64         // the stamp of the message being delivered
+	untimed    bool          // a message without a stamp was delivered since the last clock read
+	batch      [batchSize]entry
+	batchI     int
+	batchN     int
+	batchPrio  int32
 
 	done    chan struct{} // closed by Close, to wake senders parked on the shared limit
 	process func()        // m.processMessages, bound once: a method value allocates
@@ -167,9 +178,12 @@ func New(cfg Config) *Mailbox {
 		shared:      cfg.Shared,
 		drop:        cfg.Drop,
 		middlewares: cfg.Middlewares,
+		latency:     cfg.Latency,
+		born:        time.Now(),
 		done:        make(chan struct{}),
 	}
 	m.process = m.processMessages
+	m.rng = uint64(m.born.UnixNano())
 	if m.drop == nil {
 		m.drop = func(any, error) {}
 	}
@@ -188,12 +202,8 @@ func (m *Mailbox) Cap() int { return m.capacity }
 // Len returns the number of queued user messages.
 func (m *Mailbox) Len() int { return int(m.userCount.Load()) }
 
-// Posted returns how many user messages were ever queued.
-func (m *Mailbox) Posted() uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.posted
-}
+// Posted returns how many user messages were ever queued. It does not block.
+func (m *Mailbox) Posted() uint64 { return m.posted.Load() }
 
 // Delivered returns how many user messages were handed to the actor; the
 // others that left the queue were dropped (expired, or at Close).
@@ -309,6 +319,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		return &m.shared.wq, nil
 	}
 	var expired []entry
+	stamp := m.shallowStamp()
 	m.mu.Lock()
 	if m.closed.Load() {
 		err := m.closeErr
@@ -323,9 +334,12 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 			return &m.wq, nil
 		}
 	}
-	m.q.push(prio, entry{msg, deadline})
+	if stamp == 0 && m.latency != nil {
+		stamp = m.busyStamp()
+	}
+	m.q.push(prio, entry{msg, deadline, stamp})
 	m.userCount.Add(1) // under mu, so that concurrent posts respect the capacity exactly
-	m.posted++
+	m.posted.Add(1)
 	if deadline != 0 {
 		if m.ttlQueued == 0 || deadline < m.nextExpiry {
 			m.nextExpiry = deadline
@@ -557,6 +571,9 @@ func (m *Mailbox) run() {
 		}
 		var ok bool
 		if msg, ok = m.popUser(); !ok {
+			if m.latency != nil {
+				m.settle()
+			}
 			return
 		}
 		if msg == nil { // expired and dropped; msg cleared so a panic
@@ -564,6 +581,9 @@ func (m *Mailbox) run() {
 		}
 		m.delivered.Add(1)
 		m.invoker.InvokeUserMessage(msg)
+		if m.latency != nil {
+			m.timed()
+		}
 		for _, mw := range m.middlewares {
 			mw.MessageReceived(msg)
 		}
@@ -600,6 +620,7 @@ func (m *Mailbox) popUser() (any, bool) {
 			m.drop(e.v, ErrExpired)
 			return nil, true
 		}
+		m.curStamp = e.stamp
 		return e.v, true
 	}
 }

@@ -16,10 +16,13 @@ const levels = MaxPriority + 1
 const shrinkAbove = 64
 
 // entry is one queued message and its deadline in Unix nanoseconds (0: none),
-// kept beside it so that neither push nor pop has to ask the message again.
+// kept beside it so that neither push nor pop has to ask the message again,
+// and, in a timed mailbox, when it was queued (see Mailbox.stamp; 0: not
+// timed).
 type entry struct {
 	v        any
 	deadline int64
+	stamp    int64
 }
 
 // queue is a priority queue of 101 FIFO levels. A two-word bitmap records

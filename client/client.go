@@ -1,0 +1,713 @@
+// Package client connects a Go program to an agentbus daemon over its Unix
+// socket (see PROTOCOL.md). A Client registers agents whose handlers run in
+// this process, and sends, publishes, requests and subscribes on the
+// daemon's bus. It reconnects with backoff when the connection drops and
+// registers its agents and subscriptions again.
+//
+// Errors from the daemon wrap the same sentinels as the library
+// (agentbus.ErrNoRecipient, agentbus.ErrBackpressureTimeout, …), so
+// errors.Is works across the socket.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/protocol"
+	"github.com/descartes/agentbus/transport"
+)
+
+// ErrClosed: the Client was closed.
+var ErrClosed = errors.New("client: closed")
+
+// ErrDisconnected: the connection dropped while the operation was in flight;
+// whether the daemon carried it out is unknown. The client reconnects on its
+// own; retry if the operation is idempotent.
+var ErrDisconnected = fmt.Errorf("client: disconnected: %w", agentbus.ErrTransportClosed)
+
+// Letter is a dead letter as the daemon reports it.
+type Letter = protocol.Letter
+
+// Options configures a Client. The zero value is usable.
+type Options struct {
+	// Name is the client's name in the daemon's logs. Default: the
+	// program's name.
+	Name string
+	// Logger receives reconnects at Info and handler failures at Warn.
+	// Nil discards.
+	Logger *slog.Logger
+	// Dial opens a connection to the daemon. Default: a Unix socket at the
+	// path given to Dial. Tests use an in-memory transport here.
+	Dial func(ctx context.Context) (transport.Conn, error)
+	// MinBackoff and MaxBackoff bound the waits between reconnection
+	// attempts (defaults 50 ms and 5 s; each wait doubles, with jitter).
+	MinBackoff, MaxBackoff time.Duration
+	// NoReconnect makes a dropped connection final: operations then fail
+	// with ErrDisconnected.
+	NoReconnect bool
+	// AgentQueue bounds the messages waiting for one agent's handler
+	// (default 256). It is also the agent's window: the daemon has at most
+	// this many deliveries to the agent in flight, and holds the rest in
+	// the agent's mailbox (where the bus's bounds push back on senders)
+	// until the handler has caught up. So a handler that is slow, or that
+	// itself calls the daemon, never stalls the connection.
+	AgentQueue int
+}
+
+// Client is a connection to the daemon. Its methods are safe for
+// concurrent use.
+type Client struct {
+	opts Options
+	log  *slog.Logger
+
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	conn    transport.Conn // nil while reconnecting
+	ready   chan struct{}  // closed when conn is set; replaced when it drops
+	gen     uint64         // connection generation
+	pending map[string]chan *protocol.Frame
+	agents  map[string]*agent
+	welcome protocol.Frame
+
+	nextID   atomic.Uint64
+	redialed atomic.Uint64
+}
+
+// agent is an agent registered by this client.
+type agent struct {
+	name   string
+	h      agentbus.Handler
+	in     chan delivery
+	done   chan struct{} // closed on unregister
+	topics []string      // subscriptions, to restore after a reconnect
+}
+
+type agentKey struct{}
+
+// AgentFromContext returns the name of the agent whose handler ctx belongs
+// to, or "". Send, Publish and Request from a handler stamp it as Sender.
+func AgentFromContext(ctx context.Context) string {
+	s, _ := ctx.Value(agentKey{}).(string)
+	return s
+}
+
+// Dial connects to the daemon at the Unix socket path and says hello. It
+// blocks until the daemon welcomes the client or ctx ends. Errors: the
+// transport's (the socket is missing, refused, …), an error wrapping
+// protocol errors if the daemon refuses the hello, or ctx's error.
+func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
+	if opts.Dial == nil {
+		opts.Dial = func(ctx context.Context) (transport.Conn, error) {
+			return transport.DialUnix(ctx, path, transport.UnixOptions{})
+		}
+	}
+	if opts.Name == "" {
+		opts.Name = filepath.Base(os.Args[0])
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 50 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(5*time.Second, opts.MinBackoff)
+	}
+	if opts.AgentQueue <= 0 {
+		opts.AgentQueue = 256
+	}
+	c := &Client{opts: opts, log: opts.Logger, ready: make(chan struct{}),
+		pending: map[string]chan *protocol.Frame{}, agents: map[string]*agent{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	t, err := opts.Dial(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("client: dial: %w", err)
+	}
+	if err := c.attach(ctx, t); err != nil {
+		c.cancel()
+		c.wg.Wait()
+		return nil, err
+	}
+	return c, nil
+}
+
+// attach starts the reader on t, says hello, and publishes t as the
+// connection. On failure t is closed.
+func (c *Client) attach(ctx context.Context, t transport.Conn) error {
+	c.mu.Lock()
+	c.gen++
+	gen := c.gen
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go c.readLoop(t, gen)
+	f, err := c.roundTrip(ctx, t, &protocol.Frame{Op: protocol.OpHello, Version: protocol.Version, Client: c.opts.Name})
+	if err != nil {
+		_ = t.Close()
+		return fmt.Errorf("client: hello: %w", err)
+	}
+	c.mu.Lock()
+	c.welcome = *f
+	c.conn = t
+	close(c.ready)
+	c.mu.Unlock()
+	return nil
+}
+
+// Server returns the daemon's name and the protocol version agreed on.
+func (c *Client) Server() (name string, version int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.welcome.Server, c.welcome.Version
+}
+
+// Reconnects returns how often the client has reconnected.
+func (c *Client) Reconnects() uint64 { return c.redialed.Load() }
+
+// Close closes the connection, stops the agents' handler goroutines and
+// waits for them (a handler running now finishes first). Operations in
+// flight fail with ErrClosed. It returns nil, also when called again.
+func (c *Client) Close() error {
+	c.cancel()
+	c.mu.Lock()
+	t := c.conn
+	c.mu.Unlock()
+	if t != nil {
+		_ = t.Close()
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// current waits for a live connection.
+func (c *Client) current(ctx context.Context) (transport.Conn, error) {
+	for {
+		if c.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		c.mu.Lock()
+		t, ready := c.conn, c.ready
+		c.mu.Unlock()
+		if t != nil {
+			return t, nil
+		}
+		if c.opts.NoReconnect {
+			return nil, ErrDisconnected
+		}
+		select {
+		case <-ready:
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// do runs one operation on the live connection and returns the answer; an
+// error frame becomes an error wrapping its sentinel.
+func (c *Client) do(ctx context.Context, f *protocol.Frame) (*protocol.Frame, error) {
+	t, err := c.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.roundTrip(ctx, t, f)
+}
+
+func (c *Client) roundTrip(ctx context.Context, t transport.Conn, f *protocol.Frame) (*protocol.Frame, error) {
+	f.ID = strconv.FormatUint(c.nextID.Add(1), 10)
+	ch := make(chan *protocol.Frame, 1)
+	c.mu.Lock()
+	c.pending[f.ID] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, f.ID)
+		c.mu.Unlock()
+	}()
+	b, err := protocol.Encode(f)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w: %v", agentbus.ErrInvalidMessage, err)
+	}
+	if err := t.Send(ctx, b); err != nil {
+		return nil, c.sendError(ctx, err)
+	}
+	select {
+	case r := <-ch:
+		if r == nil {
+			return nil, ErrDisconnected
+		}
+		if r.Op == protocol.OpError {
+			return nil, protocol.FrameError(r)
+		}
+		return r, nil
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+func (c *Client) sendError(ctx context.Context, err error) error {
+	switch {
+	case c.ctx.Err() != nil:
+		return ErrClosed
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case errors.Is(err, transport.ErrFrameTooLarge):
+		return fmt.Errorf("client: %w: %v", agentbus.ErrMessageTooLarge, err)
+	default:
+		return fmt.Errorf("%w: %v", ErrDisconnected, err)
+	}
+}
+
+// readLoop reads frames from t until it fails, then hands over to the
+// reconnect loop.
+func (c *Client) readLoop(t transport.Conn, gen uint64) {
+	defer c.wg.Done()
+	var why error
+	for {
+		data, err := t.Recv(c.ctx)
+		if err != nil {
+			if errors.Is(err, transport.ErrFrameTooLarge) {
+				c.log.Warn("daemon sent an oversized frame; skipped", "error", err)
+				continue
+			}
+			why = err
+			break
+		}
+		f, err := protocol.Decode(data)
+		if err != nil {
+			c.log.Warn("daemon sent a bad frame; skipped", "error", err)
+			continue
+		}
+		if f.Op == protocol.OpDeliver {
+			c.dispatch(f, gen)
+			continue
+		}
+		c.mu.Lock()
+		ch := c.pending[f.ID]
+		c.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- f: // buffered: the one answer fits
+			default:
+			}
+		} else if f.Op == protocol.OpError {
+			c.log.Warn("daemon error", "code", f.Code, "error", f.Error)
+		}
+	}
+	_ = t.Close()
+	c.mu.Lock()
+	if c.gen != gen {
+		c.mu.Unlock()
+		return
+	}
+	wasLive := c.conn != nil
+	c.conn = nil
+	if wasLive {
+		c.ready = make(chan struct{})
+	}
+	for id, ch := range c.pending { // each waiter gets nil: disconnected
+		select {
+		case ch <- nil:
+		default:
+		}
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+	if c.ctx.Err() != nil || !wasLive || c.opts.NoReconnect {
+		return
+	}
+	c.log.Info("connection lost; reconnecting", "error", why)
+	c.wg.Add(1)
+	go c.reconnect()
+}
+
+// reconnect dials with backoff until it succeeds or the client closes,
+// then registers the agents and their subscriptions again.
+func (c *Client) reconnect() {
+	defer c.wg.Done()
+	wait := c.opts.MinBackoff
+	for attempt := 1; ; attempt++ {
+		timer := time.NewTimer(wait/2 + rand.N(wait/2+1)) // jitter: [wait/2, wait]
+		select {
+		case <-c.ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		wait = min(2*wait, c.opts.MaxBackoff)
+		t, err := c.opts.Dial(c.ctx)
+		if err == nil {
+			err = c.attach(c.ctx, t)
+		}
+		if err != nil {
+			if c.ctx.Err() == nil {
+				c.log.Debug("reconnect failed", "attempt", attempt, "error", err)
+			}
+			continue
+		}
+		c.redialed.Add(1)
+		c.log.Info("reconnected", "attempt", attempt)
+		c.restore()
+		return
+	}
+}
+
+// restore registers the agents and subscriptions again after a reconnect.
+func (c *Client) restore() {
+	c.mu.Lock()
+	agents := make([]*agent, 0, len(c.agents))
+	for _, a := range c.agents {
+		agents = append(agents, a)
+	}
+	c.mu.Unlock()
+	for _, a := range agents {
+		if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: a.name, Window: c.opts.AgentQueue}); err != nil {
+			c.log.Warn("re-register failed", "agent", a.name, "error", err)
+			continue
+		}
+		c.mu.Lock()
+		topics := slices.Clone(a.topics)
+		c.mu.Unlock()
+		for _, topic := range topics {
+			if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpSubscribe, Agent: a.name, Topic: topic}); err != nil {
+				c.log.Warn("re-subscribe failed", "agent", a.name, "topic", topic, "error", err)
+			}
+		}
+	}
+}
+
+// dispatch hands a delivery to its agent's goroutine, waiting while its
+// queue is full.
+func (c *Client) dispatch(f *protocol.Frame, gen uint64) {
+	c.mu.Lock()
+	a := c.agents[f.Agent]
+	c.mu.Unlock()
+	if a == nil || f.Message == nil {
+		c.log.Warn("delivery for an unknown agent dropped by the client", "agent", f.Agent)
+		return
+	}
+	// The window the agent registered with keeps the queue from filling;
+	// the select only guards against a daemon that ignores it.
+	select {
+	case a.in <- delivery{f.Message, gen}:
+	case <-a.done:
+	case <-c.ctx.Done():
+	}
+}
+
+// delivery is a message for an agent and the connection it came on.
+type delivery struct {
+	m   *agentbus.Message
+	gen uint64
+}
+
+// Register registers an agent named name on the daemon's bus; its messages
+// are handled by h in a goroutine of this client, one at a time, in the
+// order the daemon delivers them. A requires_ack message is acked when h
+// returns nil and refused (so the bus retries it) when h returns an error or
+// panics. Register blocks for the daemon's answer. Errors: agentbus
+// ErrAgentExists, ErrInvalidAgent, ErrClosed, or the connection's.
+func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler) error {
+	if h == nil {
+		return fmt.Errorf("%w: nil handler", agentbus.ErrInvalidAgent)
+	}
+	a := &agent{name: name, h: h, in: make(chan delivery, c.opts.AgentQueue), done: make(chan struct{})}
+	c.mu.Lock()
+	if _, dup := c.agents[name]; dup {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %q is registered by this client", agentbus.ErrAgentExists, name)
+	}
+	c.agents[name] = a // before the daemon may deliver to it
+	c.mu.Unlock()
+	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: name, Window: c.opts.AgentQueue}); err != nil {
+		c.mu.Lock()
+		delete(c.agents, name)
+		c.mu.Unlock()
+		return err
+	}
+	c.wg.Add(1)
+	go c.runAgent(a)
+	return nil
+}
+
+// Unregister removes the agent: the daemon stops it (what is queued for it
+// is dead-lettered as agent_stopped) and its handler goroutine ends after the
+// message it is handling. It blocks for the daemon's answer.
+func (c *Client) Unregister(ctx context.Context, name string) error {
+	c.mu.Lock()
+	a := c.agents[name]
+	c.mu.Unlock()
+	if a == nil {
+		return fmt.Errorf("%w: %q", protocol.ErrNotRegistered, name)
+	}
+	_, err := c.do(ctx, &protocol.Frame{Op: protocol.OpUnregister, Agent: name})
+	c.mu.Lock()
+	if c.agents[name] == a {
+		delete(c.agents, name)
+		close(a.done)
+	}
+	c.mu.Unlock()
+	return err
+}
+
+func (c *Client) runAgent(a *agent) {
+	defer c.wg.Done()
+	ctx := context.WithValue(c.ctx, agentKey{}, a.name)
+	batch := max(1, c.opts.AgentQueue/4)
+	var done int       // deliveries finished, not yet credited
+	var doneGen uint64 // the connection they came on
+	for {
+		select {
+		case d := <-a.in:
+			m := d.m
+			err := c.handle(ctx, a, m)
+			if err != nil {
+				c.log.Warn("handler failed", "agent", a.name, "msg_id", m.ID, "error", err)
+			}
+			if m.RequiresAck && m.Type != agentbus.TypeRequest { // a request is settled by its response
+				f := &protocol.Frame{Op: protocol.OpAck, Agent: a.name, MessageID: m.ID}
+				if err != nil {
+					f.Op, f.Error = protocol.OpNack, err.Error()
+				}
+				if _, err := c.do(ctx, f); err != nil && c.ctx.Err() == nil {
+					c.log.Warn("ack failed", "agent", a.name, "msg_id", m.ID, "error", err)
+				}
+			}
+			if d.gen != doneGen { // a new connection has a fresh window
+				done, doneGen = 0, d.gen
+			}
+			if done++; done >= batch {
+				c.credit(ctx, a.name, done, doneGen)
+				done = 0
+			}
+		case <-a.done:
+			return
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// credit tells the daemon that n deliveries to agent are finished, so it
+// may send n more. It is not answered, and not sent on a newer connection
+// than the one the deliveries came on.
+func (c *Client) credit(ctx context.Context, agent string, n int, gen uint64) {
+	c.mu.Lock()
+	t := c.conn
+	live := c.gen == gen
+	c.mu.Unlock()
+	if t == nil || !live {
+		return
+	}
+	b, _ := protocol.Encode(&protocol.Frame{Op: protocol.OpCredit, Agent: agent, N: n})
+	if err := t.Send(ctx, b); err != nil && c.ctx.Err() == nil {
+		c.log.Debug("credit not sent", "agent", agent, "error", err)
+	}
+}
+
+func (c *Client) handle(ctx context.Context, a *agent, m *agentbus.Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &agentbus.HandlerPanicError{Agent: a.name, Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return a.h.Handle(ctx, m)
+}
+
+// stamp sets an empty Sender from a handler's ctx.
+func stamp(ctx context.Context, m *agentbus.Message) {
+	if m.Sender == "" {
+		m.Sender = AgentFromContext(ctx)
+	}
+}
+
+// Send sends msg (a direct message unless its Type says otherwise) and
+// returns its ID once the bus accepted it. The daemon checks Sender: it must
+// be empty or an agent this client registered (it is stamped from a
+// handler's ctx, or with the client's only agent). It blocks while the
+// recipient is full, like agentbus.Bus.Send. Errors: those of Bus.Send
+// (ErrNoRecipient, ErrBackpressureTimeout, ErrInvalidMessage, …), an error
+// wrapping protocol's not_registered for a foreign sender, ErrDisconnected,
+// ErrClosed, or ctx's.
+func (c *Client) Send(ctx context.Context, msg *agentbus.Message) (string, error) {
+	stamp(ctx, msg)
+	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpSend, Message: msg})
+	if err != nil {
+		return "", err
+	}
+	return f.MessageID, nil
+}
+
+// Publish publishes payload on topic and returns the message ID. It blocks
+// and fails like Send.
+func (c *Client) Publish(ctx context.Context, topic string, payload []byte) (string, error) {
+	msg := agentbus.NewMessage(agentbus.TypePublish, "", payload)
+	msg.Topic = topic
+	return c.PublishMessage(ctx, msg)
+}
+
+// PublishMessage publishes msg (its Topic set) and returns its ID. It
+// blocks and fails like Send.
+func (c *Client) PublishMessage(ctx context.Context, msg *agentbus.Message) (string, error) {
+	stamp(ctx, msg)
+	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpPublish, Message: msg})
+	if err != nil {
+		return "", err
+	}
+	return f.MessageID, nil
+}
+
+// Request sends msg as a request and blocks until its response arrives.
+// The daemon's RequestTimeout applies, or ctx's deadline if it has one.
+// Errors: agentbus.ErrRequestTimeout, Send's errors, or the error the
+// request failed with (e.g. its recipient stopped).
+func (c *Client) Request(ctx context.Context, msg *agentbus.Message) (*agentbus.Message, error) {
+	stamp(ctx, msg)
+	f := &protocol.Frame{Op: protocol.OpRequest, Message: msg}
+	if d, ok := ctx.Deadline(); ok {
+		f.TimeoutMS = max(1, time.Until(d).Milliseconds())
+	}
+	r, err := c.do(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	if r.Message == nil {
+		return nil, fmt.Errorf("%w: response without message", protocol.ErrInvalidFrame)
+	}
+	return r.Message, nil
+}
+
+// Reply answers request req (as delivered to one of this client's agents)
+// with payload, from the agent it was delivered to. It returns the
+// response's ID. Errors: those of Send.
+func (c *Client) Reply(ctx context.Context, req *agentbus.Message, payload []byte) (string, error) {
+	resp := req.NewResponse(req.Recipient, payload)
+	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpRespond, Message: resp})
+	if err != nil {
+		return "", err
+	}
+	return f.MessageID, nil
+}
+
+// Subscribe subscribes this client's agent to topic, a subject or a
+// pattern with * and >. The subscription is restored after a reconnect.
+// Errors: agentbus.ErrInvalidSubject, ErrTooManySubscriptions, not_registered.
+func (c *Client) Subscribe(ctx context.Context, agentName, topic string) error {
+	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpSubscribe, Agent: agentName, Topic: topic}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if a := c.agents[agentName]; a != nil && !slices.Contains(a.topics, topic) {
+		a.topics = append(a.topics, topic)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// Unsubscribe ends a subscription. Errors: agentbus.ErrNotSubscribed,
+// not_registered.
+func (c *Client) Unsubscribe(ctx context.Context, agentName, topic string) error {
+	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpUnsubscribe, Agent: agentName, Topic: topic}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if a := c.agents[agentName]; a != nil {
+		a.topics = slices.DeleteFunc(a.topics, func(t string) bool { return t == topic })
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// Ping asks the daemon for a pong and returns the round-trip time.
+func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpPing}); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// Stats returns the daemon's bus statistics (agentbus.Bus.Stats).
+func (c *Client) Stats(ctx context.Context) (agentbus.Stats, error) {
+	var st agentbus.Stats
+	raw, err := c.StatsJSON(ctx)
+	if err == nil {
+		err = json.Unmarshal(raw, &st)
+	}
+	return st, err
+}
+
+// StatsJSON returns the daemon's statistics as the JSON object it sent.
+func (c *Client) StatsJSON(ctx context.Context) (json.RawMessage, error) {
+	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpStats})
+	if err != nil {
+		return nil, err
+	}
+	return f.Stats, nil
+}
+
+// LetterFilter selects dead letters. Zero fields match everything.
+type LetterFilter struct {
+	Reason string // a dead-letter reason, such as "mailbox_full"
+	Agent  string
+	Topic  string
+	Limit  int // at most this many, newest kept; the daemon caps it
+}
+
+// DeadLetters lists the daemon's dead letters that match f, oldest first.
+func (c *Client) DeadLetters(ctx context.Context, f LetterFilter) ([]Letter, error) {
+	r, err := c.do(ctx, &protocol.Frame{Op: protocol.OpDeadLetters, Reason: f.Reason, Agent: f.Agent,
+		Topic: f.Topic, Limit: f.Limit})
+	if err != nil {
+		return nil, err
+	}
+	return r.Letters, nil
+}
+
+// Replay sends dead letter seq again (to agent to, or to where it was
+// going when to is empty) and returns the message ID. Errors:
+// agentbus.ErrUnknownLetter and Send's.
+func (c *Client) Replay(ctx context.Context, seq uint64, to string) (string, error) {
+	r, err := c.do(ctx, &protocol.Frame{Op: protocol.OpReplay, Seq: seq, To: to})
+	if err != nil {
+		return "", err
+	}
+	return r.MessageID, nil
+}
+
+// HistoryQuery selects messages from the daemon's history.
+type HistoryQuery struct {
+	Sender, Recipient, Topic string
+	Type                     string // a message type name, such as "request"
+	Limit                    int
+}
+
+// History returns the accepted messages that match q, newest first (empty
+// unless the daemon runs with history enabled).
+func (c *Client) History(ctx context.Context, q HistoryQuery) ([]*agentbus.Message, error) {
+	r, err := c.do(ctx, &protocol.Frame{Op: protocol.OpHistory, Sender: q.Sender, Recipient: q.Recipient,
+		Topic: q.Topic, Type: q.Type, Limit: q.Limit})
+	if err != nil {
+		return nil, err
+	}
+	return r.Messages, nil
+}

@@ -1,0 +1,295 @@
+"""A small agentbus client: Python 3 standard library only.
+
+It speaks the newline-delimited JSON protocol of PROTOCOL.md (version 1) over
+the daemon's Unix socket. One reader thread reads every frame: answers are
+matched to their operation by id, and `deliver` frames go to one dispatcher
+thread that calls handler(agent, message) for each, in order. Messages are
+plain dicts in the protocol's JSON form. An error frame is raised as
+AgentBusError, whose `code` is the frame's stable code (e.g. "no_recipient").
+
+    with Client("/tmp/agentbus.sock", handler=lambda agent, msg: print(msg)) as c:
+        c.register("py")
+        c.publish("progress.py", {"done": 50})
+        print(c.request("worker", {"task": "lint"}, timeout=5)["payload"])
+
+Flow control: at most `max_queue` deliveries wait for the handler; when the
+queue is full the reader stops reading the socket, so the daemon holds the
+senders back. Answers share that stream, so a handler that waits for an answer
+while max_queue deliveries pile up gets AgentBusError("timeout") after
+`timeout` seconds instead of hanging.
+"""
+
+import itertools
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME = 10 * 1024 * 1024 + 64 * 1024  # the daemon's default; welcome says the real one
+log = logging.getLogger("agentbus")
+
+
+class AgentBusError(Exception):
+    """An operation failed; `code` is the protocol's stable error code."""
+
+    def __init__(self, code, message=""):
+        super().__init__(message or code)
+        self.code = code
+
+
+class ConnectionClosed(AgentBusError):
+    """The connection ended (closed by the daemon, or by close())."""
+
+    def __init__(self, message="connection closed"):
+        super().__init__("transport_closed", message)
+
+
+class Client:
+    def __init__(self, path, handler=None, name="agentbus-python", timeout=10.0, max_queue=1024, on_close=None):
+        """Connect to the daemon at path and say hello. Raises OSError if the
+        socket cannot be reached, AgentBusError if the daemon refuses."""
+        self.handler, self.timeout, self.on_close = handler, timeout, on_close
+        self.max_frame = DEFAULT_MAX_FRAME
+        self.close_reason = None  # why the connection ended; None if close() ended it
+        self._ids = itertools.count(1)
+        self._pending = {}  # id -> [threading.Event, answer frame]
+        self._lock = threading.Lock()  # guards _pending and _closed
+        self._wlock = threading.Lock()  # one writer at a time
+        self._closed = False  # no new operations
+        self._closing = False  # close() was called
+        self._done = threading.Event()  # set when the reader has finished
+        self._queue = queue.Queue(max_queue)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(path)
+            self._sock.settimeout(None)
+        except OSError:
+            self._sock.close()
+            raise
+        self._reader = threading.Thread(target=self._read_loop, name="agentbus-reader", daemon=True)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="agentbus-dispatch", daemon=True)
+        self._reader.start()
+        self._dispatcher.start()
+        try:
+            w = self._call({"op": "hello", "version": PROTOCOL_VERSION, "client": name})
+        except BaseException:
+            self.close()
+            raise
+        self.server, self.version = w.get("server", ""), w.get("version", PROTOCOL_VERSION)
+
+    # -- operations ----------------------------------------------------------
+
+    def register(self, agent):
+        self._call({"op": "register", "agent": agent})
+
+    def unregister(self, agent=None):
+        self._call(_drop_none({"op": "unregister", "agent": agent}))
+
+    def subscribe(self, topic, agent=None):
+        self._call(_drop_none({"op": "subscribe", "agent": agent, "topic": topic}))
+
+    def unsubscribe(self, topic, agent=None):
+        self._call(_drop_none({"op": "unsubscribe", "agent": agent, "topic": topic}))
+
+    def send(self, recipient, payload, **fields):
+        """Send a direct message (fields: sender, priority, requires_ack, ttl_ms,
+        type, ...); returns its id once the bus accepted it."""
+        msg = dict(fields, recipient=recipient, payload=payload)
+        return self._call({"op": "send", "message": msg}).get("message_id")
+
+    def publish(self, topic, payload, **fields):
+        msg = dict(fields, topic=topic, payload=payload)
+        return self._call({"op": "publish", "message": msg}).get("message_id")
+
+    def request(self, recipient, payload, timeout=30.0, **fields):
+        """Ask recipient and return the response message (a dict). The daemon
+        enforces the timeout (code "request_timeout")."""
+        msg = dict(fields, recipient=recipient, payload=payload)
+        frame = {"op": "request", "timeout_ms": max(1, int(timeout * 1000)), "message": msg}
+        return self._call(frame, timeout + 5.0)["message"]  # local wait: a safety net only
+
+    def respond(self, request, payload, **fields):
+        """Answer a delivered request; returns the response's id."""
+        msg = dict(fields, request_id=request.get("request_id") or request["id"], payload=payload)
+        msg.setdefault("sender", request.get("recipient"))
+        msg.setdefault("recipient", request.get("sender"))
+        msg.setdefault("priority", request.get("priority", 50))
+        msg.setdefault("correlation_id", request.get("correlation_id"))
+        trace = {k: v for k, v in (request.get("metadata") or {}).items() if k in ("traceparent", "tracestate")}
+        if trace:
+            msg.setdefault("metadata", trace)
+        return self._call({"op": "respond", "message": _drop_none(msg)}).get("message_id")
+
+    def ack(self, message, agent=None):
+        """Acknowledge a delivered requires_ack message (a message dict or its id)."""
+        mid = message["id"] if isinstance(message, dict) else message
+        self._call(_drop_none({"op": "ack", "message_id": mid, "agent": agent}))
+
+    def nack(self, message, error="", agent=None):
+        mid = message["id"] if isinstance(message, dict) else message
+        self._call(_drop_none({"op": "nack", "message_id": mid, "agent": agent, "error": error or None}))
+
+    def ping(self):
+        """Return the round-trip time to the daemon, in seconds."""
+        start = time.monotonic()
+        self._call({"op": "ping"})
+        return time.monotonic() - start
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self):
+        """Close the connection and wait for the reader and dispatcher threads
+        (unless called from one of them). Safe to call more than once."""
+        with self._lock:
+            self._closed = self._closing = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader with EOF
+        except OSError:
+            pass
+        _drain(self._queue)  # frees a reader blocked on a full queue; what was queued is dropped
+        try:
+            self._queue.put_nowait(None)  # the drain may have taken the reader's; if full, the reader adds one
+        except queue.Full:
+            pass
+        for t in (self._reader, self._dispatcher):
+            if t is not threading.current_thread() and t.is_alive():
+                t.join()
+        self._sock.close()
+
+    def wait_closed(self, timeout=None):
+        """Block until the connection ends; returns whether it has."""
+        return self._done.wait(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- internals -----------------------------------------------------------
+
+    def _call(self, frame, timeout=None):
+        fid = str(next(self._ids))
+        frame["id"] = fid
+        data = json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+        if len(data) - 1 > self.max_frame:
+            raise AgentBusError("frame_too_large", "frame of %d bytes > max_frame %d" % (len(data) - 1, self.max_frame))
+        slot = [threading.Event(), None]
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosed(self.close_reason or "connection closed")
+            self._pending[fid] = slot
+        try:
+            with self._wlock:
+                self._sock.sendall(data)
+            if not slot[0].wait(self.timeout if timeout is None else timeout):
+                raise AgentBusError("timeout", "no answer to %s within %ss" % (frame["op"], timeout or self.timeout))
+        except OSError as e:
+            raise ConnectionClosed("send failed: %s" % e) from e
+        finally:
+            with self._lock:
+                self._pending.pop(fid, None)
+        answer = slot[1]
+        if answer is None:
+            raise ConnectionClosed(self.close_reason or "connection closed")
+        if answer.get("op") == "error":
+            raise AgentBusError(answer.get("code", "internal"), answer.get("error", ""))
+        return answer
+
+    def _read_loop(self):
+        buf, skipping, reason = bytearray(), False, None
+        try:
+            while True:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    reason = "the daemon closed the connection"
+                    break
+                start = 0
+                while True:
+                    nl = chunk.find(b"\n", start)
+                    piece = chunk[start:] if nl < 0 else chunk[start:nl]
+                    if not skipping:
+                        buf += piece
+                        if len(buf) > self.max_frame + 1:  # +1: a trailing '\r'
+                            log.warning("agentbus: skipping a frame longer than %d bytes", self.max_frame)
+                            skipping = True
+                            buf.clear()
+                    if nl < 0:
+                        break
+                    if not skipping:
+                        self._handle_line(bytes(buf))
+                    buf.clear()
+                    skipping, start = False, nl + 1
+        except OSError as e:
+            reason = "connection error: %s" % e
+        finally:
+            with self._lock:
+                self._closed = True
+                if not self._closing and self.close_reason is None:
+                    self.close_reason = reason
+                pending = list(self._pending.values())
+            for slot in pending:  # their callers raise ConnectionClosed
+                slot[0].set()
+            while True:  # stop the dispatcher; what it has not run yet is dropped
+                try:
+                    self._queue.put_nowait(None)
+                    break
+                except queue.Full:
+                    _drain(self._queue)
+            self._done.set()
+            if self.on_close:
+                self.on_close(self.close_reason)
+
+    def _handle_line(self, line):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            return
+        try:
+            frame = json.loads(line.decode("utf-8"))
+        except ValueError as e:
+            log.warning("agentbus: skipping a bad frame: %s", e)
+            return
+        if not isinstance(frame, dict):
+            return
+        if frame.get("op") == "welcome" and isinstance(frame.get("max_frame"), int) and frame["max_frame"] > 0:
+            self.max_frame = frame["max_frame"]  # here, so that the very next line is checked against it
+        if frame.get("op") == "deliver":
+            if not self._closing:
+                self._queue.put(frame)  # blocks while full: backpressure
+            return
+        with self._lock:
+            slot = self._pending.get(frame.get("id"))
+        if slot is not None:
+            slot[1] = frame
+            slot[0].set()
+        elif frame.get("op") == "error":
+            log.warning("agentbus: daemon error %s: %s", frame.get("code"), frame.get("error"))
+
+    def _dispatch_loop(self):
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            if self.handler is None or self._closed:
+                continue
+            try:
+                self.handler(frame.get("agent"), frame.get("message") or {})
+            except Exception:
+                if not self._closed:  # else: the connection ended under the handler
+                    log.exception("agentbus: handler failed")
+
+
+def _drain(q):
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _drop_none(d):
+    return {k: v for k, v in d.items() if v is not None}

@@ -1,0 +1,288 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/client"
+	"github.com/descartes/agentbus/internal/protocol"
+	"github.com/descartes/agentbus/internal/server"
+	"github.com/descartes/agentbus/transport"
+)
+
+// benchPayload is a ~128-byte JSON payload, as in the bus's own benchmarks.
+var benchPayload = []byte(`{"task":"review","file":"internal/server/conn.go","line":42,"severity":"info","note":"looks fine to me"}`)
+
+// socketDaemon serves a fresh bus on a Unix socket in this process.
+func socketDaemon(b *testing.B) string {
+	b.Helper()
+	bus, err := agentbus.New(agentbus.Config{})
+	require.NoError(b, err)
+	srv, err := server.New(server.Config{Bus: bus})
+	require.NoError(b, err)
+	path := filepath.Join(shortDir(b), "bench.sock")
+	l, err := transport.ListenUnix(path, transport.UnixOptions{})
+	require.NoError(b, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	b.Cleanup(func() {
+		cancel()
+		require.NoError(b, <-done)
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		require.NoError(b, bus.Shutdown(sctx))
+		require.NoError(b, srv.Close(sctx))
+		require.NoError(b, l.Close())
+	})
+	return path
+}
+
+// rawDial connects, says hello and registers agent (if not empty).
+func rawDial(b *testing.B, path, agent string) transport.Conn {
+	b.Helper()
+	ctx := context.Background()
+	c, err := transport.DialUnix(ctx, path, transport.UnixOptions{})
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = c.Close() })
+	for _, f := range []string{`{"op":"hello","id":"h","version":1}`, `{"op":"register","id":"r","agent":"` + agent + `"}`} {
+		if agent == "" && f[7] == 'r' {
+			continue
+		}
+		require.NoError(b, c.Send(ctx, []byte(f)))
+		data, err := c.Recv(ctx)
+		require.NoError(b, err)
+		fr, err := protocol.Decode(data)
+		require.NoError(b, err)
+		require.NotEqual(b, protocol.OpError, fr.Op, fr.Error)
+	}
+	return c
+}
+
+// socketPair is a connected pair of Unix-socket transports with no daemon.
+func socketPair(b *testing.B) (transport.Conn, transport.Conn) {
+	b.Helper()
+	path := filepath.Join(shortDir(b), "floor.sock")
+	l, err := transport.ListenUnix(path, transport.UnixOptions{})
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = l.Close() })
+	ctx := context.Background()
+	type res struct {
+		c   transport.Conn
+		err error
+	}
+	acc := make(chan res, 1)
+	go func() { c, err := l.Accept(ctx); acc <- res{c, err} }()
+	client, err := transport.DialUnix(ctx, path, transport.UnixOptions{})
+	require.NoError(b, err)
+	r := <-acc
+	require.NoError(b, r.err)
+	b.Cleanup(func() { _ = client.Close(); _ = r.c.Close() })
+	return client, r.c
+}
+
+// sendFrame is the frame the stream benchmarks move: a send of a direct
+// message with benchPayload.
+func sendFrame(b *testing.B) []byte {
+	m := agentbus.NewMessage(agentbus.TypeDirect, "producer", benchPayload)
+	m.Recipient = "consumer"
+	f, err := protocol.Encode(&protocol.Frame{Op: protocol.OpSend, ID: "1", Message: m})
+	require.NoError(b, err)
+	return f
+}
+
+// BenchmarkSocket measures the daemon against the floor of moving the same
+// NDJSON frames over a bare Unix socket:
+//
+//   - stream: one client sends (pipelined) to an agent of another client
+//     through the daemon; msgs/s.
+//   - stream-floor: the same send frames, encoded, written, read and decoded
+//     over one socket pair.
+//   - roundtrip: Request from one client to an agent of another, which
+//     replies, with the Go client on both sides; ns/op, p50/p99.
+//   - roundtrip-floor: one frame there and one back over a socket pair, each
+//     encoded and decoded.
+func BenchmarkSocket(b *testing.B) {
+	b.Run("stream", func(b *testing.B) {
+		path := socketDaemon(b)
+		consumer := rawDial(b, path, "consumer")
+		producer := rawDial(b, path, "producer")
+		frame := sendFrame(b)
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		b.ReportAllocs()
+		for b.Loop() {
+			// One iteration streams a batch, so the pipeline stays full.
+			const batch = 1000
+			wg.Add(2)
+			go func() { // the producer's answers
+				defer wg.Done()
+				for range batch {
+					data, err := producer.Recv(ctx)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if f, err := protocol.Decode(data); err != nil || f.Op != protocol.OpOK {
+						b.Errorf("answer %s: %v", data, err)
+						return
+					}
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				for range batch {
+					data, err := consumer.Recv(ctx)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if f, err := protocol.Decode(data); err != nil || f.Op != protocol.OpDeliver {
+						b.Errorf("delivery %s: %v", data, err)
+						return
+					}
+				}
+			}()
+			for range batch {
+				if err := producer.Send(ctx, frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("stream-floor", func(b *testing.B) {
+		in, out := socketPair(b)
+		m := agentbus.NewMessage(agentbus.TypeDirect, "producer", benchPayload)
+		m.Recipient = "consumer"
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		b.ReportAllocs()
+		for b.Loop() {
+			const batch = 1000
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range batch {
+					data, err := out.Recv(ctx)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := protocol.Decode(data); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+			for range batch {
+				frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpSend, ID: "1", Message: m})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := in.Send(ctx, frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("roundtrip", func(b *testing.B) {
+		path := socketDaemon(b)
+		ctx := context.Background()
+		dial := func() *client.Client {
+			c, err := client.Dial(ctx, path, client.Options{})
+			require.NoError(b, err)
+			b.Cleanup(func() { _ = c.Close() })
+			return c
+		}
+		asker, worker := dial(), dial()
+		require.NoError(b, worker.Register(ctx, "worker", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+			_, err := worker.Reply(ctx, m, m.Payload)
+			return err
+		})))
+		lat := make([]time.Duration, 0, 1<<16)
+		b.ReportAllocs()
+		for b.Loop() {
+			m := agentbus.NewMessage(agentbus.TypeRequest, "", benchPayload)
+			m.Recipient = "worker"
+			start := time.Now()
+			if _, err := asker.Request(ctx, m); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		reportLatency(b, lat)
+	})
+	b.Run("roundtrip-floor", func(b *testing.B) {
+		a, w := socketPair(b)
+		ctx := context.Background()
+		done := make(chan struct{})
+		go func() { // the worker: decode, answer
+			defer close(done)
+			for {
+				data, err := w.Recv(ctx)
+				if err != nil {
+					return
+				}
+				f, err := protocol.Decode(data)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				resp := f.Message.NewResponse("worker", f.Message.Payload)
+				out, err := protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp})
+				if err != nil || w.Send(ctx, out) != nil {
+					return
+				}
+			}
+		}()
+		lat := make([]time.Duration, 0, 1<<16)
+		b.ReportAllocs()
+		for b.Loop() {
+			m := agentbus.NewMessage(agentbus.TypeRequest, "asker", benchPayload)
+			m.Recipient = "worker"
+			start := time.Now()
+			frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpRequest, ID: "1", Message: m})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := a.Send(ctx, frame); err != nil {
+				b.Fatal(err)
+			}
+			data, err := a.Recv(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := protocol.Decode(data); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		reportLatency(b, lat)
+		_ = a.Close()
+		<-done
+	})
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(q(0.5), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+var _ = fmt.Sprint
