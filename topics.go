@@ -132,7 +132,16 @@ func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (st
 		}
 		id, err := b.postTo(ctx, t.mb, "topic "+msg.Topic, msg, self)
 		if errors.Is(err, errTopicRetired) {
+			// It is retiring right now (its mailbox is closed; its own
+			// goroutine is about to forget it, and may be this one,
+			// publishing again what raced in): forget it here, so the next
+			// lookup starts a fresh actor instead of finding it again.
 			retired++
+			b.topicsMu.Lock()
+			if b.topicRefs[t.subject] == t {
+				delete(b.topicRefs, t.subject)
+			}
+			b.topicsMu.Unlock()
 			continue
 		}
 		return id, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -118,6 +119,26 @@ func TestPublishWithoutSubscribersIsDeadLettered(t *testing.T) {
 	l := bus.DeadLetters().List(deadletter.Filter{Topic: "nobody.listens"})
 	require.Len(t, l, 1)
 	assert.Equal(t, id, l[0].Message.ID)
+}
+
+// Publishers racing a topic actor that retires (it found no subscriber)
+// never see an error: each message is dead-lettered as no_subscribers, once.
+func TestPublishRacingRetiringTopic(t *testing.T) {
+	bus := newBus(t, agentbus.Config{})
+	const publishers, each = 4, 250
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Go(func() {
+			for i := range each {
+				_, err := bus.Publish(t.Context(), "nobody.listens", "x", []byte(strconv.Itoa(i)))
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool {
+		return bus.DeadLetters().Counts()[deadletter.NoSubscribers] == publishers*each && bus.Accounting().Balanced()
+	}, 10*time.Second, time.Millisecond)
 }
 
 func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {

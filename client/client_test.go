@@ -326,5 +326,5 @@ func TestBusyHandlerCallsDaemon(t *testing.T) {
 		_, err := sender.Send(ctx, m)
 		require.NoError(t, err)
 	}
-	require.Eventually(t, func() bool { return handled.Load() == n }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return handled.Load() == n }, 5*time.Second, time.Millisecond, "handled %d", handled.Load())
 }

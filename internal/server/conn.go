@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -45,6 +46,13 @@ type conn struct {
 	ctx    context.Context // ends when the connection ends
 	cancel context.CancelFunc
 	out    chan item      // bounded outbound queue; the writer drains it
+	// wmu is held while a frame is written to the transport; queued counts
+	// the items in out or in the writer's hands. A frame is written by the
+	// goroutine that produced it when nothing is queued and the transport
+	// is free (no hand-off to the writer: one wake-up less per frame);
+	// otherwise it joins the queue, so frames never overtake each other.
+	wmu    sync.Mutex
+	queued atomic.Int64
 	reqs   chan struct{}  // semaphore of requests in flight
 	wg     sync.WaitGroup // the writer and request goroutines
 
@@ -102,11 +110,14 @@ func (c *conn) shut() { c.cancel() }
 // flush waits until every frame queued so far is written, or ctx ends.
 func (c *conn) flush(ctx context.Context) error {
 	done := make(chan struct{})
+	c.queued.Add(1)
 	select {
 	case c.out <- item{flushed: done}:
 	case <-c.ctx.Done():
+		c.queued.Add(-1)
 		return nil // already closing: cleanup dead-letters the rest
 	case <-ctx.Done():
+		c.queued.Add(-1)
 		return context.Cause(ctx)
 	}
 	select {
@@ -126,19 +137,56 @@ func (c *conn) writeLoop() {
 		select {
 		case it := <-c.out:
 			if it.flushed != nil {
+				c.queued.Add(-1)
 				close(it.flushed)
 				continue
 			}
-			if err := c.t.Send(c.ctx, it.frame); err != nil {
-				if it.msg != nil {
-					c.undelivered(it, err)
-				}
-				c.cancel() // the reader's Recv returns, and run cleans up
+			c.wmu.Lock()
+			err := c.t.Send(c.ctx, it.frame)
+			c.queued.Add(-1)
+			c.wmu.Unlock()
+			if err != nil {
+				c.failed(it, err)
 				return
 			}
 		case <-c.ctx.Done():
 			return
 		}
+	}
+}
+
+// failed handles a write that failed: the connection is done.
+func (c *conn) failed(it item, err error) {
+	if it.msg != nil {
+		c.undelivered(it, err)
+	}
+	c.cancel() // the reader's Recv returns, and run cleans up
+}
+
+// emit writes it, or queues it for the writer, waiting while the queue is
+// full. It reports false if the connection ended before it was written or
+// queued; the caller accounts for it. (What the writer fails to write is
+// dead-lettered by the writer.)
+func (c *conn) emit(it item) bool {
+	if c.queued.Load() == 0 && c.wmu.TryLock() {
+		if c.queued.Load() == 0 { // still nothing ahead of it
+			err := c.t.Send(c.ctx, it.frame)
+			c.wmu.Unlock()
+			if err != nil {
+				c.cancel() // the caller accounts for it; run cleans up
+				return false
+			}
+			return true
+		}
+		c.wmu.Unlock()
+	}
+	c.queued.Add(1)
+	select {
+	case c.out <- it:
+		return true
+	case <-c.ctx.Done():
+		c.queued.Add(-1)
+		return false
 	}
 }
 
@@ -203,12 +251,7 @@ func (c *conn) reply(f *protocol.Frame) bool {
 	if err != nil { // a message the bus holds always encodes; be safe anyway
 		b, _ = protocol.Encode(protocol.ErrorFrame(f.ID, fmt.Errorf("%w: encode %s: %v", protocol.ErrInternal, f.Op, err)))
 	}
-	select {
-	case c.out <- item{frame: b}:
-		return true
-	case <-c.ctx.Done():
-		return false
-	}
+	return c.emit(item{frame: b})
 }
 
 func (c *conn) ok(id, msgID string) error {
@@ -493,9 +536,7 @@ func (c *conn) forward(name string, slots chan struct{}) agentbus.HandlerFunc {
 		if w == nil { // a waiting delivery is dead-lettered by its failure instead
 			it.msg, it.agent = m, name
 		}
-		select {
-		case c.out <- it:
-		case <-c.ctx.Done():
+		if !c.emit(it) { // not written: the bus dead-letters it as transport_closed
 			return fmt.Errorf("agentbus daemon: deliver to %q: %w", name, agentbus.ErrTransportClosed)
 		}
 		if w == nil {
