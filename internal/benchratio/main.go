@@ -1,6 +1,7 @@
 // Command benchratio reads `go test -bench` output on stdin and prints, for
-// each benchmark that has "bus" and "protoactor" sub-benchmarks, the median of
-// every metric over the runs and the ratio bus/protoactor. Ratios from one run
+// each benchmark that has "bus" and "protoactor" sub-benchmarks (or "X" and
+// "X-floor"), the median of every metric over the runs and the ratio
+// bus/protoactor (or X/X-floor). Ratios from one run
 // are what carry on a noisy machine; run with -count 5 or more.
 //
 //	go test -run '^$' -bench . -count 6 . | go run ./internal/benchratio
@@ -87,18 +88,22 @@ func report(r io.Reader, w io.Writer) error {
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| ratio bus / protoactor (medians) | msgs/s | ns/op | p50 | p99 | B/msg |")
+	fmt.Fprintln(w, "| ratio (medians): bus / protoactor, or X / X-floor | msgs/s | ns/op | p50 | p99 | B/msg |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 	for _, name := range order {
-		if !strings.HasSuffix(name, "/bus") {
-			continue
+		label, baseline := "", ""
+		switch {
+		case strings.HasSuffix(name, "/bus"):
+			label = strings.TrimSuffix(name, "/bus")
+			baseline = label + "/protoactor"
+		default:
+			label, baseline = name, name+"-floor"
 		}
-		base := strings.TrimSuffix(name, "/bus")
-		p, ok := s[base+"/protoactor"]
+		p, ok := s[baseline]
 		if !ok {
 			continue
 		}
-		cells := []string{strings.TrimPrefix(base, "Benchmark")}
+		cells := []string{strings.TrimPrefix(label, "Benchmark")}
 		for _, u := range []string{"msgs/s", "ns/op", "p50-µs", "p99-µs", "B/msg"} {
 			b, q := median(s[name][u]), median(p[u])
 			if b == 0 || q == 0 {

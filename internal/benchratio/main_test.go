@@ -17,6 +17,8 @@ BenchmarkSend/bus-2         	 100	 250 ns/op	 4000000 msgs/s	 1 B/op	 0 allocs/o
 BenchmarkSend/protoactor-2  	 100	 100 ns/op	 10000000 msgs/s	 0 B/op	 0 allocs/op
 BenchmarkSend/protoactor-2  	 100	 125 ns/op	 8000000 msgs/s	 0 B/op	 0 allocs/op
 BenchmarkOther-2            	 100	 7 ns/op
+BenchmarkSocket/stream-2    	 10	 1000 ns/op	 600 msgs/s
+BenchmarkSocket/stream-floor-2	 10	 500 ns/op	 1000 msgs/s
 PASS
 `
 	var out bytes.Buffer
@@ -26,6 +28,7 @@ PASS
 	assert.Contains(t, got, "| Send/protoactor | 2 | 9.00M | 112 |")
 	assert.Contains(t, got, "| Send | 0.44× | 2.22× |")
 	assert.Contains(t, got, "| Other | 1 |")
+	assert.Contains(t, got, "| Socket/stream | 0.60× | 2.00× |")
 }
 
 func TestMedian(t *testing.T) {
