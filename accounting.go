@@ -82,13 +82,18 @@ func (b *Bus) accounting(agents []*actors.Agent, each func(ag *actors.Agent, han
 		addAgent(ag, true)
 	}
 	b.spawnMu.Unlock()
+	// Publishers take topicsMu: hold it only to copy the list.
 	b.topicsMu.Lock()
+	refs := make([]*topicRef, 0, len(b.topicRefs))
 	for _, t := range b.topicRefs {
+		refs = append(refs, t)
+	}
+	b.topicsMu.Unlock()
+	for _, t := range refs {
 		a.Accepted += t.mb.Posted()
 		a.Handled += t.mb.Delivered()
 		a.InFlight += t.mb.Len()
 	}
-	b.topicsMu.Unlock()
 	rm := b.router.Mailbox()
 	a.Accepted += rm.Posted()
 	a.Handled += rm.Delivered()

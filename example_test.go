@@ -201,8 +201,8 @@ func ExampleBus_Stats() {
 
 	s := bus.Stats()
 	fmt.Println("sent:", s.Totals.Sent, "direct:", s.Types[agentbus.TypeDirect], "publish:", s.Types[agentbus.TypePublish])
-	fmt.Println("per sender:", s.Senders)
-	fmt.Println("per topic:", s.Topics)
+	fmt.Println("per sender:", s.Senders) // sorted by name
+	fmt.Println("per topic:", s.Topics.Map())
 	fmt.Println("rejected:", s.Totals.Rejected, "no_recipient:", s.Rejected["no_recipient"])
 	for _, a := range s.Agents {
 		fmt.Println("agent:", a.Name, "capacity", a.Capacity)
@@ -210,7 +210,7 @@ func ExampleBus_Stats() {
 	// Output:
 	// agentbus: no such recipient: "reviewer"
 	// sent: 4 direct: 3 publish: 1
-	// per sender: map[coder:1 planner:3]
+	// per sender: [{coder 1} {planner 3}]
 	// per topic: map[agents.coder.done:1]
 	// rejected: 1 no_recipient: 1
 	// agent: coder capacity 1024

@@ -207,11 +207,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.handlerFailed, h.Failed, h.Name)
 		gauge(c.handlerDepth, float64(h.Queued), h.Name)
 	}
-	for topic, n := range s.Topics {
-		counter(c.topicMessages, n, topic)
+	for _, t := range s.Topics {
+		counter(c.topicMessages, t.Count, t.Name)
 	}
-	for sender, n := range s.Senders {
-		counter(c.senderMessages, n, sender)
+	for _, sn := range s.Senders {
+		counter(c.senderMessages, sn.Count, sn.Name)
 	}
 
 	gauge(c.bpPending, float64(s.Backpressure.Pending))

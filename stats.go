@@ -1,6 +1,7 @@
 package agentbus
 
 import (
+	"encoding/json"
 	"errors"
 	"hash/maphash"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
@@ -52,10 +54,10 @@ type Stats struct {
 	Types map[MessageType]uint64 `json:"types"`
 	// Topics counts the messages published, per topic; beyond
 	// Config.StatsMaxKeys topics, under OtherKey.
-	Topics map[string]uint64 `json:"topics"`
+	Topics Counts `json:"topics"`
 	// Senders counts the messages sent, per Sender (empty for anonymous
 	// messages); beyond Config.StatsMaxKeys senders, under OtherKey.
-	Senders map[string]uint64 `json:"senders"`
+	Senders Counts `json:"senders"`
 	// Agents describes the running agents, sorted by name.
 	Agents []AgentStats `json:"agents"`
 	// Handlers describes the router's handlers (see Router), sorted by
@@ -71,6 +73,67 @@ type Stats struct {
 	// Latency is the delivery latency: from the moment a message is queued
 	// for an agent (or routing handler) to the moment its handler returns.
 	Latency Histogram `json:"latency"`
+}
+
+// Counts are counts by name (of topics or senders), sorted by name (byte-wise,
+// as strings.Compare orders them). They marshal to JSON as an object,
+// {"name": count, ...}, as a map[string]uint64 does. A sorted list rather
+// than a map, because a snapshot then costs no hashing and an allocation of
+// 24 bytes a name, and prints in order.
+type Counts []NameCount
+
+// NameCount is one entry of Counts.
+type NameCount struct {
+	Name  string
+	Count uint64
+}
+
+// Get returns the count of name, or 0 if it has none. It is a binary search.
+func (c Counts) Get(name string) uint64 {
+	if i, ok := slices.BinarySearchFunc(c, name, func(e NameCount, name string) int {
+		return strings.Compare(e.Name, name)
+	}); ok {
+		return c[i].Count
+	}
+	return 0
+}
+
+// Map returns the counts as a map.
+func (c Counts) Map() map[string]uint64 {
+	m := make(map[string]uint64, len(c))
+	for _, e := range c {
+		m[e.Name] = e.Count
+	}
+	return m
+}
+
+// MarshalJSON encodes c as a JSON object of names to counts (null if c is
+// nil, as for a nil map). It returns an error only if encoding/json does.
+func (c Counts) MarshalJSON() ([]byte, error) {
+	if c == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(c.Map())
+}
+
+// UnmarshalJSON decodes a JSON object of names to counts (or null) into c,
+// sorted. It returns encoding/json's error for anything else.
+func (c *Counts) UnmarshalJSON(data []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	if m == nil {
+		*c = nil
+		return nil
+	}
+	out := make(Counts, 0, len(m))
+	for name, n := range m {
+		out = append(out, NameCount{Name: name, Count: n})
+	}
+	slices.SortFunc(out, func(x, y NameCount) int { return strings.Compare(x.Name, y.Name) })
+	*c = out
+	return nil
 }
 
 // Totals are the bus-wide message counts of Stats. Sent counts messages,
@@ -134,9 +197,9 @@ type BackpressureStats struct {
 //
 // A message that finds fewer than 8 messages queued for its agent is always
 // timed. Of those that queue deeper, behind an agent that falls behind (where
-// a clock read per message would slow its senders), one in 8, chosen at
-// random, is timed and counted 8 times; Counts, Count and Sum are therefore
-// exact while agents keep up, and unbiased estimates when queues grow.
+// a clock read per message would slow its senders), one in 8 (every 8th
+// post) is timed and counted 8 times; Counts, Count and Sum are therefore
+// exact while agents keep up, and estimates when queues grow.
 type Histogram struct {
 	// Bounds are the upper bounds of every bucket but the last, ascending.
 	Bounds []time.Duration `json:"bounds_ns"`
@@ -186,12 +249,13 @@ func (h Histogram) Quantile(q float64) time.Duration {
 	return h.Bounds[len(h.Bounds)-1]
 }
 
-// Stats returns a snapshot of the bus's statistics. It takes no lock that a
-// send takes: message counters are atomics (per message type, per kind of
+// Stats returns a snapshot of the bus's statistics. A send takes no lock for
+// statistics: message counters are atomics (per message type, per kind of
 // rejection, and in lock-free tables for topics and senders), agent counters
-// are per agent and per mailbox. Its only locks are short ones that senders
-// do not contend for (the registries of routing handlers and topic actors,
-// the dead-letter queue's). The counters are read one after another, so
+// are per agent and per mailbox. Stats takes only short locks: the registry
+// of topic actors (which a publish takes too) while it copies the list, that
+// of routing handlers, the dead-letter queue's. The counters are read one
+// after another, so
 // while messages flow the totals are only approximately consistent with each
 // other; once the bus is quiet they are exact. Its cost grows with the number
 // of agents, topics and senders (the README gives figures); ReadStats does
@@ -236,6 +300,12 @@ func (b *Bus) ReadStats(s *Stats) {
 	agents := b.sortedAgents()
 	s.Agents = slices.Grow(s.Agents[:0], len(agents))
 	s.Handlers = s.Handlers[:0]
+	if s.Agents == nil { // [] rather than null in JSON
+		s.Agents = []AgentStats{}
+	}
+	if s.Handlers == nil {
+		s.Handlers = []AgentStats{}
+	}
 	s.Totals.Delivered, s.Totals.Failed = st.retiredHandled.Load(), st.retiredFailed.Load()
 	s.Ledger = b.accounting(agents, func(a *actors.Agent, handler bool, c agentCounts) {
 		mb := a.Mailbox()
@@ -482,20 +552,39 @@ func rejectionOf(err error) rejection {
 // nanoseconds. A name takes over a cache line only once it has been counted
 // more than twice as often as the name there, so names of one class that are
 // equally busy do not keep overwriting each other.
+//
+// Snapshots read the names in order from a sorted list of the entries, which
+// is sorted again only when names have been added since.
 type keyCounts struct {
-	hot   [hotKeys]atomic.Pointer[keyCount]
-	seed  maphash.Seed
-	slots []atomic.Pointer[keyCount]
-	max   int64
-	n     atomic.Int64 // names held, or claimed by an insert under way
-	other counter
+	hot    [hotKeys]atomic.Pointer[keyCount]
+	seed   maphash.Seed
+	slots  []atomic.Pointer[keyCount]
+	max    int64
+	n      atomic.Int64 // names held, or claimed by an insert under way
+	other  counter
+	sorted atomic.Pointer[[]*keyCount] // every name held when it was made, sorted
 }
 
-// keyCount is one name's counter, alone on its cache line.
+// keyCount is one name's counter, on a cache line of its own with the name
+// (when it fits), so that a snapshot reads one line per name.
 type keyCount struct {
-	key string
 	n   atomic.Uint64
-	_   [40]byte
+	key string   // in buf when it fits
+	buf [40]byte // never written once the entry is published
+}
+
+// newKeyCount returns an entry for key, counted once, that refers to no
+// memory of the caller's.
+func newKeyCount(key string) *keyCount {
+	e := &keyCount{}
+	e.n.Store(1)
+	if len(key) > 0 && len(key) <= len(e.buf) {
+		copy(e.buf[:], key)
+		e.key = unsafe.String(&e.buf[0], len(key)) // buf is immutable from here on
+	} else {
+		e.key = strings.Clone(key)
+	}
+	return e
 }
 
 func newKeyCounts(limit int) *keyCounts {
@@ -548,8 +637,7 @@ func (c *keyCounts) insert(i uint64, key string) *keyCount {
 		c.other.Add(1)
 		return nil
 	}
-	e := &keyCount{key: strings.Clone(key)} // not a reference into a message
-	e.n.Store(1)
+	e := newKeyCount(key)
 	if c.slots[i].CompareAndSwap(nil, e) {
 		return nil
 	}
@@ -557,17 +645,40 @@ func (c *keyCounts) insert(i uint64, key string) *keyCount {
 	return c.slots[i].Load()
 }
 
-// load returns the counts by name, with OtherKey if anything was counted
-// there, in out (emptied first) if it is not nil.
-func (c *keyCounts) load(out map[string]uint64) map[string]uint64 {
-	out = clearedMap(out, int(c.n.Load())+1)
-	for i := range c.slots {
-		if e := c.slots[i].Load(); e != nil {
-			out[e.key] = e.n.Load()
+// load returns the counts by name, sorted, with OtherKey if anything was
+// counted there, reusing out's array.
+func (c *keyCounts) load(out Counts) Counts {
+	entries := c.sortedEntries()
+	out = slices.Grow(out[:0], len(entries)+1)
+	other := c.other.Load()
+	for _, e := range entries {
+		if other > 0 && e.key > OtherKey {
+			out = append(out, NameCount{Name: OtherKey, Count: other})
+			other = 0
 		}
+		out = append(out, NameCount{Name: e.key, Count: e.n.Load()})
 	}
-	if n := c.other.Load(); n > 0 {
-		out[OtherKey] = n
+	if other > 0 {
+		out = append(out, NameCount{Name: OtherKey, Count: other})
 	}
 	return out
+}
+
+// sortedEntries returns every entry, sorted by name. The list is shared and
+// immutable; it is made again when the table holds names it lacks.
+func (c *keyCounts) sortedEntries() []*keyCount {
+	if l := c.sorted.Load(); l != nil && int64(len(*l)) == c.n.Load() {
+		return *l
+	}
+	// n can run ahead of the published entries while an insert is under
+	// way; the list is then made again next time.
+	l := make([]*keyCount, 0, c.n.Load())
+	for i := range c.slots {
+		if e := c.slots[i].Load(); e != nil {
+			l = append(l, e)
+		}
+	}
+	slices.SortFunc(l, func(x, y *keyCount) int { return strings.Compare(x.key, y.key) })
+	c.sorted.Store(&l)
+	return l
 }

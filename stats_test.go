@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,8 +99,10 @@ func TestStats(t *testing.T) {
 	assert.Equal(t, uint64(1), s.Types[agentbus.TypeRequest])
 	assert.Equal(t, uint64(1), s.Types[agentbus.TypeResponse])
 	assert.Len(t, s.Types, 11, "every type is present")
-	assert.Equal(t, map[string]uint64{"jobs.a": 2, "jobs.b": 1}, s.Topics)
-	assert.Equal(t, map[string]uint64{"planner": 8, "coder": 1, "echo": 1}, s.Senders)
+	assert.Equal(t, agentbus.Counts{{"jobs.a", 2}, {"jobs.b", 1}}, s.Topics)
+	assert.Equal(t, agentbus.Counts{{"coder", 1}, {"echo", 1}, {"planner", 8}}, s.Senders, "sorted by name")
+	assert.Equal(t, uint64(8), s.Senders.Get("planner"))
+	assert.Zero(t, s.Senders.Get("nobody"))
 
 	assert.Len(t, s.Rejected, 12, "every kind is present")
 	assert.Equal(t, uint64(1), s.Rejected["no_recipient"])
@@ -175,6 +178,8 @@ func TestStatsJSON(t *testing.T) {
 	assert.Equal(t, map[string]any{"sent": 2.0, "delivered": 1.0, "failed": 0.0, "expired": 0.0,
 		"dead_lettered": 1.0, "rejected": 0.0}, raw["totals"])
 	assert.Equal(t, 1.0, raw["types"].(map[string]any)["direct"])
+	assert.Equal(t, map[string]any{"planner": 2.0}, raw["senders"], "an object, as a map would be")
+	assert.Equal(t, map[string]any{"jobs.new": 1.0}, raw["topics"])
 	assert.Equal(t, 1.0, raw["dead_letters"].(map[string]any)["by_reason"].(map[string]any)["no_subscribers"])
 	assert.Equal(t, 1.0, raw["ledger"].(map[string]any)["dead_lettered"])
 	agent := raw["agents"].([]any)[0].(map[string]any)
@@ -388,10 +393,11 @@ func TestStatsCardinality(t *testing.T) {
 
 	s := bus.Stats()
 	assert.Len(t, s.Senders, agentbus.DefaultStatsMaxKeys+1, "the cap, and OtherKey")
-	assert.Equal(t, uint64(senders-agentbus.DefaultStatsMaxKeys), s.Senders[agentbus.OtherKey])
+	assert.Equal(t, uint64(senders-agentbus.DefaultStatsMaxKeys), s.Senders.Get(agentbus.OtherKey))
+	assert.True(t, slices.IsSortedFunc(s.Senders, func(x, y agentbus.NameCount) int { return strings.Compare(x.Name, y.Name) }))
 	var total uint64
 	for _, n := range s.Senders {
-		total += n
+		total += n.Count
 	}
 	assert.Equal(t, uint64(senders), total, "every message is counted once")
 	// 100,000 names kept would take about 10 MB (entry, string, map).
@@ -415,9 +421,10 @@ func TestStatsUnkeyableNames(t *testing.T) {
 	}
 	quiet(t, bus)
 	s := bus.Stats()
-	assert.Equal(t, map[string]uint64{agentbus.OtherKey: 3, "": 1, "flooder": topics}, s.Senders)
+	assert.Equal(t, agentbus.Counts{{"", 1}, {agentbus.OtherKey, 3}, {"flooder", topics}}, s.Senders)
 	assert.Len(t, s.Topics, 101)
-	assert.Equal(t, uint64(topics-100), s.Topics[agentbus.OtherKey])
+	assert.Equal(t, uint64(topics-100), s.Topics.Get(agentbus.OtherKey))
+	assert.Equal(t, agentbus.OtherKey, s.Topics[0].Name, "'$' sorts before letters")
 }
 
 // TestStatsConcurrent reads snapshots while messages flow (for the race
@@ -470,11 +477,11 @@ func TestStatsConcurrent(t *testing.T) {
 	assert.Equal(t, uint64(senders*each), s.Totals.Delivered)
 	assert.Equal(t, uint64(senders*each/2), s.Types[agentbus.TypePublish])
 	for i := range senders {
-		assert.Equal(t, uint64(each), s.Senders[fmt.Sprint("s", i)])
+		assert.Equal(t, uint64(each), s.Senders.Get(fmt.Sprint("s", i)))
 	}
 	var published uint64
 	for _, n := range s.Topics {
-		published += n
+		published += n.Count
 	}
 	assert.Equal(t, uint64(senders*each/2), published)
 }
@@ -622,4 +629,79 @@ func BenchmarkStats(b *testing.B) {
 		perEntries(b)
 	})
 	runtime.KeepAlive(s)
+}
+
+func TestCountsJSON(t *testing.T) {
+	tests := []struct {
+		name    string
+		give    string
+		want    agentbus.Counts
+		wantErr bool
+	}{
+		{name: "null", give: `null`, want: nil},
+		{name: "empty", give: `{}`, want: agentbus.Counts{}},
+		{name: "sorted on decode", give: `{"b":2,"$other":9,"a":1}`,
+			want: agentbus.Counts{{agentbus.OtherKey, 9}, {"a", 1}, {"b", 2}}},
+		{name: "not an object", give: `[1,2]`, wantErr: true},
+		{name: "negative count", give: `{"a":-1}`, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got agentbus.Counts
+			err := json.Unmarshal([]byte(tt.give), &got)
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+			data, err := json.Marshal(got)
+			require.NoError(t, err)
+			if tt.want == nil {
+				assert.JSONEq(t, `null`, string(data))
+			} else {
+				assert.JSONEq(t, tt.give, string(data))
+			}
+		})
+	}
+	assert.Zero(t, agentbus.Counts(nil).Get("a"))
+	assert.Empty(t, agentbus.Counts(nil).Map())
+}
+
+// TestStatsCardinalityRace makes senders race for the same new names and for
+// the last places under the cap: every message is still counted once, and no
+// more than the cap is held.
+func TestStatsCardinalityRace(t *testing.T) {
+	const maxKeys, names, workers = 50, 200, 4
+	bus := newBus(t, agentbus.Config{StatsMaxKeys: maxKeys})
+	_, err := bus.Spawn("sink", agentbus.HandlerFunc(sink))
+	require.NoError(t, err)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			<-start
+			for i := range names { // the same names, in the same order
+				if _, err := bus.Send(context.Background(), from(fmt.Sprintf("#sender-%03d", i), "sink", "1")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	quiet(t, bus)
+
+	s := bus.Stats()
+	require.Len(t, s.Senders, maxKeys+1)
+	assert.Equal(t, agentbus.OtherKey, s.Senders[maxKeys].Name, "'#' sorts before '$'")
+	var total uint64
+	for _, n := range s.Senders {
+		if n.Name != agentbus.OtherKey {
+			assert.LessOrEqual(t, n.Count, uint64(workers), n.Name)
+		}
+		total += n.Count
+	}
+	assert.Equal(t, uint64(workers*names), total)
 }

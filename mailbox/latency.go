@@ -20,12 +20,11 @@ const latencyBase = time.Microsecond
 func LatencyBound(i int) time.Duration { return latencyBase << i }
 
 // A mailbox times every message that finds fewer than exactDepth messages
-// queued ahead of it. Of the others, one in latencySample is timed and counted
-// latencySample times.
+// queued ahead of it. Of the others, one in latencySample (a power of two) is
+// timed and counted latencySample times.
 const (
-	exactDepth        = 8
-	latencySampleBits = 3
-	latencySample     = 1 << latencySampleBits
+	exactDepth    = 8
+	latencySample = 8
 )
 
 // Latency is a histogram of how long user messages took from being queued to
@@ -65,32 +64,23 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 	return counts, time.Duration(l.sum.Load())
 }
 
-// Time stamps. A message that finds fewer than exactDepth messages queued is
+// stamp returns the time stamp of a message about to be queued, or 0 if it
+// is not timed. A message that finds fewer than exactDepth messages queued is
 // always timed, and its stamp is odd: it counts once. One that queues deeper,
-// behind an agent that is falling behind, where a clock read for every
-// message would slow its senders, is timed one time in latencySample, chosen
-// at random, with an even stamp: it counts latencySample times. Each
-// message's chance of being timed is known, so the weighted counts are an
-// unbiased estimate of all of them. The clock reading is the stamp shifted
-// right by one; 0 means not timed.
-
-// shallowStamp returns the stamp of a message posted now if fewer than
-// exactDepth messages are queued, or 0. It reads the clock only then, before
-// the sender takes the lock.
-func (m *Mailbox) shallowStamp() int64 {
-	if m.latency == nil || m.userCount.Load() >= exactDepth {
+// behind an actor that is falling behind, where a clock read for every
+// message would slow its senders, is timed one time in latencySample (every
+// latencySample-th post), with an even stamp: it counts latencySample times.
+// Which of those is timed depends on its place among the posts, not on how
+// long it will wait, so the weighted counts estimate all of them. The clock
+// reading is the stamp shifted right by one. It is called before the sender
+// takes the lock, so the stamp may precede the queueing by that wait.
+func (m *Mailbox) stamp() int64 {
+	switch {
+	case m.latency == nil:
 		return 0
-	}
-	return m.clock()<<1 | 1
-}
-
-// busyStamp returns the stamp of a message posted now behind a deep queue:
-// one time in latencySample, else 0. It draws from the mailbox's own
-// generator (a 64-bit LCG, whose top bits are well mixed), so m.mu must be
-// held.
-func (m *Mailbox) busyStamp() int64 {
-	m.rng = m.rng*6364136223846793005 + 1442695040888963407
-	if m.rng>>(64-latencySampleBits) != 0 {
+	case m.userCount.Load() < exactDepth:
+		return m.clock()<<1 | 1
+	case m.posted.Load()&(latencySample-1) != 0:
 		return 0
 	}
 	return max(m.clock(), 1) << 1

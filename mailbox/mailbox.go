@@ -115,12 +115,12 @@ const batchSize = 32
 type Mailbox struct {
 	// Read-mostly fields, on their own cache lines, away from the counters
 	// and the lock that every message writes.
+	born        time.Time // the origin of stamps and LastActive, with a monotonic reading
 	capacity    int
+	latency     *Latency
 	shared      *Limit
 	drop        DropFunc
 	middlewares []actor.MailboxMiddleware
-	latency     *Latency
-	born        time.Time // the origin of stamps and LastActive, with a monotonic reading
 	invoker     actor.MessageInvoker
 	dispatcher  actor.Dispatcher
 	sysCount    atomic.Int32
@@ -137,7 +137,6 @@ type Mailbox struct {
 	// mu, so a post costs one lock and, with a shared limit, one CAS.
 	mu         sync.Mutex
 	q          queue
-	rng        uint64      // see busyStamp
 	closed     atomic.Bool // set under mu, after closeErr; read by the agent without it
 	closeErr   error
 	ttlQueued  int   // queued messages that have a deadline
@@ -183,7 +182,6 @@ func New(cfg Config) *Mailbox {
 		done:        make(chan struct{}),
 	}
 	m.process = m.processMessages
-	m.rng = uint64(m.born.UnixNano())
 	if m.drop == nil {
 		m.drop = func(any, error) {}
 	}
@@ -319,7 +317,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		return &m.shared.wq, nil
 	}
 	var expired []entry
-	stamp := m.shallowStamp()
+	stamp := m.stamp()
 	m.mu.Lock()
 	if m.closed.Load() {
 		err := m.closeErr
@@ -333,9 +331,6 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 			m.releaseShared(1)
 			return &m.wq, nil
 		}
-	}
-	if stamp == 0 && m.latency != nil {
-		stamp = m.busyStamp()
 	}
 	m.q.push(prio, entry{msg, deadline, stamp})
 	m.userCount.Add(1) // under mu, so that concurrent posts respect the capacity exactly

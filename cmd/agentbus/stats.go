@@ -91,7 +91,7 @@ func printStats(out io.Writer, st agentbus.Stats) error {
 	for _, table := range []struct {
 		title string
 		rows  map[string]uint64
-	}{{"TOPIC", st.Topics}, {"SENDER", st.Senders}, {"TYPE", types}} {
+	}{{"TOPIC", st.Topics.Map()}, {"SENDER", st.Senders.Map()}, {"TYPE", types}} {
 		if len(table.rows) == 0 {
 			continue
 		}

@@ -291,8 +291,8 @@ func printStats(w io.Writer, s agentbus.Stats, timings bool) {
 	l := s.Ledger
 	fmt.Fprintf(w, "  deliveries: accepted %d = handled %d + dead-lettered %d + retried %d + in flight %d: %v\n",
 		l.Accepted, l.Handled, l.DeadLettered, l.Retried, l.InFlight, map[bool]string{true: "balanced", false: "NOT balanced"}[l.Balanced()])
-	fmt.Fprintf(w, "  per topic:  %s\n", list(s.Topics))
-	fmt.Fprintf(w, "  per sender: %s\n", list(s.Senders))
+	fmt.Fprintf(w, "  per topic:  %s\n", named(s.Topics))
+	fmt.Fprintf(w, "  per sender: %s\n", named(s.Senders))
 	fmt.Fprintf(w, "  %-12s %6s %8s %7s %8s\n", "agent", "queued", "handled", "failed", "restarts")
 	for _, a := range s.Agents {
 		fmt.Fprintf(w, "  %-12s %6d %8d %7d %8d\n", a.Name, a.Queued, a.Handled, a.Failed, a.Restarts)
@@ -305,11 +305,11 @@ func printStats(w io.Writer, s agentbus.Stats, timings bool) {
 	}
 }
 
-// list formats counts as "name n, name n", sorted by name.
-func list(counts map[string]uint64) string {
+// named formats counts, which are sorted by name, as "name n, name n".
+func named(counts agentbus.Counts) string {
 	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(counts)) {
-		parts = append(parts, fmt.Sprintf("%s %d", k, counts[k]))
+	for _, c := range counts {
+		parts = append(parts, fmt.Sprintf("%s %d", c.Name, c.Count))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -325,5 +325,9 @@ func nonZero(counts map[string]uint64) string {
 	if len(some) == 0 {
 		return ""
 	}
-	return " (" + list(some) + ")"
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(some)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, some[k]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }

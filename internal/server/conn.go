@@ -45,7 +45,7 @@ type conn struct {
 
 	ctx    context.Context // ends when the connection ends
 	cancel context.CancelFunc
-	out    chan item      // bounded outbound queue; the writer drains it
+	out    chan item // bounded outbound queue; the writer drains it
 	// wmu is held while a frame is written to the transport; queued counts
 	// the items in out or in the writer's hands. A frame is written by the
 	// goroutine that produced it when nothing is queued and the transport
