@@ -128,7 +128,9 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 	err := mb.Post(ctx, msg, p)
 	switch {
 	case err == nil:
-		b.record(recorded)
+		if ctx != republishing { // a republished message was recorded when first accepted
+			b.record(recorded)
+		}
 		if b.log.Enabled(ctx, slog.LevelDebug) { // per-message audit, Debug only
 			b.log.LogAttrs(ctx, slog.LevelDebug, "message queued", slog.String("msg_id", msg.ID),
 				slog.String("type", msg.Type.String()), slog.String("sender", msg.Sender),
@@ -146,6 +148,13 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 		return "", err
 	}
 }
+
+// republishing is the ctx of a message published again because the topic
+// actor it was queued in retired (see topicDropped): it is not recorded a
+// second time (statistics, history, router).
+var republishing = context.WithValue(context.Background(), republishKey{}, true)
+
+type republishKey struct{}
 
 // broadcast delivers a copy of msg to every agent but its sender, without
 // waiting: a full mailbox gets its copy dead-lettered as mailbox_full, so one

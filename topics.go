@@ -211,7 +211,7 @@ func (b *Bus) retireTopic(t *topicRef) {
 func (b *Bus) topicDropped(t *topicRef, v any, why error) {
 	m, ok := actor.UnwrapEnvelopeMessage(v).(*actors.Message)
 	if ok && errors.Is(why, errTopicRetired) && !b.closed.Load() {
-		if _, err := b.publish(context.Background(), m, nil); err == nil {
+		if _, err := b.publish(republishing, m, nil); err == nil {
 			b.ledger.handled.Add(1) // moved to the new topic actor, which counts it anew
 			return
 		}
