@@ -119,6 +119,15 @@ func (m *Message) AppendJSON(b []byte) ([]byte, error) {
 // DefaultPriority; unknown fields are ignored so that newer senders can add
 // fields. Errors wrap ErrInvalidMessage. It does not run Validate.
 func (m *Message) UnmarshalJSON(data []byte) error {
+	if m.unmarshalFast(data) {
+		return nil
+	}
+	return m.unmarshalSlow(data)
+}
+
+// unmarshalSlow is UnmarshalJSON by way of encoding/json: the reference that
+// unmarshalFast must match, and the decoder for everything it leaves out.
+func (m *Message) unmarshalSlow(data []byte) error {
 	var w wireMessage
 	if err := json.Unmarshal(data, &w); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)

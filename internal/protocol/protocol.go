@@ -128,6 +128,15 @@ func Decode(data []byte) (*Frame, error) {
 	if !utf8.Valid(data) {
 		return nil, fmt.Errorf("%w: not valid UTF-8", ErrInvalidFrame)
 	}
+	if f, ok := decodeFast(data); ok {
+		return f, nil
+	}
+	return decodeSlow(data)
+}
+
+// decodeSlow is Decode through encoding/json: the reference, and the path
+// for every frame decodeFast declines.
+func decodeSlow(data []byte) (*Frame, error) {
 	var w struct {
 		Frame
 		Message json.RawMessage `json:"message,omitempty"`

@@ -1,0 +1,325 @@
+package actors
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// typicalJSON is a typical ~280-byte message, as MarshalJSON writes it.
+const typicalJSON = `{"id":"0192f1c4-7d2a-7000-8000-00000000002a","type":"request","sender":"planner",` +
+	`"recipient":"coder","correlation_id":"conv-3","payload":{"task":"build","deps":["api","db"],"budget":4000},` +
+	`"priority":70,"timestamp":"2026-11-27T10:00:00.123456789Z","ttl_ms":1500,` +
+	`"metadata":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}`
+
+// fastSeeds returns inputs for the differential tests: FuzzMessageJSON's
+// seeds, messages as MarshalJSON writes them, and variations on them that
+// the fast path must decode or leave to the slow path.
+func fastSeeds(t testing.TB) []string {
+	seeds := []string{
+		// FuzzMessageJSON's seeds.
+		`{"type":"direct"}`,
+		`{"id":"x","type":"request","sender":"a","recipient":"b","topic":"t","request_id":"r","correlation_id":"c",` +
+			`"payload":{"k":[1,2,{"z":null}]},"priority":99,"timestamp":"2026-11-27T10:00:00.123456789Z",` +
+			`"attempts":2,"requires_ack":true,"ttl_ms":1.500001,"metadata":{"a":"1","b":""}}`,
+		`{"type":"broadcast","payload": [ 1, "two" ] ,"ttl_ms":-0.5}`,
+		`{"type":"ack","timestamp":"2026-01-02T03:04:05+01:30","priority":0}`,
+		`{"type":"publish","topic":"a\u2028b\"c\\d\u0000","metadata":{"\ud83d\ude00":"\n"}}`,
+		`{"type":"error","sender":"\xff\xfe","payload":"\xff"}`,
+		`{"type":"control","ttl_ms":"12.25","unknown":{"deep":[[[]]]}}`,
+		`{"type":"heartbeat","ttl_ms":9223372036853.999999}`,
+		`{"type":"heartbeat","ttl_ms":9223372036854.775807}`,
+		`{"type":"heartbeat","ttl_ms":-9223372036854.775808}`,
+		`{"type":"heartbeat","ttl_ms":9223372036854.775808}`,
+		`{"type":"subscribe","timestamp":"0001-01-01T00:00:00Z"}`,
+		`{"type":"direct","ttl_ms":1e3}`,
+		`{"type":"direct","priority":256}`,
+		`[]`,
+		``,
+		`null`,
+
+		typicalJSON,
+		// Whitespace, unknown fields, missing and null fields.
+		" \t\r\n{ \"type\" :\n\"direct\" , \"payload\" : { \"a\" : [ 1 , 2 ] , \"s\" : \"two  spaces\" } }\n ",
+		`{"type":"broadcast","payload":"a b"}`,
+		`{"type":"broadcast","payload":" "}`,
+		`{"type":"broadcast","payload":"\" \\"}`,
+		`{"future":{"x":[1,{"y":"}]"}]},"type":"direct","recipient":"b","z":1,"priority":7,"w":"\"","v":[true,false,null,-1.5e+3]}`,
+		`{"type":"broadcast","id":null,"payload":null,"ttl_ms":null,"timestamp":null,"metadata":null,"priority":null,` +
+			`"attempts":null,"requires_ack":null,"sender":null,"recipient":null,"topic":null,"request_id":null,"correlation_id":null}`,
+		`{"type":null}`,
+		`{}`,
+		`{ }`,
+		`{"type":"direct","metadata":{}}`,
+		`{"type":"direct","metadata":{"a":null,"b":"2","a":"3"}}`,
+		`{"type":"direct","metadata":{"a":"1","b":null}}`,
+		`{"type":"direct","metadata":{"a":1}}`,
+		`{"type":"direct","metadata":{"a":{}}}`,
+		`{"type":"direct","metadata":{"A":"x","\u0041":"y","é":"\u00e9"}}`,
+		`{"type":"direct","metadata":["a"]}`,
+		`{"type":"direct","metadata":"a"}`,
+		// Duplicates.
+		`{"type":"direct","type":"broadcast","sender":"a","sender":"b"}`,
+		`{"type":"direct","priority":5,"priority":null}`,
+		`{"type":"direct","metadata":{"a":"1"},"metadata":{"b":"2"}}`,
+		`{"type":"direct","metadata":{"a":"1"},"metadata":null}`,
+		`{"type":"direct","id":"a","id":null}`,
+		`{"type":"direct","timestamp":"2026-11-27T10:00:00Z","timestamp":null}`,
+		// Keys in other cases or spellings, which encoding/json folds.
+		`{"TYPE":"direct"}`,
+		`{"Type":"direct","ID":"x","Sender":"s"}`,
+		`{"type":"direct","\u0069d":"x"}`,
+		`{"type":"direct","ſender":"x","\u017fender":"y"}`,
+		`{"type":"direct","K":"x","topic":"t"}`,
+		`{"type":"direct","request-id":"x","requestid":"y"}`,
+		// Escapes and Unicode.
+		`{"type":"direct","id":"\"\\\/\b\f\n\r\t\u0000\u001f\u00e9\u20ac\uFFFD\u2028"}`,
+		`{"type":"dir\u0065ct"}`,
+		`{"type":"direct","sender":"\ud83d\ude00"}`,
+		`{"type":"direct","sender":"\ud83d"}`,
+		`{"type":"direct","sender":"\ude00\ud83d"}`,
+		`{"type":"direct","sender":"\ud83dx"}`,
+		`{"type":"direct","sender":"😀 ünï €","recipient":"日本"}`,
+		"{\"type\":\"direct\",\"sender\":\"a\xffb\"}",
+		"{\"type\":\"direct\",\"sender\":\"\xed\xa0\x80\"}",
+		"{\"type\":\"direct\",\"sender\":\"\xe2\x82\"}",
+		"{\"type\":\"direct\",\"sender\":\"\\n\xe2\x82\"}",
+		"{\"type\":\"direct\",\"payload\":\"\xff\",\"x\":\"\xff\"}",
+		"{\"type\":\"direct\",\"sender\":\"a\x7fb\"}",
+		// Types.
+		`{"type":"Direct"}`,
+		`{"type":""}`,
+		`{"type":1}`,
+		`{"type":"bogus"}`,
+		`{"type":"direct\u0000"}`,
+		// Numbers.
+		`{"type":"direct","priority":0}`,
+		`{"type":"direct","priority":255}`,
+		`{"type":"direct","priority":-0}`,
+		`{"type":"direct","priority":-1}`,
+		`{"type":"direct","priority":1.0}`,
+		`{"type":"direct","priority":1e2}`,
+		`{"type":"direct","priority":"50"}`,
+		`{"type":"direct","priority":true}`,
+		`{"type":"direct","priority":1000}`,
+		`{"type":"direct","attempts":-0}`,
+		`{"type":"direct","attempts":-3}`,
+		`{"type":"direct","attempts":9223372036854775807}`,
+		`{"type":"direct","attempts":-9223372036854775808}`,
+		`{"type":"direct","attempts":9223372036854775808}`,
+		`{"type":"direct","attempts":999999999999999999}`,
+		`{"type":"direct","attempts":1.0}`,
+		`{"type":"direct","attempts":"3"}`,
+		`{"type":"direct","attempts":[]}`,
+		`{"type":"direct","ttl_ms":0}`,
+		`{"type":"direct","ttl_ms":-0.0}`,
+		`{"type":"direct","ttl_ms":1.5000000000}`,
+		`{"type":"direct","ttl_ms":0.0000001}`,
+		`{"type":"direct","ttl_ms":"2"}`,
+		`{"type":"direct","ttl_ms":""}`,
+		`{"type":"direct","ttl_ms":"soon"}`,
+		`{"type":"direct","ttl_ms":true}`,
+		`{"type":"direct","ttl_ms":{}}`,
+		`{"type":"direct","ttl_ms":1E3}`,
+		`{"type":"direct","requires_ack":true}`,
+		`{"type":"direct","requires_ack":false}`,
+		`{"type":"direct","requires_ack":"yes"}`,
+		`{"type":"direct","requires_ack":1}`,
+		// Timestamps.
+		`{"type":"direct","timestamp":"2026-11-27T10:00:00Z"}`,
+		`{"type":"direct","timestamp":"2026-11-27T10:00:00.5-07:00"}`,
+		`{"type":"direct","timestamp":"2026-11-27T10:00:00+00:00"}`,
+		`{"type":"direct","timestamp":"2026-11-27T10:00:00"}`,
+		`{"type":"direct","timestamp":"2026-11-27t10:00:00z"}`,
+		`{"type":"direct","timestamp":"2026-11-27T10:00:00\u005a"}`,
+		`{"type":"direct","timestamp":"yesterday"}`,
+		`{"type":"direct","timestamp":1}`,
+		`{"type":"direct","timestamp":{}}`,
+		`{"type":"direct","timestamp":""}`,
+		// Fields of the wrong JSON type, and malformed input.
+		`{"type":"direct","id":7}`,
+		`{"type":"direct","id":true}`,
+		`{"type":"direct","id":{}}`,
+		`{"type":"direct","sender":[]}`,
+		`{"type":"direct"} {}`,
+		`{"type":"direct"`,
+		`{"type":"direct",}`,
+		`{"type":"direct","payload":}`,
+		`{"type":"direct","payload":[1,]}`,
+		`{"type":"direct","payload":01}`,
+		`"direct"`,
+		`1`,
+	}
+	// Payloads and unknown values nested deeper than the fast path goes, up
+	// to where encoding/json stops.
+	for _, depth := range []int{maxFastDepth, maxFastDepth + 1, 9999, 10000} {
+		deep := strings.Repeat("[", depth) + strings.Repeat("]", depth)
+		seeds = append(seeds, `{"type":"direct","payload":`+deep+`}`, `{"type":"direct","x":`+deep+`}`)
+	}
+	seeds = append(seeds, `{"type":"direct","ttl_ms":1.5e+2}`, `{"type":"direct","ttl_ms":15e-1}`,
+		`{"type":"direct","ttl_ms":-}`, `{"type":"direct","ttl_ms":01}`, `{"type":"direct","ttl_ms":1.}`)
+	// Every type, and messages as MarshalJSON writes them.
+	for tp := TypeDirect; tp < typeEnd; tp++ {
+		m := &Message{
+			ID: "0192f1c4-7d2a-7000-8000-000000000001", Type: tp, Sender: "planner", Recipient: "coder",
+			Topic: "jobs.build", RequestID: "req-9", CorrelationID: "conv-3",
+			Payload:   json.RawMessage(`{"task":"build","deps":["a","b"],"n":1.5e3,"ok":true,"none":null}`),
+			Priority:  uint8(tp) * 9,
+			Timestamp: time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC),
+			Attempts:  int(tp) - 3, RequiresAck: tp%2 == 0, TTL: time.Duration(tp) * 1500001,
+			Metadata: map[string]string{"traceparent": "00-abc-def-01", "b": "2", "a": ""},
+		}
+		for _, s := range []string{"", "say \"hi\"\n", "a\u2028b", "\x00\x1f", "a\xffb", "😀 ünï"} {
+			m.Sender, m.Metadata["k"+s] = "s"+s, s
+			b, err := m.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seeds = append(seeds, string(b))
+			var ind bytes.Buffer
+			if err := json.Indent(&ind, b, " ", "\t"); err != nil {
+				t.Fatal(err)
+			}
+			seeds = append(seeds, ind.String())
+		}
+		b, err := (&Message{Type: tp}).MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds = append(seeds, string(b))
+	}
+	return seeds
+}
+
+// checkFastMatchesSlow decodes data with UnmarshalJSON and with unmarshalSlow
+// into two equal messages, and fails unless the outcomes are the same.
+func checkFastMatchesSlow(t *testing.T, data []byte) {
+	t.Helper()
+	start := Message{ID: "old", Type: TypeAck, Payload: json.RawMessage(`[]`), Priority: 3, Attempts: 9,
+		Metadata: map[string]string{"old": "1"}}
+	fast, slow := start, start
+	errFast := fast.UnmarshalJSON(data)
+	errSlow := slow.unmarshalSlow(data)
+	if (errFast == nil) != (errSlow == nil) {
+		t.Fatalf("input %q: UnmarshalJSON gave error %v, unmarshalSlow %v", data, errFast, errSlow)
+	}
+	if errSlow != nil {
+		if !errors.Is(errSlow, ErrInvalidMessage) || !errors.Is(errFast, ErrInvalidMessage) {
+			t.Fatalf("input %q: errors %v and %v do not both wrap ErrInvalidMessage", data, errFast, errSlow)
+		}
+	}
+	if !reflect.DeepEqual(exportedFields(&fast), exportedFields(&slow)) {
+		t.Fatalf("input %q:\nfast %#v\nslow %#v", data, exportedFields(&fast), exportedFields(&slow))
+	}
+	if fast.payloadChecked() != slow.payloadChecked() {
+		t.Fatalf("input %q: payload marked checked: fast %v, slow %v", data, fast.payloadChecked(), slow.payloadChecked())
+	}
+	if len(fast.Payload) > 0 && bytes.Equal(fast.Payload, data) && &fast.Payload[0] == &data[0] {
+		t.Fatalf("input %q: payload aliases the input", data)
+	}
+}
+
+// exportedFields returns a copy of m without its unexported fields.
+func exportedFields(m *Message) Message {
+	c := *m
+	c.checkedLen, c.checkedData, c.replyTo = 0, nil, nil
+	return c
+}
+
+func TestUnmarshalFastMatchesSlow(t *testing.T) {
+	for _, s := range fastSeeds(t) {
+		checkFastMatchesSlow(t, []byte(s))
+	}
+}
+
+// TestUnmarshalFastMalformed checks every prefix of some messages, and the
+// messages with each byte replaced by a character of JSON syntax.
+func TestUnmarshalFastMalformed(t *testing.T) {
+	for _, s := range []string{
+		typicalJSON,
+		`{"id":"a\"\u00e9","type":"request","payload": [1,{"a":"\"]"},-2.5e+3,true,false,null] ,` +
+			`"priority":7,"timestamp":"2026-11-27T10:00:00Z","attempts":-12,"requires_ack":false,` +
+			`"ttl_ms":-1.25,"metadata":{"a":null,"b":"\t"},"x":{"y":[]},"z":"\u0041"}`,
+	} {
+		for n := range len(s) {
+			checkFastMatchesSlow(t, []byte(s[:n]))
+		}
+		for n := range len(s) {
+			for _, c := range []byte("\"{}[],: 0-.eEtfnu\x00\x80") {
+				b := []byte(s)
+				b[n] = c
+				checkFastMatchesSlow(t, b)
+			}
+		}
+	}
+}
+
+// TestUnmarshalFastTaken checks that the fast path decodes the messages that
+// MarshalJSON writes and other common forms, rather than falling back.
+func TestUnmarshalFastTaken(t *testing.T) {
+	for _, s := range []string{
+		typicalJSON,
+		`{"type":"direct"}`,
+		" {\n \"type\" : \"direct\" , \"payload\" : [ 1 , { \"a\" : \"b c\" } ] }\n",
+		`{"type":"direct","id":"\"\\\/\b\f\n\r\t\u0000\u00e9\u20ac"}`,
+		`{"type":"broadcast","id":null,"payload":null,"ttl_ms":null,"timestamp":null,"metadata":null,"priority":null,` +
+			`"attempts":null,"requires_ack":false,"sender":"é"}`,
+		`{"type":"direct","metadata":{"a":null,"b":"2","a":"3"},"attempts":-2,"requires_ack":true,"x":[{"}":"]"}]}`,
+	} {
+		var m Message
+		if !m.unmarshalFast([]byte(s)) {
+			t.Errorf("fast path not taken for %s", s)
+		}
+	}
+	for tp := TypeDirect; tp < typeEnd; tp++ {
+		m := &Message{
+			ID: "x", Type: tp, Sender: "a \"b\"\n", Recipient: "r", Topic: "t", RequestID: "q", CorrelationID: "c",
+			Payload: json.RawMessage(`{"k":[1,"a b"]}`), Priority: 100, Timestamp: time.Now().UTC(),
+			Attempts: 2, RequiresAck: true, TTL: -1500001, Metadata: map[string]string{"k": "v\u2028", "e": ""},
+		}
+		b, err := m.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Message
+		if !got.unmarshalFast(b) {
+			t.Errorf("fast path not taken for %s", b)
+		}
+	}
+}
+
+// FuzzUnmarshalFastMatchesSlow checks that UnmarshalJSON, with its fast path,
+// decodes every input exactly as unmarshalSlow (encoding/json) does: the same
+// fields, or an error wrapping ErrInvalidMessage from both.
+func FuzzUnmarshalFastMatchesSlow(f *testing.F) {
+	for _, s := range fastSeeds(f) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(checkFastMatchesSlow)
+}
+
+func BenchmarkUnmarshalJSON(b *testing.B) {
+	data := []byte(typicalJSON)
+	for _, bm := range []struct {
+		name   string
+		decode func(*Message, []byte) error
+	}{
+		{"fast", (*Message).UnmarshalJSON},
+		{"slow", (*Message).unmarshalSlow},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			var m Message
+			for b.Loop() {
+				if err := bm.decode(&m, data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
