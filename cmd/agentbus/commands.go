@@ -422,6 +422,10 @@ started with --history.`,
 				if g.json {
 					return g.printJSON(msgs)
 				}
+				if len(msgs) == 0 {
+					fmt.Fprintln(g.stderr, "no messages (the daemon keeps a history only when started with --history)")
+					return nil
+				}
 				w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "TIME\tTYPE\tSENDER\tTO\tPRIO\tID")
 				for _, m := range msgs {

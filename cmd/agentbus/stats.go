@@ -92,14 +92,21 @@ func printStats(out io.Writer, st agentbus.Stats) error {
 		title string
 		rows  map[string]uint64
 	}{{"TOPIC", st.Topics.Map()}, {"SENDER", st.Senders.Map()}, {"TYPE", types}} {
-		if len(table.rows) == 0 {
+		if !slices.ContainsFunc(slices.Collect(maps.Values(table.rows)), func(n uint64) bool { return n != 0 }) {
 			continue
 		}
 		fmt.Fprintln(out)
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "%s\tMESSAGES\n", table.title)
 		for _, k := range slices.Sorted(maps.Keys(table.rows)) {
-			fmt.Fprintf(w, "%s\t%d\n", k, table.rows[k])
+			if table.rows[k] == 0 {
+				continue
+			}
+			name := k
+			if name == "" {
+				name = "(anonymous)"
+			}
+			fmt.Fprintf(w, "%s\t%d\n", name, table.rows[k])
 		}
 		if err := w.Flush(); err != nil {
 			return err
@@ -108,11 +115,17 @@ func printStats(out io.Writer, st agentbus.Stats) error {
 	return nil
 }
 
-// counts formats a map as "k1 n1, k2 n2" sorted by key.
+// counts formats a map as "k1 n1, k2 n2" sorted by key, leaving out zeros
+// ("none" if all are zero).
 func counts[K ~string](m map[K]uint64) string {
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(m)) {
-		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+		if m[k] != 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
 	}
 	return strings.Join(parts, ", ")
 }
