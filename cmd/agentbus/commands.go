@@ -67,6 +67,45 @@ func (m *msgFlags) apply(msg *agentbus.Message) error {
 	return nil
 }
 
+// message builds a message of type t whose payload is the command-line
+// argument arg (see payloadArg), with the flags' fields.
+func (m *msgFlags) message(g *globals, t agentbus.MessageType, arg string) (*agentbus.Message, error) {
+	payload, err := payloadArg(g, arg)
+	if err != nil {
+		return nil, err
+	}
+	msg := agentbus.NewMessage(t, "", payload)
+	if err := m.apply(msg); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// sendOne runs a session that hands msg, sent as --as if given, to do
+// (Send or PublishMessage) and prints the message's ID.
+func (g *globals) sendOne(cmd *cobra.Command, msg *agentbus.Message,
+	do func(*client.Client, context.Context, *agentbus.Message) (string, error)) error {
+	return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, agent string) error {
+		msg.Sender = agent
+		ctx, cancel := context.WithTimeout(ctx, g.timeout)
+		defer cancel()
+		id, err := do(c, ctx, msg)
+		if err != nil {
+			return err
+		}
+		return g.printID(id)
+	})
+}
+
+// printID prints a message ID: a line, or {"message_id": …} with --json.
+func (g *globals) printID(id string) error {
+	if g.json {
+		return g.printJSON(map[string]string{"message_id": id})
+	}
+	_, err := fmt.Fprintln(g.stdout, id)
+	return err
+}
+
 // session dials the daemon, registers --as when asked (or when need is
 // set), runs fn, and closes.
 func (g *globals) session(cmd *cobra.Command, need bool, h agentbus.Handler,
@@ -119,29 +158,12 @@ With --as NAME the command registers NAME for the duration and sends as it.`,
 			if err != nil {
 				return usagef("--type: %v", err)
 			}
-			payload, err := payloadArg(g, a[0])
+			msg, err := mf.message(g, t, a[0])
 			if err != nil {
 				return err
 			}
-			msg := agentbus.NewMessage(t, "", payload)
 			msg.Recipient = to
-			if err := mf.apply(msg); err != nil {
-				return err
-			}
-			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, agent string) error {
-				msg.Sender = agent
-				ctx, cancel := context.WithTimeout(ctx, g.timeout)
-				defer cancel()
-				id, err := c.Send(ctx, msg)
-				if err != nil {
-					return err
-				}
-				if g.json {
-					return g.printJSON(map[string]string{"message_id": id})
-				}
-				fmt.Fprintln(g.stdout, id)
-				return nil
-			})
+			return g.sendOne(cmd, msg, (*client.Client).Send)
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "the recipient agent (required)")
@@ -159,29 +181,12 @@ func newPub(g *globals) *cobra.Command {
 		Example: `  agentbus pub progress.build '{"done":50}'`,
 		Args:    args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			payload, err := payloadArg(g, a[1])
+			msg, err := mf.message(g, agentbus.TypePublish, a[1])
 			if err != nil {
 				return err
 			}
-			msg := agentbus.NewMessage(agentbus.TypePublish, "", payload)
 			msg.Topic = a[0]
-			if err := mf.apply(msg); err != nil {
-				return err
-			}
-			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, agent string) error {
-				msg.Sender = agent
-				ctx, cancel := context.WithTimeout(ctx, g.timeout)
-				defer cancel()
-				id, err := c.PublishMessage(ctx, msg)
-				if err != nil {
-					return err
-				}
-				if g.json {
-					return g.printJSON(map[string]string{"message_id": id})
-				}
-				fmt.Fprintln(g.stdout, id)
-				return nil
-			})
+			return g.sendOne(cmd, msg, (*client.Client).PublishMessage)
 		},
 	}
 	mf.add(cmd)
@@ -276,15 +281,11 @@ func newReq(g *globals) *cobra.Command {
 			if to == "" {
 				return usagef("--to is required")
 			}
-			payload, err := payloadArg(g, a[0])
+			msg, err := mf.message(g, agentbus.TypeRequest, a[0])
 			if err != nil {
 				return err
 			}
-			msg := agentbus.NewMessage(agentbus.TypeRequest, "", payload)
 			msg.Recipient = to
-			if err := mf.apply(msg); err != nil {
-				return err
-			}
 			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, agent string) error {
 				msg.Sender = agent
 				ctx, cancel := context.WithTimeout(ctx, g.timeout)
@@ -374,11 +375,7 @@ func newDLQ(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.json {
-					return g.printJSON(map[string]string{"message_id": id})
-				}
-				fmt.Fprintln(g.stdout, id)
-				return nil
+				return g.printID(id)
 			})
 		},
 	}
