@@ -22,15 +22,8 @@ import (
 	"github.com/descartes/agentbus/transport/transporttest"
 )
 
-// shortDir returns a fresh directory with a short path: t.TempDir paths can
-// exceed the 108-byte limit of a socket address.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ab")
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, os.RemoveAll(dir)) })
-	return dir
-}
+// shortDir is transporttest.ShortDir.
+var shortDir = transporttest.ShortDir
 
 func listenUnix(t testing.TB, path string, opts transport.UnixOptions) *transport.UnixListener {
 	t.Helper()

@@ -25,6 +25,7 @@ import (
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
 	"github.com/descartes/agentbus/internal/protocol"
+	"github.com/descartes/agentbus/transport/transporttest"
 )
 
 // TestMain runs the command itself when the test binary is started as the
@@ -59,13 +60,7 @@ func (p *proc) log() string {
 }
 
 // shortDir returns a directory whose path fits a socket address.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ab")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return dir
-}
+var shortDir = transporttest.ShortDir
 
 // startDaemon runs `agentbus serve` with args on a fresh socket and waits
 // until it accepts connections.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
+	"github.com/descartes/agentbus/transport/transporttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -142,10 +142,7 @@ func TestPythonAgent(t *testing.T) {
 		python = strings.TrimSpace(string(out))
 	}
 	bin := buildDaemon(t)
-	dir, err := os.MkdirTemp("", "ab") // short: a socket path is at most 108 bytes
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	socket := filepath.Join(dir, "s")
+	socket := filepath.Join(transporttest.ShortDir(t), "s") // short: a socket path is at most 108 bytes
 
 	// An agent started with no daemon says so and exits with code 3.
 	lone := start(t, python, "agent.py", "--socket", socket)

@@ -706,3 +706,14 @@ func pattern(n int) []byte {
 
 func first(a, _ transport.Conn) transport.Conn  { return a }
 func second(_, b transport.Conn) transport.Conn { return b }
+
+// ShortDir returns a fresh directory, removed when the test ends, whose path
+// is short enough for Unix socket addresses (at most 108 bytes, which paths
+// under t.TempDir() can exceed).
+func ShortDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ab")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
