@@ -744,4 +744,9 @@ func (c *conn) undelivered(it item, why error) {
 	l := &deadletter.Letter{Message: it.msg, Reason: deadletter.TransportClosed, Agent: it.agent,
 		Err: fmt.Sprintf("%v: %v", agentbus.ErrTransportClosed, why), Attempts: it.msg.Attempts}
 	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), l)
+	// Logged too: once the bus has shut down (a daemon stopping with a
+	// client that would not read), the log is the only record left. There
+	// are at most OutboundQueue such messages per connection.
+	c.log.Warn("dead letter", "msg_id", it.msg.ID, "agent", it.agent, "reason", string(deadletter.TransportClosed),
+		"error", l.Err)
 }
