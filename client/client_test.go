@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -327,4 +328,49 @@ func TestBusyHandlerCallsDaemon(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Eventually(t, func() bool { return handled.Load() == n }, 5*time.Second, time.Millisecond, "handled %d", handled.Load())
+}
+
+func TestStatsAndOversized(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{})
+	c := d.client(t, client.Options{})
+	ctx := ctx5(t)
+	require.NoError(t, c.Register(ctx, "me", make(inbox, 8)))
+	_, err := c.Publish(ctx, "void", []byte(`1`))
+	require.NoError(t, err)
+	st, err := c.Stats(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.Types[agentbus.TypePublish])
+	assert.EqualValues(t, 1, st.Senders.Get("me"))
+	require.Len(t, st.Agents, 1)
+	assert.Equal(t, "me", st.Agents[0].Name)
+
+	// A frame over the transport's cap is refused before it is sent.
+	big := agentbus.NewMessage(agentbus.TypeDirect, "", []byte(`"`+strings.Repeat("x", transport.DefaultMaxFrameSize)+`"`))
+	big.Recipient = "me"
+	_, err = c.Send(ctx, big)
+	require.ErrorIs(t, err, agentbus.ErrMessageTooLarge)
+	_, err = c.Ping(ctx)
+	require.NoError(t, err, "the connection is still usable")
+}
+
+// A handler that panics: the client recovers, and a requires_ack message
+// is refused so the bus redelivers it.
+func TestHandlerPanicIsNacked(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{Retry: agentbus.RetryConfig{MaxAttempts: 2, Backoff: time.Millisecond}})
+	w, s := d.client(t, client.Options{}), d.client(t, client.Options{})
+	ctx := ctx5(t)
+	var calls atomic.Int32
+	require.NoError(t, w.Register(ctx, "w", agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error {
+		calls.Add(1)
+		panic("boom")
+	})))
+	m := agentbus.NewMessage(agentbus.TypeDirect, "", []byte(`1`))
+	m.Recipient, m.RequiresAck = "w", true
+	_, err := s.Send(ctx, m)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		letters, err := s.DeadLetters(ctx, client.LetterFilter{Reason: "retries_exhausted"})
+		return err == nil && len(letters) == 1
+	}, 5*time.Second, time.Millisecond)
+	assert.EqualValues(t, 2, calls.Load())
 }
