@@ -275,6 +275,85 @@ func BenchmarkSocket(b *testing.B) {
 	})
 }
 
+// BenchmarkSocketRelay is the round trip of BenchmarkSocket/roundtrip-floor
+// through a bare relay: each frame is decoded and encoded again by a relay
+// between two socket pairs, so it crosses a socket four times, as a round
+// trip through the daemon does, but without a bus. It is the like-for-like
+// baseline for what the daemon adds.
+func BenchmarkSocketRelay(b *testing.B) {
+	a, relayA := socketPair(b)
+	relayB, w := socketPair(b)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	forward := func(from, to transport.Conn) {
+		defer wg.Done()
+		for {
+			data, err := from.Recv(ctx)
+			if err != nil {
+				return
+			}
+			f, err := protocol.Decode(data)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			out, err := protocol.Encode(f)
+			if err != nil || to.Send(ctx, out) != nil {
+				return
+			}
+		}
+	}
+	wg.Add(3)
+	go forward(relayA, relayB)
+	go forward(relayB, relayA)
+	go func() { // the worker
+		defer wg.Done()
+		for {
+			data, err := w.Recv(ctx)
+			if err != nil {
+				return
+			}
+			f, err := protocol.Decode(data)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			resp := f.Message.NewResponse("worker", f.Message.Payload)
+			out, err := protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp})
+			if err != nil || w.Send(ctx, out) != nil {
+				return
+			}
+		}
+	}()
+	lat := make([]time.Duration, 0, 1<<16)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := agentbus.NewMessage(agentbus.TypeRequest, "asker", benchPayload)
+		m.Recipient = "worker"
+		start := time.Now()
+		frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpRequest, ID: "1", Message: m})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Send(ctx, frame); err != nil {
+			b.Fatal(err)
+		}
+		data, err := a.Recv(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := protocol.Decode(data); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	reportLatency(b, lat)
+	for _, c := range []transport.Conn{a, relayA, relayB, w} {
+		_ = c.Close()
+	}
+	wg.Wait()
+}
+
 func reportLatency(b *testing.B, lat []time.Duration) {
 	if len(lat) == 0 {
 		return
