@@ -58,6 +58,7 @@ type serveConfig struct {
 	OutboundQueue int    `json:"outbound_queue"`
 	MaxAgents     int    `json:"max_agents"`
 	MaxRequests   int    `json:"max_requests"`
+	MaxConns      int    `json:"max_conns"`
 	AckTimeout    string `json:"ack_timeout"`
 }
 
@@ -112,6 +113,7 @@ with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags w
 	f.IntVar(&cfg.OutboundQueue, "outbound-queue", server.DefaultOutboundQueue, "frames queued for one connection")
 	f.IntVar(&cfg.MaxAgents, "max-agents", server.DefaultMaxAgents, "agents one connection may register")
 	f.IntVar(&cfg.MaxRequests, "max-requests", server.DefaultMaxRequests, "requests one connection may have in flight")
+	f.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "connections served at once")
 	f.StringVar(&cfg.AckTimeout, "ack-timeout", "30s", "how long a requires_ack delivery waits for the client's ack")
 	return cmd
 }
@@ -202,7 +204,8 @@ func (c serveConfig) daemon() (daemon, error) {
 	for name, v := range map[string]int{"max-message-size": c.MaxMessageSize, "mailbox-size": c.MailboxSize,
 		"max-pending": c.MaxPending, "dlq-max-size": c.DLQMaxSize, "max-attempts": c.MaxAttempts,
 		"max-history-size": c.MaxHistorySize, "max-topics": c.MaxTopics, "max-subscriptions": c.MaxSubscriptions,
-		"outbound-queue": c.OutboundQueue, "max-agents": c.MaxAgents, "max-requests": c.MaxRequests} {
+		"outbound-queue": c.OutboundQueue, "max-agents": c.MaxAgents, "max-requests": c.MaxRequests,
+		"max-conns": c.MaxConns} {
 		if v < 0 {
 			errs = append(errs, usagef("--%s: %d is negative", name, v))
 		}
@@ -226,7 +229,7 @@ func (c serveConfig) daemon() (daemon, error) {
 	}
 	d.unix.MaxFrameSize = maxFrame + 64<<10
 	d.srv = server.Config{Name: "agentbus/" + version, MaxFrameSize: d.unix.MaxFrameSize,
-		OutboundQueue: c.OutboundQueue, MaxAgents: c.MaxAgents, MaxRequests: c.MaxRequests,
+		OutboundQueue: c.OutboundQueue, MaxAgents: c.MaxAgents, MaxRequests: c.MaxRequests, MaxConns: c.MaxConns,
 		AckTimeout: dur("ack-timeout", c.AckTimeout)}
 	return d, errors.Join(errs...)
 }

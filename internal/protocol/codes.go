@@ -20,6 +20,7 @@ const (
 	CodeTooManyAgents        = "too_many_agents"        // the connection holds as many agents as allowed
 	CodeTooManyRequests      = "too_many_requests"      // the connection has as many requests in flight as allowed
 	CodeTooManyErrors        = "too_many_errors"        // the connection sent too many bad frames; it is closed
+	CodeTooManyConnections   = "too_many_connections"   // the daemon serves as many connections as allowed; it is closed
 	CodeInvalidMessage       = "invalid_message"        // agentbus.ErrInvalidMessage
 	CodeMessageTooLarge      = "message_too_large"      // agentbus.ErrMessageTooLarge
 	CodeInvalidAgent         = "invalid_agent"          // agentbus.ErrInvalidAgent
@@ -53,6 +54,7 @@ var (
 	ErrTooManyAgents      = errors.New("protocol: too many agents on this connection")
 	ErrTooManyRequests    = errors.New("protocol: too many requests in flight on this connection")
 	ErrTooManyErrors      = errors.New("protocol: too many bad frames")
+	ErrTooManyConns       = errors.New("protocol: too many connections")
 	ErrInternal           = errors.New("protocol: internal error")
 )
 
@@ -72,6 +74,7 @@ var codes = []struct {
 	{CodeTooManyAgents, ErrTooManyAgents},
 	{CodeTooManyRequests, ErrTooManyRequests},
 	{CodeTooManyErrors, ErrTooManyErrors},
+	{CodeTooManyConnections, ErrTooManyConns},
 	{CodeRequestTimeout, agentbus.ErrRequestTimeout},
 	{CodeRequestCycle, agentbus.ErrRequestCycle},
 	{CodeBackpressureTimeout, agentbus.ErrBackpressureTimeout},

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/transport"
 )
 
@@ -30,6 +31,7 @@ const (
 	DefaultAckTimeout    = 30 * time.Second
 	DefaultMaxBadFrames  = 32
 	DefaultMaxList       = 1000
+	DefaultMaxConns      = 1024
 )
 
 // ErrInvalidConfig: a Config field is unusable.
@@ -70,6 +72,9 @@ type Config struct {
 	// MaxList caps the entries of one dead_letters or history answer
 	// (default 1000).
 	MaxList int
+	// MaxConns bounds the connections served at once (default 1024). One
+	// more is sent an error frame (too_many_connections) and closed.
+	MaxConns int
 }
 
 func (c *Config) withDefaults() error {
@@ -77,7 +82,7 @@ func (c *Config) withDefaults() error {
 		return fmt.Errorf("%w: nil Bus", ErrInvalidConfig)
 	}
 	if c.OutboundQueue < 0 || c.MaxAgents < 0 || c.MaxRequests < 0 || c.AckTimeout < 0 || c.MaxBadFrames < 0 ||
-		c.MaxList < 0 || c.MaxFrameSize < 0 {
+		c.MaxList < 0 || c.MaxFrameSize < 0 || c.MaxConns < 0 {
 		return fmt.Errorf("%w: negative limit", ErrInvalidConfig)
 	}
 	if c.Logger == nil {
@@ -93,6 +98,7 @@ func (c *Config) withDefaults() error {
 	setDefault(&c.AckTimeout, DefaultAckTimeout)
 	setDefault(&c.MaxBadFrames, DefaultMaxBadFrames)
 	setDefault(&c.MaxList, DefaultMaxList)
+	setDefault(&c.MaxConns, DefaultMaxConns)
 	return nil
 }
 
@@ -141,28 +147,48 @@ func (s *Server) Serve(ctx context.Context, l transport.Listener) error {
 		default:
 			return fmt.Errorf("server: accept on %s: %w", l.Addr(), err)
 		}
-		if !s.serve(t) {
-			_ = t.Close()
+		if err := s.serve(t); err != nil {
+			s.refuse(t, err)
 		}
 	}
 }
 
+// refuse tells a connection the server will not serve it, briefly, and
+// closes it.
+func (s *Server) refuse(t transport.Conn, why error) {
+	if errors.Is(why, protocol.ErrTooManyConns) {
+		s.log.Warn("connection refused", "reason", why.Error())
+		if b, err := protocol.Encode(protocol.ErrorFrame("", why)); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			_ = t.Send(ctx, b)
+			cancel()
+		}
+	}
+	_ = t.Close()
+}
+
 // ServeConn serves one connection already established (used by tests and
-// by embedders with their own listeners). It does not block. It returns
-// ErrClosed-wrapping error if the server is closed; then t is closed.
+// by embedders with their own listeners). It does not block. It returns an
+// error wrapping agentbus.ErrClosed if the server is closed, or
+// protocol.ErrTooManyConns at MaxConns; then t is closed.
 func (s *Server) ServeConn(t transport.Conn) error {
-	if !s.serve(t) {
-		_ = t.Close()
-		return fmt.Errorf("server: %w", agentbus.ErrClosed)
+	if err := s.serve(t); err != nil {
+		s.refuse(t, err)
+		return err
 	}
 	return nil
 }
 
-func (s *Server) serve(t transport.Conn) bool {
+// serve starts serving t, or says why not: the server is closed, or serves
+// MaxConns connections already.
+func (s *Server) serve(t transport.Conn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return fmt.Errorf("server: %w", agentbus.ErrClosed)
+	}
+	if len(s.conns) >= s.cfg.MaxConns {
+		return fmt.Errorf("%w: the daemon serves %d", protocol.ErrTooManyConns, s.cfg.MaxConns)
 	}
 	c := newConn(s, t, s.nextID.Add(1))
 	s.conns[c] = struct{}{}
@@ -174,7 +200,7 @@ func (s *Server) serve(t transport.Conn) bool {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	return true
+	return nil
 }
 
 // Conns returns how many connections are open. It does not block.

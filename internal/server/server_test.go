@@ -508,3 +508,18 @@ func TestWindow(t *testing.T) {
 	w.ok(`{"op":"register","agent":"v"}`)
 	w.fails(`{"op":"credit","agent":"v","n":1}`, protocol.CodeInvalidFrame)
 }
+
+func TestMaxConns(t *testing.T) {
+	e := newEnv(t, agentbus.Config{}, server.Config{MaxConns: 1})
+	first := e.hello()
+	second := e.dial()
+	f := second.read()
+	assert.Equal(t, protocol.CodeTooManyConnections, f.Code, f.Error)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := second.c.Recv(ctx)
+	require.ErrorIs(t, err, transport.ErrPeerClosed)
+	require.Equal(t, protocol.OpPong, first.do(`{"op":"ping"}`).Op, "the first is still served")
+	_, err = server.New(server.Config{Bus: e.bus, MaxConns: -1})
+	require.ErrorIs(t, err, server.ErrInvalidConfig)
+}
