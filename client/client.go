@@ -91,6 +91,7 @@ type Client struct {
 
 // agent is an agent registered by this client.
 type agent struct {
+	live   bool // registered with the daemon at least once; guarded by Client.mu
 	name   string
 	h      agentbus.Handler
 	in     chan delivery
@@ -177,12 +178,23 @@ func (c *Client) Server() (name string, version int) {
 	return c.welcome.Server, c.welcome.Version
 }
 
+// Connected reports whether the client has a live connection to the daemon
+// right now (false while it reconnects, and after Close). It does not block.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn != nil && c.ctx.Err() == nil
+}
+
 // Reconnects returns how often the client has reconnected.
 func (c *Client) Reconnects() uint64 { return c.redialed.Load() }
 
 // Close closes the connection, stops the agents' handler goroutines and
 // waits for them (a handler running now finishes first). Operations in
-// flight fail with ErrClosed. It returns nil, also when called again.
+// flight fail with ErrClosed. Messages the daemon had delivered to an agent
+// but its handler had not yet taken are not handled: they are logged at
+// Warn (at most the agent's window each); Unregister the agents first to
+// have them handled. It returns nil, also when called again.
 func (c *Client) Close() error {
 	c.cancel()
 	c.mu.Lock()
@@ -376,7 +388,9 @@ func (c *Client) restore() {
 	c.mu.Lock()
 	agents := make([]*agent, 0, len(c.agents))
 	for _, a := range c.agents {
-		agents = append(agents, a)
+		if a.live { // one still registering registers itself on the new connection
+			agents = append(agents, a)
+		}
 	}
 	c.mu.Unlock()
 	for _, a := range agents {
@@ -444,14 +458,18 @@ func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler) 
 		c.mu.Unlock()
 		return err
 	}
+	c.mu.Lock()
+	a.live = true
+	c.mu.Unlock()
 	c.wg.Add(1)
 	go c.runAgent(a)
 	return nil
 }
 
 // Unregister removes the agent: the daemon stops it (what is queued for it
-// is dead-lettered as agent_stopped) and its handler goroutine ends after the
-// message it is handling. It blocks for the daemon's answer.
+// in the daemon is dead-lettered as agent_stopped), and its handler
+// goroutine handles what the daemon had already delivered to this client,
+// then ends. It blocks for the daemon's answer, not for the handler.
 func (c *Client) Unregister(ctx context.Context, name string) error {
 	c.mu.Lock()
 	a := c.agents[name]
@@ -475,33 +493,51 @@ func (c *Client) runAgent(a *agent) {
 	batch := max(1, c.opts.AgentQueue/4)
 	var done int       // deliveries finished, not yet credited
 	var doneGen uint64 // the connection they came on
+	one := func(d delivery) {
+		m := d.m
+		err := c.handle(ctx, a, m)
+		if err != nil {
+			c.log.Warn("handler failed", "agent", a.name, "msg_id", m.ID, "error", err)
+		}
+		if m.RequiresAck && m.Type != agentbus.TypeRequest { // a request is settled by its response
+			f := &protocol.Frame{Op: protocol.OpAck, Agent: a.name, MessageID: m.ID}
+			if err != nil {
+				f.Op, f.Error = protocol.OpNack, err.Error()
+			}
+			if _, err := c.do(ctx, f); err != nil && c.ctx.Err() == nil {
+				c.log.Warn("ack failed", "agent", a.name, "msg_id", m.ID, "error", err)
+			}
+		}
+		if d.gen != doneGen { // a new connection has a fresh window
+			done, doneGen = 0, d.gen
+		}
+		if done++; done >= batch {
+			c.credit(ctx, a.name, done, doneGen)
+			done = 0
+		}
+	}
 	for {
 		select {
 		case d := <-a.in:
-			m := d.m
-			err := c.handle(ctx, a, m)
-			if err != nil {
-				c.log.Warn("handler failed", "agent", a.name, "msg_id", m.ID, "error", err)
-			}
-			if m.RequiresAck && m.Type != agentbus.TypeRequest { // a request is settled by its response
-				f := &protocol.Frame{Op: protocol.OpAck, Agent: a.name, MessageID: m.ID}
-				if err != nil {
-					f.Op, f.Error = protocol.OpNack, err.Error()
-				}
-				if _, err := c.do(ctx, f); err != nil && c.ctx.Err() == nil {
-					c.log.Warn("ack failed", "agent", a.name, "msg_id", m.ID, "error", err)
-				}
-			}
-			if d.gen != doneGen { // a new connection has a fresh window
-				done, doneGen = 0, d.gen
-			}
-			if done++; done >= batch {
-				c.credit(ctx, a.name, done, doneGen)
-				done = 0
-			}
+			one(d)
 		case <-a.done:
-			return
+			// Unregistered: the daemon sends no more, and what it sent
+			// before its answer is queued here. Handle it: it was
+			// delivered, and the daemon counted it.
+			for {
+				select {
+				case d := <-a.in:
+					one(d)
+				default:
+					return
+				}
+			}
 		case <-c.ctx.Done():
+			// Closed: what is still queued cannot be handled any more
+			// (handlers would find their ctx ended). Say so.
+			if n := len(a.in); n > 0 {
+				c.log.Warn("client closed with delivered messages not handled", "agent", a.name, "messages", n)
+			}
 			return
 		}
 	}

@@ -374,3 +374,61 @@ func TestHandlerPanicIsNacked(t *testing.T) {
 	}, 5*time.Second, time.Millisecond)
 	assert.EqualValues(t, 2, calls.Load())
 }
+
+// Unregister handles what the daemon had already delivered to the client.
+func TestUnregisterHandlesDelivered(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{})
+	w, s := d.client(t, client.Options{}), d.client(t, client.Options{})
+	ctx := ctx5(t)
+	gate := make(chan struct{})
+	var handled atomic.Int32
+	require.NoError(t, w.Register(ctx, "w", agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error {
+		<-gate
+		handled.Add(1)
+		return nil
+	})))
+	const n = 5
+	for i := range n {
+		m := agentbus.NewMessage(agentbus.TypeDirect, "", []byte(fmt.Sprint(i)))
+		m.Recipient = "w"
+		_, err := s.Send(ctx, m)
+		require.NoError(t, err)
+	}
+	// All five reach the client (the window is 256): the daemon's agent
+	// has handed them all over.
+	require.Eventually(t, func() bool {
+		st, err := s.Stats(ctx)
+		return err == nil && len(st.Agents) == 1 && st.Agents[0].Handled == n
+	}, 5*time.Second, time.Millisecond)
+	require.NoError(t, w.Unregister(ctx, "w"))
+	close(gate)
+	require.Eventually(t, func() bool { return handled.Load() == n }, 5*time.Second, time.Millisecond)
+}
+
+// An agent registered while the client reconnects is registered once, by
+// Register itself, not also by the restore of the agents it had before.
+func TestRegisterWhileReconnecting(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{})
+	ctx := ctx5(t)
+	c, err := client.Dial(ctx, "", client.Options{Dial: d.dial, MinBackoff: 100 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	require.NoError(t, c.Register(ctx, "old", make(inbox, 1)))
+	d.cut()
+	require.Eventually(t, func() bool { return !c.Connected() }, 5*time.Second, time.Millisecond)
+	got := make(inbox, 1)
+	require.NoError(t, c.Register(ctx, "new", got), "waits for the new connection, then registers")
+	assert.True(t, c.Connected())
+	require.Eventually(t, func() bool { return c.Reconnects() == 1 }, 5*time.Second, time.Millisecond)
+	for _, name := range []string{"old", "new"} {
+		_, ok := d.bus.PID(name)
+		assert.True(t, ok, name)
+	}
+	other := d.client(t, client.Options{})
+	m := agentbus.NewMessage(agentbus.TypeDirect, "", []byte(`1`))
+	m.Recipient = "new"
+	_, err = other.Send(ctx, m)
+	require.NoError(t, err)
+	got.next(t)
+}
