@@ -75,7 +75,14 @@ type Client struct {
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the reader and the reconnect loop
+	// hctx is the handlers' context. It ends first in Close, while the
+	// connection still stands, so that the agents can tell the daemon what
+	// they have handled before it closes.
+	hctx    context.Context
+	hcancel context.CancelFunc
+	awg     sync.WaitGroup // the agents' goroutines
+	live    atomic.Uint64  // the generation of the live connection, 0 while down
 
 	mu      sync.Mutex
 	conn    transport.Conn // nil while reconnecting
@@ -136,13 +143,16 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 	c := &Client{opts: opts, log: opts.Logger, ready: make(chan struct{}),
 		pending: map[string]chan *protocol.Frame{}, agents: map[string]*agent{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.hctx, c.hcancel = context.WithCancel(context.Background())
 	t, err := opts.Dial(ctx)
 	if err != nil {
 		c.cancel()
+		c.hcancel()
 		return nil, fmt.Errorf("client: dial: %w", err)
 	}
 	if err := c.attach(ctx, t); err != nil {
 		c.cancel()
+		c.hcancel()
 		c.wg.Wait()
 		return nil, err
 	}
@@ -166,6 +176,7 @@ func (c *Client) attach(ctx context.Context, t transport.Conn) error {
 	c.mu.Lock()
 	c.welcome = *f
 	c.conn = t
+	c.live.Store(gen)
 	close(c.ready)
 	c.mu.Unlock()
 	return nil
@@ -189,13 +200,16 @@ func (c *Client) Connected() bool {
 // Reconnects returns how often the client has reconnected.
 func (c *Client) Reconnects() uint64 { return c.redialed.Load() }
 
-// Close closes the connection, stops the agents' handler goroutines and
-// waits for them (a handler running now finishes first). Operations in
-// flight fail with ErrClosed. Messages the daemon had delivered to an agent
-// but its handler had not yet taken are not handled: they are logged at
-// Warn (at most the agent's window each); Unregister the agents first to
-// have them handled. It returns nil, also when called again.
+// Close ends the client. The handlers' ctx ends first, and Close waits for
+// the handlers running now to return and for the agents to tell the daemon
+// what they have handled; then the connection closes. The daemon
+// dead-letters (transport_closed) the messages it had delivered to this
+// client that no handler took, so none is lost unseen. Operations in flight
+// fail with ErrClosed. Do not call it from a handler. It returns nil, also
+// when called again.
 func (c *Client) Close() error {
+	c.hcancel()
+	c.awg.Wait()
 	c.cancel()
 	c.mu.Lock()
 	t := c.conn
@@ -333,6 +347,7 @@ func (c *Client) readLoop(t transport.Conn, gen uint64) {
 	}
 	wasLive := c.conn != nil
 	c.conn = nil
+	c.live.Store(0)
 	if wasLive {
 		c.ready = make(chan struct{})
 	}
@@ -461,7 +476,7 @@ func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler) 
 	c.mu.Lock()
 	a.live = true
 	c.mu.Unlock()
-	c.wg.Add(1)
+	c.awg.Add(1)
 	go c.runAgent(a)
 	return nil
 }
@@ -488,13 +503,20 @@ func (c *Client) Unregister(ctx context.Context, name string) error {
 }
 
 func (c *Client) runAgent(a *agent) {
-	defer c.wg.Done()
-	ctx := context.WithValue(c.ctx, agentKey{}, a.name)
+	defer c.awg.Done()
+	ctx := context.WithValue(c.hctx, agentKey{}, a.name)
 	batch := max(1, c.opts.AgentQueue/4)
 	var done int       // deliveries finished, not yet credited
 	var doneGen uint64 // the connection they came on
 	one := func(d delivery) {
 		m := d.m
+		if d.gen != c.live.Load() {
+			// Its connection has dropped: that daemon connection
+			// dead-letters what it delivered and was not credited, so
+			// handling it too would give it two outcomes.
+			c.log.Debug("delivery from a closed connection skipped", "agent", a.name, "msg_id", m.ID)
+			return
+		}
 		err := c.handle(ctx, a, m)
 		if err != nil {
 			c.log.Warn("handler failed", "agent", a.name, "msg_id", m.ID, "error", err)
@@ -504,19 +526,30 @@ func (c *Client) runAgent(a *agent) {
 			if err != nil {
 				f.Op, f.Error = protocol.OpNack, err.Error()
 			}
-			if _, err := c.do(ctx, f); err != nil && c.ctx.Err() == nil {
+			// On the client's ctx, not the handler's: an ack is owed even
+			// while Close is ending the handlers.
+			if _, err := c.do(c.ctx, f); err != nil && c.ctx.Err() == nil {
 				c.log.Warn("ack failed", "agent", a.name, "msg_id", m.ID, "error", err)
 			}
 		}
 		if d.gen != doneGen { // a new connection has a fresh window
 			done, doneGen = 0, d.gen
 		}
-		if done++; done >= batch {
-			c.credit(ctx, a.name, done, doneGen)
+		// Credit in batches while messages queue up, at once when the
+		// queue runs empty: what is credited counts as handled if the
+		// connection drops.
+		if done++; done >= batch || len(a.in) == 0 {
+			c.credit(c.ctx, a.name, done, doneGen)
 			done = 0
 		}
 	}
 	for {
+		if c.hctx.Err() != nil { // closing wins over what is queued
+			if done > 0 {
+				c.credit(c.ctx, a.name, done, doneGen)
+			}
+			return
+		}
 		select {
 		case d := <-a.in:
 			one(d)
@@ -524,7 +557,7 @@ func (c *Client) runAgent(a *agent) {
 			// Unregistered: the daemon sends no more, and what it sent
 			// before its answer is queued here. Handle it: it was
 			// delivered, and the daemon counted it.
-			for {
+			for c.hctx.Err() == nil {
 				select {
 				case d := <-a.in:
 					one(d)
@@ -532,11 +565,12 @@ func (c *Client) runAgent(a *agent) {
 					return
 				}
 			}
-		case <-c.ctx.Done():
-			// Closed: what is still queued cannot be handled any more
-			// (handlers would find their ctx ended). Say so.
-			if n := len(a.in); n > 0 {
-				c.log.Warn("client closed with delivered messages not handled", "agent", a.name, "messages", n)
+			return
+		case <-c.hctx.Done():
+			// Closing: credit what was handled; what is left was not, so
+			// the daemon dead-letters it when the connection closes.
+			if done > 0 {
+				c.credit(c.ctx, a.name, done, doneGen)
 			}
 			return
 		}

@@ -432,3 +432,48 @@ func TestRegisterWhileReconnecting(t *testing.T) {
 	require.NoError(t, err)
 	got.next(t)
 }
+
+// Close leaves nothing unseen: messages delivered to the client that no
+// handler took are dead-lettered by the daemon, and the ones handled are
+// not.
+func TestCloseDeadLettersUnhandled(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{})
+	s := d.client(t, client.Options{})
+	ctx := ctx5(t)
+	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w, err := client.Dial(wctx, "", client.Options{Dial: d.dial})
+	require.NoError(t, err)
+	started := make(chan struct{})
+	var handled atomic.Int32
+	require.NoError(t, w.Register(ctx, "w", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+		if string(m.Payload) == "0" {
+			close(started)
+			<-ctx.Done() // held until Close ends the handlers
+		}
+		handled.Add(1)
+		return nil
+	})))
+	const n = 5
+	for i := range n {
+		m := agentbus.NewMessage(agentbus.TypeDirect, "", []byte(fmt.Sprint(i)))
+		m.Recipient = "w"
+		_, err := s.Send(ctx, m)
+		require.NoError(t, err)
+	}
+	<-started
+	require.Eventually(t, func() bool { // all five forwarded to the client
+		st, err := s.Stats(ctx)
+		return err == nil && len(st.Agents) == 1 && st.Agents[0].Handled == n
+	}, 5*time.Second, time.Millisecond)
+	require.NoError(t, w.Close())
+	assert.EqualValues(t, 1, handled.Load())
+	var letters []client.Letter
+	require.Eventually(t, func() bool {
+		letters, err = s.DeadLetters(ctx, client.LetterFilter{Reason: "transport_closed"})
+		return err == nil && len(letters) == n-1
+	}, 5*time.Second, time.Millisecond)
+	for i, l := range letters {
+		assert.Equal(t, fmt.Sprint(i+1), string(l.Message.Payload))
+	}
+}

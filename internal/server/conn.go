@@ -73,6 +73,13 @@ type remote struct {
 	// delivery in flight: the forwarder takes one before it queues a
 	// delivery, a credit frame gives them back.
 	slots chan struct{}
+	// inflight lists, oldest first, the deliveries in the window that the
+	// client has not credited yet (nil for one that waits for an ack or a
+	// response: its own failure accounts for it). A client credits what
+	// its handler has finished, in order, so when the connection closes
+	// these are exactly the deliveries it never handled: they are
+	// dead-lettered. At most the window long; guarded by conn.mu.
+	inflight []*agentbus.Message
 }
 
 // waiting is a delivery that waits for the client's ack or response.
@@ -449,7 +456,7 @@ func (c *conn) register(f *protocol.Frame) error {
 	c.mu.Lock()
 	c.agents[f.Agent] = r
 	c.mu.Unlock()
-	pid, err := c.s.bus.Spawn(f.Agent, c.forward(f.Agent, r.slots), agentbus.WithSupervisor(supervisor.Resuming()))
+	pid, err := c.s.bus.Spawn(f.Agent, c.forward(f.Agent, r), agentbus.WithSupervisor(supervisor.Resuming()))
 	c.mu.Lock()
 	if err != nil {
 		delete(c.agents, f.Agent)
@@ -498,7 +505,8 @@ func (c *conn) stopAgent(name string, r *remote, cause error) {
 // answered, and if its connection closes first the requester learns it at
 // once (the request is dead-lettered as transport_closed) instead of timing
 // out.
-func (c *conn) forward(name string, slots chan struct{}) agentbus.HandlerFunc {
+func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
+	slots := r.slots
 	return func(_ context.Context, m *agentbus.Message) error {
 		if slots != nil { // flow control: wait for the client's credit
 			select {
@@ -536,7 +544,19 @@ func (c *conn) forward(name string, slots chan struct{}) agentbus.HandlerFunc {
 		if w == nil { // a waiting delivery is dead-lettered by its failure instead
 			it.msg, it.agent = m, name
 		}
+		if slots != nil { // listed before it is written: its credit may come back at once
+			c.mu.Lock()
+			r.inflight = append(r.inflight, it.msg)
+			c.mu.Unlock()
+		}
 		if !c.emit(it) { // not written: the bus dead-letters it as transport_closed
+			if slots != nil {
+				c.mu.Lock()
+				if n := len(r.inflight); n > 0 && r.inflight[n-1] == it.msg {
+					r.inflight = r.inflight[:n-1]
+				}
+				c.mu.Unlock()
+			}
 			return fmt.Errorf("agentbus daemon: deliver to %q: %w", name, agentbus.ErrTransportClosed)
 		}
 		if w == nil {
@@ -599,11 +619,15 @@ func (c *conn) credit(f *protocol.Frame) error {
 	if f.N <= 0 {
 		return fmt.Errorf("%w: credit needs n > 0", protocol.ErrInvalidFrame)
 	}
-	for range min(f.N, cap(r.slots)) {
+	c.mu.Lock()
+	n := min(f.N, len(r.inflight))
+	clear(r.inflight[:n])
+	r.inflight = r.inflight[n:]
+	c.mu.Unlock()
+	for range n {
 		select {
 		case <-r.slots:
-		default:
-			return nil // more credit than deliveries in flight: ignore the rest
+		default: // not taken yet: the forwarder lists before it writes
 		}
 	}
 	return nil
@@ -717,6 +741,17 @@ func (c *conn) cleanup(why error) {
 	c.mu.Unlock()
 	for name, r := range agents {
 		c.stopAgent(name, r, agentbus.ErrTransportClosed)
+	}
+	for name, r := range agents {
+		c.mu.Lock()
+		inflight := r.inflight
+		r.inflight = nil
+		c.mu.Unlock()
+		for _, m := range inflight {
+			if m != nil { // delivered, never credited: never handled
+				c.undelivered(item{msg: m, agent: name}, errors.New("delivered but not handled before the connection closed"))
+			}
+		}
 	}
 	c.wg.Wait()
 	_ = c.t.Close()

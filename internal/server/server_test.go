@@ -523,3 +523,28 @@ func TestMaxConns(t *testing.T) {
 	_, err = server.New(server.Config{Bus: e.bus, MaxConns: -1})
 	require.ErrorIs(t, err, server.ErrInvalidConfig)
 }
+
+// A windowed client that disconnects: the deliveries it never credited are
+// dead-lettered; the credited ones are not.
+func TestUncreditedDeliveriesDeadLettered(t *testing.T) {
+	e := newEnv(t, agentbus.Config{}, server.Config{})
+	s, w := e.hello(), e.hello()
+	w.ok(`{"op":"register","agent":"w","window":8}`)
+	for i := range 3 {
+		s.ok(fmt.Sprintf(`{"op":"send","message":{"recipient":"w","payload":%d}}`, i))
+	}
+	for range 3 {
+		w.deliver()
+	}
+	w.write(`{"op":"credit","agent":"w","n":1}`) // the first was handled
+	w.write(`{"op":"ping","id":"p"}`)
+	require.Equal(t, protocol.OpPong, w.answer("p").Op) // the credit is in
+	require.NoError(t, w.c.Close())
+	require.Eventually(t, func() bool {
+		return len(e.bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.TransportClosed})) == 2
+	}, 5*time.Second, time.Millisecond)
+	for i, l := range e.bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.TransportClosed}) {
+		assert.JSONEq(t, fmt.Sprint(i+1), string(l.Message.Payload))
+		assert.Equal(t, "w", l.Agent)
+	}
+}
