@@ -521,7 +521,12 @@ func (c *Client) runAgent(a *agent) {
 		if err != nil {
 			c.log.Warn("handler failed", "agent", a.name, "msg_id", m.ID, "error", err)
 		}
-		if m.RequiresAck && m.Type != agentbus.TypeRequest { // a request is settled by its response
+		// A failure is reported, whatever the message: the daemon
+		// redelivers a requires_ack message, fails a request at once, and
+		// dead-letters anything else as handler_error. A success is
+		// acked when an ack is owed (a request is settled by its
+		// response).
+		if err != nil || m.RequiresAck && m.Type != agentbus.TypeRequest {
 			f := &protocol.Frame{Op: protocol.OpAck, Agent: a.name, MessageID: m.ID}
 			if err != nil {
 				f.Op, f.Error = protocol.OpNack, err.Error()

@@ -477,3 +477,30 @@ func TestCloseDeadLettersUnhandled(t *testing.T) {
 		assert.Equal(t, fmt.Sprint(i+1), string(l.Message.Payload))
 	}
 }
+
+// A handler's failure is seen as it would be in-process: a request fails
+// at once, and a plain message is dead-lettered as handler_error.
+func TestHandlerFailureReported(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{})
+	w, s := d.client(t, client.Options{}), d.client(t, client.Options{})
+	ctx := ctx5(t)
+	require.NoError(t, w.Register(ctx, "w", agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error {
+		return errors.New("cannot do that")
+	})))
+	req := agentbus.NewMessage(agentbus.TypeRequest, "", []byte(`1`))
+	req.Recipient = "w"
+	start := time.Now()
+	_, err := s.Request(ctx, req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "cannot do that")
+	assert.Less(t, time.Since(start), 3*time.Second, "at once, not after a timeout")
+
+	m := agentbus.NewMessage(agentbus.TypeDirect, "", []byte(`2`))
+	m.Recipient = "w"
+	_, err = s.Send(ctx, m)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		letters, err := s.DeadLetters(ctx, client.LetterFilter{Reason: "handler_error"})
+		return err == nil && len(letters) == 2 // the request and the message
+	}, 5*time.Second, time.Millisecond)
+}

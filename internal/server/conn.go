@@ -85,7 +85,8 @@ type remote struct {
 // waiting is a delivery that waits for the client's ack or response.
 type waiting struct {
 	id      string     // the message's ID (ack) or the request's RequestID (respond)
-	respond bool       // a request, settled by a respond
+	msgID   string     // the message's ID: a nack names it, also for a request
+	respond bool       // a request, settled by a respond (or a nack)
 	done    chan error // buffered 1: nil for ack or respond, an error for nack
 }
 
@@ -522,9 +523,9 @@ func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
 		var w *waiting
 		switch {
 		case m.Type == agentbus.TypeRequest:
-			w = &waiting{id: m.RequestID, respond: true, done: make(chan error, 1)}
+			w = &waiting{id: m.RequestID, msgID: m.ID, respond: true, done: make(chan error, 1)}
 		case m.RequiresAck:
-			w = &waiting{id: m.ID, done: make(chan error, 1)}
+			w = &waiting{id: m.ID, msgID: m.ID, done: make(chan error, 1)}
 		}
 		if w != nil {
 			c.mu.Lock()
@@ -633,7 +634,11 @@ func (c *conn) credit(f *protocol.Frame) error {
 	return nil
 }
 
-// ack settles the delivery waiting for an ack.
+// ack settles the delivery waiting for an ack. A nack also settles a
+// request waiting for its response (its handler failed: the requester
+// learns at once), and refuses a delivery that waits for nothing but is
+// still uncredited (it is dead-lettered as handler_error, as an
+// in-process handler's failure is).
 func (c *conn) ack(f *protocol.Frame) error {
 	if f.MessageID == "" {
 		return fmt.Errorf("%w: %s needs message_id", protocol.ErrInvalidFrame, f.Op)
@@ -646,10 +651,59 @@ func (c *conn) ack(f *protocol.Frame) error {
 		}
 		result = fmt.Errorf("agentbus daemon: client refused %s: %s", f.MessageID, why)
 	}
-	if !c.settle(f.Agent, f.MessageID, false, result) {
-		return fmt.Errorf("%w: no delivery of %s awaits an ack on this connection", agentbus.ErrNotPending, f.MessageID)
+	if c.settle(f.Agent, f.MessageID, false, result) ||
+		result != nil && (c.settleByMessage(f.Agent, f.MessageID, result) || c.refuse(f.Agent, f.MessageID, result)) {
+		return c.ok(f.ID, f.MessageID)
 	}
-	return c.ok(f.ID, f.MessageID)
+	return fmt.Errorf("%w: no delivery of %s awaits an ack on this connection", agentbus.ErrNotPending, f.MessageID)
+}
+
+// settleByMessage fails the request whose delivered message has ID msgID.
+func (c *conn) settleByMessage(agent, msgID string, result error) bool {
+	c.mu.Lock()
+	var w *waiting
+	for name, r := range c.agents {
+		if r.wait != nil && r.wait.respond && r.wait.msgID == msgID && (agent == "" || agent == name) {
+			w, r.wait = r.wait, nil
+			break
+		}
+	}
+	c.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	w.done <- result
+	return true
+}
+
+// refuse dead-letters an uncredited delivery that the client's handler
+// failed on. Its place in the window stays (as nil), so the client's
+// credit, which counts it, still lines up.
+func (c *conn) refuse(agent, msgID string, result error) bool {
+	c.mu.Lock()
+	var found *agentbus.Message
+	var name string
+	for n, r := range c.agents {
+		if agent != "" && agent != n {
+			continue
+		}
+		for i, m := range r.inflight {
+			if m != nil && m.ID == msgID {
+				found, name, r.inflight[i] = m, n, nil
+				break
+			}
+		}
+		if found != nil {
+			break
+		}
+	}
+	c.mu.Unlock()
+	if found == nil {
+		return false
+	}
+	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: found,
+		Reason: deadletter.HandlerError, Agent: name, Err: result.Error(), Attempts: found.Attempts})
+	return true
 }
 
 // request runs a request in its own goroutine, so the connection goes on
