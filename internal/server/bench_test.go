@@ -123,34 +123,8 @@ func BenchmarkSocket(b *testing.B) {
 			// One iteration streams a batch, so the pipeline stays full.
 			const batch = 1000
 			wg.Add(2)
-			go func() { // the producer's answers
-				defer wg.Done()
-				for range batch {
-					data, err := producer.Recv(ctx)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if f, err := protocol.Decode(data); err != nil || f.Op != protocol.OpOK {
-						b.Errorf("answer %s: %v", data, err)
-						return
-					}
-				}
-			}()
-			go func() {
-				defer wg.Done()
-				for range batch {
-					data, err := consumer.Recv(ctx)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if f, err := protocol.Decode(data); err != nil || f.Op != protocol.OpDeliver {
-						b.Errorf("delivery %s: %v", data, err)
-						return
-					}
-				}
-			}()
+			go func() { defer wg.Done(); receive(b, producer, batch, protocol.OpOK) }() // the producer's answers
+			go func() { defer wg.Done(); receive(b, consumer, batch, protocol.OpDeliver) }()
 			for range batch {
 				if err := producer.Send(ctx, frame); err != nil {
 					b.Fatal(err)
@@ -170,20 +144,7 @@ func BenchmarkSocket(b *testing.B) {
 		for b.Loop() {
 			const batch = 1000
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range batch {
-					data, err := out.Recv(ctx)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if _, err := protocol.Decode(data); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
+			go func() { defer wg.Done(); receive(b, out, batch, protocol.OpSend) }()
 			for range batch {
 				frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpSend, ID: "1", Message: m})
 				if err != nil {
@@ -226,53 +187,82 @@ func BenchmarkSocket(b *testing.B) {
 	})
 	b.Run("roundtrip-floor", func(b *testing.B) {
 		a, w := socketPair(b)
-		ctx := context.Background()
 		done := make(chan struct{})
-		go func() { // the worker: decode, answer
+		go func() {
 			defer close(done)
-			for {
-				data, err := w.Recv(ctx)
-				if err != nil {
-					return
-				}
-				f, err := protocol.Decode(data)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				resp := f.Message.NewResponse("worker", f.Message.Payload)
-				out, err := protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp})
-				if err != nil || w.Send(ctx, out) != nil {
-					return
-				}
-			}
+			echoWorker(b, w)
 		}()
-		lat := make([]time.Duration, 0, 1<<16)
-		b.ReportAllocs()
-		for b.Loop() {
-			m := agentbus.NewMessage(agentbus.TypeRequest, "asker", benchPayload)
-			m.Recipient = "worker"
-			start := time.Now()
-			frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpRequest, ID: "1", Message: m})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := a.Send(ctx, frame); err != nil {
-				b.Fatal(err)
-			}
-			data, err := a.Recv(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := protocol.Decode(data); err != nil {
-				b.Fatal(err)
-			}
-			lat = append(lat, time.Since(start))
-		}
-		reportLatency(b, lat)
+		askLoop(b, a)
 		_ = a.Close()
 		<-done
 	})
+}
+
+// receive reads n frames from c and checks that each decodes to op.
+func receive(b *testing.B, c transport.Conn, n int, op string) {
+	ctx := context.Background()
+	for range n {
+		data, err := c.Recv(ctx)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		if f, err := protocol.Decode(data); err != nil || f.Op != op {
+			b.Errorf("want %s, got %s: %v", op, data, err)
+			return
+		}
+	}
+}
+
+// echoWorker answers each request frame read from w with a response frame
+// carrying its payload, until w fails.
+func echoWorker(b *testing.B, w transport.Conn) {
+	ctx := context.Background()
+	for {
+		data, err := w.Recv(ctx)
+		if err != nil {
+			return
+		}
+		f, err := protocol.Decode(data)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		resp := f.Message.NewResponse("worker", f.Message.Payload)
+		out, err := protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp})
+		if err != nil || w.Send(ctx, out) != nil {
+			return
+		}
+	}
+}
+
+// askLoop is the timed loop of the floor benchmarks: encode a request,
+// send it on a, read and decode the answer; it reports p50 and p99.
+func askLoop(b *testing.B, a transport.Conn) {
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, 1<<16)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := agentbus.NewMessage(agentbus.TypeRequest, "asker", benchPayload)
+		m.Recipient = "worker"
+		start := time.Now()
+		frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpRequest, ID: "1", Message: m})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Send(ctx, frame); err != nil {
+			b.Fatal(err)
+		}
+		data, err := a.Recv(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := protocol.Decode(data); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	reportLatency(b, lat)
 }
 
 // BenchmarkSocketRelay is the round trip of BenchmarkSocket/roundtrip-floor
@@ -306,48 +296,11 @@ func BenchmarkSocketRelay(b *testing.B) {
 	wg.Add(3)
 	go forward(relayA, relayB)
 	go forward(relayB, relayA)
-	go func() { // the worker
+	go func() {
 		defer wg.Done()
-		for {
-			data, err := w.Recv(ctx)
-			if err != nil {
-				return
-			}
-			f, err := protocol.Decode(data)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			resp := f.Message.NewResponse("worker", f.Message.Payload)
-			out, err := protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp})
-			if err != nil || w.Send(ctx, out) != nil {
-				return
-			}
-		}
+		echoWorker(b, w)
 	}()
-	lat := make([]time.Duration, 0, 1<<16)
-	b.ReportAllocs()
-	for b.Loop() {
-		m := agentbus.NewMessage(agentbus.TypeRequest, "asker", benchPayload)
-		m.Recipient = "worker"
-		start := time.Now()
-		frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpRequest, ID: "1", Message: m})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := a.Send(ctx, frame); err != nil {
-			b.Fatal(err)
-		}
-		data, err := a.Recv(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := protocol.Decode(data); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-	}
-	reportLatency(b, lat)
+	askLoop(b, a)
 	for _, c := range []transport.Conn{a, relayA, relayB, w} {
 		_ = c.Close()
 	}
