@@ -12,11 +12,14 @@ AgentBusError, whose `code` is the frame's stable code (e.g. "no_recipient").
         c.publish("progress.py", {"done": 50})
         print(c.request("worker", {"task": "lint"}, timeout=5)["payload"])
 
-Flow control: at most `max_queue` deliveries wait for the handler; when the
-queue is full the reader stops reading the socket, so the daemon holds the
-senders back. Answers share that stream, so a handler that waits for an answer
-while max_queue deliveries pile up gets AgentBusError("timeout") after
-`timeout` seconds instead of hanging.
+Flow control: each agent is registered with a window (default 256): the
+daemon has at most that many deliveries to it in flight, and the client
+credits each one once its handler is done (see PROTOCOL.md). Keep the sum of
+the windows within `max_queue`, and the reader never waits for the handler,
+so a handler may call the daemon freely. Deliveries the client never handled
+(it closed, or crashed) are dead-lettered by the daemon, not lost. A handler
+that raises has its delivery refused (nack): a request then fails at once for
+its requester, and anything else is redelivered or dead-lettered.
 """
 
 import itertools
@@ -62,6 +65,8 @@ class Client:
         self._closing = False  # close() was called
         self._done = threading.Event()  # set when the reader has finished
         self._queue = queue.Queue(max_queue)
+        self._windows = {}  # agent -> its window (0: none)
+        self._uncredited = {}  # agent -> deliveries handled, not yet credited
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.settimeout(timeout)
@@ -83,8 +88,12 @@ class Client:
 
     # -- operations ----------------------------------------------------------
 
-    def register(self, agent):
-        self._call({"op": "register", "agent": agent})
+    def register(self, agent, window=256):
+        """Register agent; at most `window` deliveries to it are in flight
+        (0: no limit, and no credit is sent)."""
+        self._call(_drop_none({"op": "register", "agent": agent, "window": window or None}))
+        with self._lock:
+            self._windows[agent] = window
 
     def unregister(self, agent=None):
         self._call(_drop_none({"op": "unregister", "agent": agent}))
@@ -143,9 +152,17 @@ class Client:
 
     def close(self):
         """Close the connection and wait for the reader and dispatcher threads
-        (unless called from one of them). Safe to call more than once."""
+        (unless called from one of them). Deliveries not yet handled are left
+        uncredited, so the daemon dead-letters them. Safe to call more than
+        once."""
         with self._lock:
+            closed = self._closed
             self._closed = self._closing = True
+            owed = {a: n for a, n in self._uncredited.items() if n}
+            self._uncredited.clear()
+        if not closed:
+            for agent, n in owed.items():  # handled: say so before the connection ends
+                self._send_nowait({"op": "credit", "agent": agent, "n": n})
         try:
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader with EOF
         except OSError:
@@ -275,12 +292,42 @@ class Client:
             if frame is None:
                 return
             if self.handler is None or self._closed:
-                continue
+                continue  # not handled, not credited: the daemon dead-letters it
+            agent, msg = frame.get("agent"), frame.get("message") or {}
             try:
-                self.handler(frame.get("agent"), frame.get("message") or {})
-            except Exception:
-                if not self._closed:  # else: the connection ended under the handler
-                    log.exception("agentbus: handler failed")
+                self.handler(agent, msg)
+            except Exception as e:
+                if self._closed:  # the connection ended under the handler
+                    continue
+                log.exception("agentbus: handler failed")
+                try:
+                    self.nack(msg, "%s: %s" % (type(e).__name__, e), agent=agent)
+                except AgentBusError as ne:
+                    log.warning("agentbus: nack failed: %s", ne)
+            self._credit(agent, flush=self._queue.empty())
+
+    def _credit(self, agent, flush=False):
+        """Count one finished delivery of agent; tell the daemon every quarter
+        window, and whenever the queue runs empty (flush)."""
+        with self._lock:
+            window = self._windows.get(agent, 0)
+            if not window:
+                return
+            n = self._uncredited.get(agent, 0) + 1
+            if n < max(1, window // 4) and not flush:
+                self._uncredited[agent] = n
+                return
+            self._uncredited[agent] = 0
+        self._send_nowait({"op": "credit", "agent": agent, "n": n})
+
+    def _send_nowait(self, frame):
+        """Write a frame that is not answered (credit)."""
+        data = json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+        try:
+            with self._wlock:
+                self._sock.sendall(data)
+        except OSError:
+            pass  # the connection is ending: what is uncredited is dead-lettered
 
 
 def _drain(q):
