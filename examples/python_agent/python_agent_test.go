@@ -7,6 +7,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,6 +230,23 @@ func TestPythonAgent(t *testing.T) {
 	assert.Equal(t, "go-observer", printed.Sender)
 	assert.True(t, printed.RequiresAck)
 	assert.JSONEq(t, `{"note":"hello python"}`, string(printed.Payload))
+
+	// (e) More messages than the agent's window (256): the request after
+	// them is answered only if the agent credits what it handles.
+	for i := range 300 {
+		m := agentbus.NewMessage(agentbus.TypeDirect, "go-observer", json.RawMessage(strconv.Itoa(i)))
+		m.Recipient = "py-worker"
+		_, err := c.Send(ctx, m)
+		require.NoError(t, err)
+	}
+	req = agentbus.NewMessage(agentbus.TypeRequest, "go-observer", json.RawMessage(`{"task":"after","n":3}`))
+	req.Recipient = "py-worker"
+	rctx, rcancel = context.WithTimeout(ctx, wait)
+	resp, err = c.Request(rctx, req)
+	rcancel()
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"task":"after","result":6,"by":"py-worker"}`, string(resp.Payload))
+	progress("after")
 
 	letters, err := c.DeadLetters(ctx, client.LetterFilter{})
 	require.NoError(t, err)
