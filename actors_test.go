@@ -1,14 +1,12 @@
 package agentbus_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/testutil"
 )
 
 // TestStory walks the foundation end to end: spawn, send, priority order,
@@ -691,26 +690,8 @@ func TestQueryHistory(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestAuditLogging(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	bus := newBus(t, agentbus.Config{Logger: logger})
 	rec := newRecorder(1)

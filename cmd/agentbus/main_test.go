@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
 	"github.com/descartes/agentbus/internal/protocol"
+	"github.com/descartes/agentbus/internal/testutil"
 	"github.com/descartes/agentbus/transport/transporttest"
 )
 
@@ -42,22 +42,11 @@ func TestMain(m *testing.M) {
 type proc struct {
 	cmd    *exec.Cmd
 	socket string
-	mu     sync.Mutex
-	stderr bytes.Buffer
+	stderr testutil.SyncBuffer
 	done   chan error
 }
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.Write(b)
-}
-
-func (p *proc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.String()
-}
+func (p *proc) log() string { return p.stderr.String() }
 
 // shortDir returns a directory whose path fits a socket address.
 var shortDir = transporttest.ShortDir
@@ -84,7 +73,7 @@ func startProc(t *testing.T, socket string, args ...string) *proc {
 	p := &proc{socket: socket, done: make(chan error, 1)}
 	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket}, args...)...)
 	p.cmd.Env = append(os.Environ(), "AGENTBUS_TEST_MAIN=1")
-	p.cmd.Stderr = p
+	p.cmd.Stderr = &p.stderr
 	require.NoError(t, p.cmd.Start())
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
