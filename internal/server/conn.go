@@ -300,7 +300,7 @@ func (c *conn) handle(f *protocol.Frame) error {
 		if f.Op == protocol.OpRespond {
 			// The responding agent is free again, whether or not the
 			// requester still waited.
-			c.settle(m.Sender, m.RequestID, true, nil)
+			c.settle(m.Sender, func(w *waiting) bool { return w.respond && w.id == m.RequestID }, nil)
 		}
 		if err != nil {
 			return err
@@ -581,14 +581,14 @@ func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
 	}
 }
 
-// settle releases the delivery of one of the connection's agents that waits
-// for id (a message's ack, or a request's response), naming agent or any.
-// It reports whether one was waiting.
-func (c *conn) settle(agent, id string, respond bool, result error) bool {
+// settle releases the delivery of one of the connection's agents (the one
+// named, or any) that waits and matches, with result. It reports whether
+// one was waiting.
+func (c *conn) settle(agent string, match func(*waiting) bool, result error) bool {
 	c.mu.Lock()
 	var w *waiting
 	for name, r := range c.agents {
-		if r.wait != nil && r.wait.id == id && r.wait.respond == respond && (agent == "" || agent == name) {
+		if r.wait != nil && match(r.wait) && (agent == "" || agent == name) {
 			w, r.wait = r.wait, nil
 			break
 		}
@@ -651,29 +651,13 @@ func (c *conn) ack(f *protocol.Frame) error {
 		}
 		result = fmt.Errorf("agentbus daemon: client refused %s: %s", f.MessageID, why)
 	}
-	if c.settle(f.Agent, f.MessageID, false, result) ||
-		result != nil && (c.settleByMessage(f.Agent, f.MessageID, result) || c.refuse(f.Agent, f.MessageID, result)) {
+	acked := func(w *waiting) bool { return !w.respond && w.msgID == f.MessageID }
+	failed := func(w *waiting) bool { return w.respond && w.msgID == f.MessageID } // a request's handler failed
+	if c.settle(f.Agent, acked, result) ||
+		result != nil && (c.settle(f.Agent, failed, result) || c.refuse(f.Agent, f.MessageID, result)) {
 		return c.ok(f.ID, f.MessageID)
 	}
 	return fmt.Errorf("%w: no delivery of %s awaits an ack on this connection", agentbus.ErrNotPending, f.MessageID)
-}
-
-// settleByMessage fails the request whose delivered message has ID msgID.
-func (c *conn) settleByMessage(agent, msgID string, result error) bool {
-	c.mu.Lock()
-	var w *waiting
-	for name, r := range c.agents {
-		if r.wait != nil && r.wait.respond && r.wait.msgID == msgID && (agent == "" || agent == name) {
-			w, r.wait = r.wait, nil
-			break
-		}
-	}
-	c.mu.Unlock()
-	if w == nil {
-		return false
-	}
-	w.done <- result
-	return true
 }
 
 // refuse dead-letters an uncredited delivery that the client's handler
