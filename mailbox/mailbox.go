@@ -181,6 +181,7 @@ func New(cfg Config) *Mailbox {
 		born:        time.Now(),
 		done:        make(chan struct{}),
 	}
+	m.q.setKeep(m.capacity)
 	m.process = m.processMessages
 	if m.drop == nil {
 		m.drop = func(any, error) {}

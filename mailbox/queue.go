@@ -11,8 +11,9 @@ const DefaultPriority = 50
 // levels is the number of priority levels, 0 through MaxPriority.
 const levels = MaxPriority + 1
 
-// shrinkAbove is the ring size above which an emptied level gives its buffer
-// back, so a burst does not pin memory for the agent's lifetime.
+// shrinkAbove is the ring size above which an emptied level may give its
+// buffer back (see queue.keep), so a burst does not pin memory for the
+// agent's lifetime.
 const shrinkAbove = 64
 
 // entry is one queued message and its deadline in Unix nanoseconds (0: none),
@@ -30,10 +31,29 @@ type entry struct {
 // non-empty level with one bits.Len64 per word instead of scanning the levels.
 // Levels are allocated on first use, so an idle queue costs one pointer per
 // level. queue is not safe for concurrent use; Mailbox guards it.
+//
+// An emptied level keeps a buffer of up to shrinkAbove entries. A larger one
+// is kept only while the empty levels' buffers total at most keep entries,
+// and is freed otherwise: a queue that fills and empties over and over (a
+// sender faster than its agent) does not regrow its buffer from 8 entries
+// every time, and what an idle queue pins is bounded by keep, as a Go
+// channel's buffer is bounded by its capacity.
 type queue struct {
 	levels [levels]*ring
 	bits   [2]uint64
 	n      int
+	keep   int // entries of empty levels' large buffers that may be kept
+	kept   int // entries of empty levels' large buffers kept now
+}
+
+// setKeep sets how many entries of large buffers empty levels may keep; the
+// mailbox passes its capacity, rounded up to the ring size that holds it.
+func (q *queue) setKeep(capacity int) {
+	size := 8
+	for size < capacity {
+		size *= 2
+	}
+	q.keep = size
 }
 
 // push appends v at priority p, which must be in [0, MaxPriority].
@@ -42,6 +62,9 @@ func (q *queue) push(p int, v entry) {
 	if r == nil {
 		r = &ring{}
 		q.levels[p] = r
+	}
+	if r.n == 0 {
+		q.reuse(r)
 	}
 	r.push(v)
 	q.bits[p>>6] |= 1 << (p & 63)
@@ -66,12 +89,29 @@ func (q *queue) popFrom(p int) (entry, bool) {
 	v := r.pop()
 	if r.n == 0 {
 		q.bits[p>>6] &^= 1 << (p & 63)
-		if len(r.buf) > shrinkAbove {
-			r.buf = nil
-		}
+		q.emptied(r)
 	}
 	q.n--
 	return v, true
+}
+
+// emptied decides whether r, just emptied, keeps its buffer.
+func (q *queue) emptied(r *ring) {
+	if len(r.buf) <= shrinkAbove {
+		return
+	}
+	if q.kept+len(r.buf) <= q.keep {
+		q.kept += len(r.buf)
+		return
+	}
+	r.buf = nil
+}
+
+// reuse takes r, empty, off the kept buffers' account before it fills again.
+func (q *queue) reuse(r *ring) {
+	if len(r.buf) > shrinkAbove {
+		q.kept -= len(r.buf)
+	}
 }
 
 // pushFront puts v back at the head of level p, before everything queued
@@ -81,6 +121,9 @@ func (q *queue) pushFront(p int, v entry) {
 	if r == nil {
 		r = &ring{}
 		q.levels[p] = r
+	}
+	if r.n == 0 {
+		q.reuse(r)
 	}
 	r.pushFront(v)
 	q.bits[p>>6] |= 1 << (p & 63)
@@ -136,7 +179,9 @@ func (q *queue) removeIf(drop func(entry) bool) []entry {
 		q.n -= r.n - kept
 		r.n = kept
 		if kept == 0 {
+			r.head = 0
 			q.bits[p>>6] &^= 1 << (p & 63)
+			q.emptied(r)
 		}
 	}
 	return out

@@ -173,6 +173,7 @@ func TestRingGrowthAndWrap(t *testing.T) {
 func TestQueueShrink(t *testing.T) {
 	tests := []struct {
 		name       string
+		capacity   int // 0: keep no large buffer
 		n          int
 		wantBufLen int // after the level empties
 	}{
@@ -180,10 +181,15 @@ func TestQueueShrink(t *testing.T) {
 		{name: "at the threshold keeps it", n: shrinkAbove, wantBufLen: shrinkAbove},
 		{name: "large level gives it back", n: shrinkAbove + 1, wantBufLen: 0},
 		{name: "burst gives it back", n: 1000, wantBufLen: 0},
+		{name: "burst within the budget keeps it", capacity: 1000, n: 1000, wantBufLen: 1024},
+		{name: "burst over the budget gives it back", capacity: 500, n: 1000, wantBufLen: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var q queue
+			if tt.capacity > 0 {
+				q.setKeep(tt.capacity)
+			}
 			for i := range tt.n {
 				q.push(7, ent(7, i))
 			}
@@ -191,6 +197,7 @@ func TestQueueShrink(t *testing.T) {
 			popAll(t, &q)
 			assert.Len(t, q.levels[7].buf, tt.wantBufLen)
 			assert.Len(t, q.levels[3].buf, 8)
+			assert.Equal(t, tt.wantBufLen*btoi(tt.wantBufLen > shrinkAbove), q.kept, "kept entries")
 
 			// The level is still usable afterwards.
 			q.push(7, ent(7, 0))
@@ -395,4 +402,57 @@ func TestQueueMatchesModel(t *testing.T) {
 		}
 		require.Equal(t, sortedVals(m), popAll(t, &q), "seed %d round %d: final", seed, round)
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestQueueKeepBudget checks that the large buffers kept by empty levels never
+// total more than the budget, whatever order levels fill and empty in, and
+// that a level filling again takes its buffer off the account.
+func TestQueueKeepBudget(t *testing.T) {
+	var q queue
+	q.setKeep(256) // one 256-entry buffer, or two of 128
+	fill := func(p, n int) {
+		for i := range n {
+			q.push(p, ent(p, i))
+		}
+	}
+	empty := func(p int) {
+		for {
+			if _, ok := q.popFrom(p); !ok {
+				return
+			}
+		}
+	}
+	fill(1, 100) // 128-entry buffers
+	fill(2, 100)
+	fill(3, 100)
+	empty(1)
+	empty(2)
+	empty(3)
+	assert.Equal(t, 256, q.kept)
+	assert.Len(t, q.levels[1].buf, 128, "kept")
+	assert.Len(t, q.levels[2].buf, 128, "kept")
+	assert.Nil(t, q.levels[3].buf, "over the budget: freed")
+
+	fill(1, 1) // in use again: off the account, so level 3 may keep its next one
+	assert.Equal(t, 128, q.kept)
+	fill(3, 100)
+	empty(3)
+	assert.Equal(t, 256, q.kept)
+	assert.Len(t, q.levels[3].buf, 128)
+
+	// removeIf emptying a level is accounted as popping it empty.
+	fill(2, 100)
+	assert.Equal(t, 128, q.kept)
+	removed := q.removeIf(func(e entry) bool { return e.v.(val).prio == 2 })
+	assert.Len(t, removed, 100)
+	assert.Equal(t, 256, q.kept)
+	assert.Len(t, q.levels[2].buf, 128)
+	assert.Equal(t, 1, q.n, "level 1 untouched")
 }
