@@ -64,23 +64,24 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 	return counts, time.Duration(l.sum.Load())
 }
 
-// stamp returns the time stamp of a message about to be queued, or 0 if it
-// is not timed. A message that finds fewer than exactDepth messages queued is
-// always timed, and its stamp is odd: it counts once. One that queues deeper,
-// behind an actor that is falling behind, where a clock read for every
-// message would slow its senders, is timed one time in latencySample (every
-// latencySample-th post), with an even stamp: it counts latencySample times.
-// Which of those is timed depends on its place among the posts, not on how
-// long it will wait, so the weighted counts estimate all of them. The clock
-// reading is the stamp shifted right by one. It is called before the sender
-// takes the lock, so the stamp may precede the queueing by that wait.
-func (m *Mailbox) stamp() int64 {
+// stamp returns the time stamp of a message about to be queued behind depth
+// others as the posted-th post, or 0 if it is not timed. A message that finds
+// fewer than exactDepth messages queued is always timed, and its stamp is
+// odd: it counts once. One that queues deeper, behind an actor that is
+// falling behind, where a clock read for every message would slow its
+// senders, is timed one time in latencySample (every latencySample-th post),
+// with an even stamp: it counts latencySample times. Which of those is timed
+// depends on its place among the posts, not on how long it will wait, so the
+// weighted counts estimate all of them. The clock reading is the stamp
+// shifted right by one. It is called under the mailbox lock, where the
+// sender has read depth and posted anyway.
+func (m *Mailbox) stamp(depth int32, posted uint64) int64 {
 	switch {
 	case m.latency == nil:
 		return 0
-	case m.userCount.Load() < exactDepth:
+	case depth < exactDepth:
 		return m.clock()<<1 | 1
-	case m.posted.Load()&(latencySample-1) != 0:
+	case posted&(latencySample-1) != 0:
 		return 0
 	}
 	return max(m.clock(), 1) << 1

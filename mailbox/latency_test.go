@@ -131,5 +131,5 @@ func TestLatencyOff(t *testing.T) {
 	require.NoError(t, m.TryPost(prioItem(1)))
 	assert.Len(t, inv.delivered(), 1)
 	assert.True(t, m.LastActive().IsZero())
-	assert.Zero(t, m.stamp())
+	assert.Zero(t, m.stamp(0, 1))
 }

@@ -57,20 +57,39 @@ func (l *Limit) init(max int) {
 // Max returns the number of slots.
 func (l *Limit) Max() int { return int(l.max) }
 
-// Used returns the number of slots taken. It does not block.
-func (l *Limit) Used() int { return int(l.used.Load()) }
+// Used returns the number of slots taken. It does not block. (It never
+// reports more than Max, though a refused TryAcquire holds one past it for an
+// instant.)
+func (l *Limit) Used() int { return int(min(l.used.Load(), l.max)) }
 
 // TryAcquire takes one slot if one is free and reports whether it did. It
 // never blocks.
+//
+// It takes the slot with one atomic addition and gives it back if that went
+// past max, rather than loading and compare-and-swapping: the counter's cache
+// line is written by every sender and every agent, and the addition moves it
+// once where the load and the swap move it twice. A sender racing another
+// one at the boundary may be refused for a slot that the other gives back at
+// once; the give-back wakes a parked sender when it leaves room, so the
+// refused one, which re-checks after parking, is not stranded. A give-back
+// that leaves the limit full wakes nobody, so refused senders never wake
+// each other in a loop.
 func (l *Limit) TryAcquire() bool {
-	for {
-		u := l.used.Load()
-		if u >= l.max {
-			return false
-		}
-		if l.used.CompareAndSwap(u, u+1) {
-			return true
-		}
+	if l.used.Add(1) <= l.max {
+		return true
+	}
+	l.giveBack()
+	return false
+}
+
+// giveBack returns the slot a refused TryAcquire took past max.
+func (l *Limit) giveBack() {
+	u := l.used.Add(-1)
+	if u <= 0 && l.zq.nwait.Load() > 0 {
+		l.zq.wakeAll()
+	}
+	if u < l.max && l.wq.nwait.Load() > 0 {
+		l.wq.wake(1)
 	}
 }
 

@@ -3,8 +3,11 @@ package mailbox
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -76,6 +79,75 @@ func TestLimitTryAcquireConcurrent(t *testing.T) {
 	}
 	assert.Equal(t, max, total, "exactly max acquisitions succeed")
 	assert.Equal(t, max, l.Used())
+}
+
+// TestLimitGiveBackWakes replays, step by step, a refusal caused by another
+// sender's momentary over-count: the give-back that leaves room must wake the
+// parked sender, and one that leaves the limit full must wake nobody.
+func TestLimitGiveBackWakes(t *testing.T) {
+	l := NewLimit(1)
+	require.True(t, l.TryAcquire()) // H holds the only slot
+	p := newWaiter()
+	l.wq.park(p) // P waits for it
+
+	l.used.Add(1) // A's TryAcquire: past max, about to give it back
+	l.Release(1)  // H is done: wakes P
+	require.Len(t, p.ch, 1)
+	<-p.ch
+	require.False(t, l.TryAcquire(), "P is refused: A's slot is still counted")
+	assert.Empty(t, p.ch, "a give-back that leaves the limit full wakes nobody")
+	l.wq.park(p)
+
+	l.giveBack() // A gives its slot back: the limit is free
+	assert.Len(t, p.ch, 1, "P must be woken, or it sleeps with a free slot")
+	assert.Zero(t, l.Used())
+	assert.True(t, l.TryAcquire())
+}
+
+// TestLimitBoundaryChurn has more senders than slots acquire and release in
+// a loop, each waiting as Post does (park, re-check, sleep until woken) when
+// refused. A refusal caused by another sender's momentary over-count must be
+// followed by a wake-up, or a sender would sleep forever; and nobody may hold
+// more than max slots at once.
+func TestLimitBoundaryChurn(t *testing.T) {
+	const max, workers, rounds = 2, 8, 2000
+	l := NewLimit(max)
+	var held atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			w := newWaiter()
+			for range rounds {
+				for !l.TryAcquire() {
+					l.wq.park(w)
+					if l.TryAcquire() {
+						l.wq.leave(w)
+						break
+					}
+					select {
+					case <-w.ch:
+					case <-ctx.Done():
+						l.wq.leave(w)
+						errs <- fmt.Errorf("stranded: %w", ctx.Err())
+						return
+					}
+				}
+				if n := held.Add(1); n > max {
+					errs <- fmt.Errorf("%d slots held, max %d", n, max)
+					return
+				}
+				held.Add(-1)
+				l.Release(1)
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		require.NoError(t, <-errs)
+	}
+	assert.Zero(t, l.Used())
 }
 
 func TestWaitZero(t *testing.T) {

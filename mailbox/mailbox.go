@@ -318,7 +318,6 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		return &m.shared.wq, nil
 	}
 	var expired []entry
-	stamp := m.stamp()
 	m.mu.Lock()
 	if m.closed.Load() {
 		err := m.closeErr
@@ -326,16 +325,18 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.releaseShared(1)
 		return nil, err
 	}
-	if int(m.userCount.Load()) >= m.capacity { // queued plus the agent's batch
+	depth := m.userCount.Load() // queued plus the agent's batch
+	if int(depth) >= m.capacity {
 		if expired = m.reapLocked(); len(expired) == 0 {
 			m.mu.Unlock()
 			m.releaseShared(1)
 			return &m.wq, nil
 		}
 	}
-	m.q.push(prio, entry{msg, deadline, stamp})
+	posted := m.posted.Load() + 1
+	m.q.push(prio, entry{msg, deadline, m.stamp(depth, posted)})
 	m.userCount.Add(1) // under mu, so that concurrent posts respect the capacity exactly
-	m.posted.Add(1)
+	m.posted.Store(posted) // written only under mu: no read-modify-write needed
 	if deadline != 0 {
 		if m.ttlQueued == 0 || deadline < m.nextExpiry {
 			m.nextExpiry = deadline
