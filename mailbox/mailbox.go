@@ -645,17 +645,13 @@ func (m *Mailbox) refill() bool {
 	if p < 0 {
 		return false
 	}
-	n := 0
-	for n < batchSize {
-		e, ok := m.q.popFrom(p)
-		if !ok {
-			break
+	n := m.q.popN(p, m.batch[:])
+	if m.ttlQueued > 0 {
+		for _, e := range m.batch[:n] {
+			if e.deadline != 0 {
+				m.ttlQueued--
+			}
 		}
-		if e.deadline != 0 {
-			m.ttlQueued--
-		}
-		m.batch[n] = e
-		n++
 	}
 	m.batchI, m.batchN, m.batchPrio = 0, n, int32(p)
 	m.urgent.Store(int32(p))

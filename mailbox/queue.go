@@ -114,6 +114,24 @@ func (q *queue) reuse(r *ring) {
 	}
 }
 
+// popN moves up to len(dst) of the oldest values of level p into dst, in
+// order, and returns how many it moved. It copies the ring's contiguous runs
+// at once, which matters because the agent calls it under the lock its
+// senders wait for.
+func (q *queue) popN(p int, dst []entry) int {
+	r := q.levels[p]
+	if r == nil || r.n == 0 {
+		return 0
+	}
+	n := r.popN(dst)
+	if r.n == 0 {
+		q.bits[p>>6] &^= 1 << (p & 63)
+		q.emptied(r)
+	}
+	q.n -= n
+	return n
+}
+
 // pushFront puts v back at the head of level p, before everything queued
 // there, for values taken out and returned unprocessed.
 func (q *queue) pushFront(p int, v entry) {
@@ -220,6 +238,23 @@ func (r *ring) pop() entry {
 		r.head = 0
 	}
 	return v
+}
+
+// popN moves up to len(dst) values into dst, oldest first, clearing their
+// slots, and returns how many it moved.
+func (r *ring) popN(dst []entry) int {
+	n := min(len(dst), r.n)
+	first := min(n, len(r.buf)-r.head) // up to the end of the buffer
+	copy(dst, r.buf[r.head:r.head+first])
+	clear(r.buf[r.head : r.head+first])
+	copy(dst[first:n], r.buf[:n-first])
+	clear(r.buf[:n-first])
+	r.head = (r.head + n) & (len(r.buf) - 1)
+	r.n -= n
+	if r.n == 0 {
+		r.head = 0
+	}
+	return n
 }
 
 func (r *ring) grow() {

@@ -456,3 +456,69 @@ func TestQueueKeepBudget(t *testing.T) {
 	assert.Len(t, q.levels[2].buf, 128)
 	assert.Equal(t, 1, q.n, "level 1 untouched")
 }
+
+// TestQueuePopN checks that popN takes the same values, in the same order,
+// as popping one at a time would, wherever the ring's head stands (so across
+// the wrap), and that it clears the slots it took.
+func TestQueuePopN(t *testing.T) {
+	tests := []struct {
+		name            string
+		skip, n, take   int // pop skip values first, so the head moves; queue n; take up to take
+		wantTaken, left int
+	}{
+		{name: "empty level", n: 1, take: 0, wantTaken: 0, left: 1},
+		{name: "fewer than asked", n: 3, take: 8, wantTaken: 3},
+		{name: "more than asked", n: 10, take: 4, wantTaken: 4, left: 6},
+		{name: "across the wrap", skip: 6, n: 7, take: 32, wantTaken: 7},
+		{name: "part of a wrapped run", skip: 6, n: 7, take: 3, wantTaken: 3, left: 4},
+		{name: "exactly to the end of the buffer", skip: 5, n: 6, take: 4, wantTaken: 4, left: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var q queue
+			seq, first := 0, 0
+			if tt.skip > 0 && tt.n > 0 {
+				// Queue skip values and pop all but the last, so the
+				// head stands at skip-1 (an emptied ring would restart
+				// at 0); the kept one is the first of the n.
+				for range tt.skip {
+					q.push(4, ent(4, seq))
+					seq++
+				}
+				for range tt.skip - 1 {
+					_, ok := q.popFrom(4)
+					require.True(t, ok)
+				}
+				first = tt.skip - 1
+				require.Equal(t, first, q.levels[4].head)
+			}
+			for q.n < tt.n {
+				q.push(4, ent(4, seq))
+				seq++
+			}
+			if tt.skip > 0 {
+				require.Len(t, q.levels[4].buf, 8, "no growth: the run must wrap in place")
+			}
+			dst := make([]entry, tt.take)
+			got := q.popN(4, dst)
+			require.Equal(t, tt.wantTaken, got)
+			for i := range got {
+				assert.Equal(t, val{4, first + i}, dst[i].v)
+			}
+			assert.Equal(t, tt.left, q.n)
+			assert.Equal(t, tt.left > 0, q.top() == 4, "level bit")
+			if r := q.levels[4]; r != nil {
+				for i := range len(r.buf) {
+					if (i-r.head)&(len(r.buf)-1) >= r.n {
+						assert.Nil(t, r.buf[i].v, "slot %d still references a taken value", i)
+					}
+				}
+			}
+			for i := range tt.left { // the rest follow in order
+				e, ok := q.pop()
+				require.True(t, ok)
+				assert.Equal(t, val{4, first + got + i}, e.v)
+			}
+		})
+	}
+}
