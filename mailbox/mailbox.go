@@ -335,7 +335,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 	}
 	posted := m.posted.Load() + 1
 	m.q.push(prio, entry{msg, deadline, m.stamp(depth, posted)})
-	m.userCount.Add(1) // under mu, so that concurrent posts respect the capacity exactly
+	m.userCount.Add(1)     // under mu, so that concurrent posts respect the capacity exactly
 	m.posted.Store(posted) // written only under mu: no read-modify-write needed
 	if deadline != 0 {
 		if m.ttlQueued == 0 || deadline < m.nextExpiry {
