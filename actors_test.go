@@ -724,3 +724,53 @@ func TestResponseThroughSendReachesProtoactorRequester(t *testing.T) {
 	assert.Equal(t, `"sent"`, string(res.(*agentbus.Message).Payload))
 	assert.Zero(t, bus.DeadLetters().Len())
 }
+
+// TestSendReachesTheAgentNowHoldingAName checks that the bus never delivers
+// to a stale agent after a name changed hands, and that names sharing a slot
+// of the bus's lookup cache (same length, first, middle and last byte) each
+// reach their own agent when sends alternate between them.
+func TestSendReachesTheAgentNowHoldingAName(t *testing.T) {
+	ctx := context.Background()
+	b := newBus(t, agentbus.Config{})
+	send := func(to string) {
+		t.Helper()
+		_, err := b.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "test", nil).WithRecipient(to))
+		require.NoError(t, err)
+	}
+	recv := func(r *recorder, want string) {
+		t.Helper()
+		select {
+		case m := <-r.got:
+			assert.Equal(t, want, m.Recipient)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("nothing reached the agent %q", want)
+		}
+	}
+
+	for round := range 3 { // the same name, a new agent each round
+		r := newRecorder(4)
+		_, err := b.Spawn("holder", r)
+		require.NoError(t, err)
+		send("holder")
+		send("holder")
+		recv(r, "holder")
+		recv(r, "holder")
+		require.NoError(t, b.Stop(ctx, "holder"), "round %d", round)
+		_, err = b.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "test", nil).WithRecipient("holder"))
+		require.ErrorIs(t, err, agentbus.ErrNoRecipient, "a stopped agent is no recipient")
+	}
+
+	r1, r2 := newRecorder(100), newRecorder(100)
+	_, err := b.Spawn("agent-a-1", r1)
+	require.NoError(t, err)
+	_, err = b.Spawn("agent-b-1", r2)
+	require.NoError(t, err)
+	for range 50 {
+		send("agent-a-1")
+		send("agent-b-1")
+	}
+	for range 50 {
+		recv(r1, "agent-a-1")
+		recv(r2, "agent-b-1")
+	}
+}

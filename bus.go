@@ -99,6 +99,9 @@ type Bus struct {
 	agentsMu  sync.Mutex
 	agents    atomic.Pointer[map[string]*actors.Agent] // running agents by name
 	agentsGen atomic.Uint64                            // bumped whenever agents changes
+	// nameCache holds recently looked-up agents, so that a send to an agent
+	// it sent to before skips hashing its name (see agent).
+	nameCache [nameCacheSlots]atomic.Pointer[actors.Agent]
 
 	router   *routing.Router
 	handlers []*actors.Agent // the router's handler agents; guarded by spawnMu
@@ -290,6 +293,9 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 	}
 	a.SetPID(pid)
 	b.agentsMu.Lock()
+	if old := (*b.agents.Load())[name]; old != nil {
+		old.Unregister() // replaced without unregister: see agent
+	}
 	b.agents.Store(withAgent(*b.agents.Load(), name, a))
 	b.agentsGen.Add(1)
 	b.agentsMu.Unlock()
@@ -318,8 +324,41 @@ func (b *Bus) Agents() []string {
 	return names
 }
 
+// agent returns the running agent named name, or nil. It does not block.
+//
+// A send looks its recipient up here, so it is worth a cache in front of the
+// registry's map: a slot chosen from the name's length and three of its
+// bytes holds the agent last found for a name that maps there. A cached agent
+// is taken only if it has the name and was not unregistered; an agent is
+// marked unregistered before another can take its name, so the cache never
+// answers with an agent the registry no longer lists. A miss costs the map
+// lookup and one pointer store.
 func (b *Bus) agent(name string) *actors.Agent {
-	return (*b.agents.Load())[name]
+	slot := &b.nameCache[nameSlot(name)]
+	if a := slot.Load(); a != nil && a.Name() == name && !a.Unregistered() {
+		return a
+	}
+	a := (*b.agents.Load())[name]
+	if a != nil {
+		slot.Store(a)
+	}
+	return a
+}
+
+// nameCacheSlots is the size of Bus.nameCache.
+const nameCacheSlots = 64
+
+// nameSlot picks name's slot in Bus.nameCache from its length and its first,
+// middle and last bytes: names that differ only elsewhere share a slot, which
+// costs them misses, never a wrong answer.
+func nameSlot(name string) int {
+	h := uint(len(name))
+	if len(name) > 0 {
+		h = h*31 + uint(name[0])
+		h = h*31 + uint(name[len(name)/2])
+		h = h*31 + uint(name[len(name)-1])
+	}
+	return int(h % nameCacheSlots)
 }
 
 // withAgent returns a copy of agents with name set to a, or removed if a is
@@ -352,6 +391,7 @@ func (b *Bus) snapshot() []*actors.Agent {
 func (b *Bus) unregister(a *actors.Agent) {
 	b.agentsMu.Lock()
 	if agents := *b.agents.Load(); agents[a.Name()] == a {
+		a.Unregister() // before the name is free: see agent
 		b.agents.Store(withAgent(agents, a.Name(), nil))
 		b.agentsGen.Add(1)
 	}

@@ -105,13 +105,18 @@ type Agent struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
+	unregistered atomic.Bool // see Unregister
+
+	// What the agent's goroutine writes for every message, away from the
+	// fields above that every sender reads: an Agent is not allocated on a
+	// cache-line boundary, so the pad goes on both sides.
+	_         [64]byte
 	waitingOn atomic.Pointer[Agent]   // the agent this one's handler awaits a response from
 	current   atomic.Pointer[Message] // the message the handler is handling, if any
-
-	_        [64]byte // keep the receiver's counters off the senders' cache lines
-	handled  atomic.Uint64
-	failed   atomic.Uint64
-	restarts atomic.Int64 // beside handled and failed, which a reader of one reads too
+	handled   atomic.Uint64
+	failed    atomic.Uint64
+	restarts  atomic.Int64 // beside handled and failed, which a reader of one reads too
+	_         [64]byte
 }
 
 // agentKey is the context key under which a handler's ctx carries its Agent.
@@ -135,6 +140,14 @@ func FromContext(ctx context.Context) *Agent {
 
 // Name returns the agent's name.
 func (a *Agent) Name() string { return a.name }
+
+// Unregister records that the bus no longer lists a under its name, so that
+// a cached reference to a is not taken for the agent of that name (see
+// Unregistered). The bus calls it before it lets another agent take the name.
+func (a *Agent) Unregister() { a.unregistered.Store(true) }
+
+// Unregistered reports whether Unregister was called. It does not block.
+func (a *Agent) Unregistered() bool { return a.unregistered.Load() }
 
 // PID returns the agent's protoactor PID.
 func (a *Agent) PID() *actor.PID { return a.pid }
