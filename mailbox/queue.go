@@ -33,11 +33,11 @@ type entry struct {
 // level. queue is not safe for concurrent use; Mailbox guards it.
 //
 // An emptied level keeps a buffer of up to shrinkAbove entries. A larger one
-// is kept only while the empty levels' buffers total at most keep entries,
-// and is freed otherwise: a queue that fills and empties over and over (a
-// sender faster than its agent) does not regrow its buffer from 8 entries
-// every time, and what an idle queue pins is bounded by keep, as a Go
-// channel's buffer is bounded by its capacity.
+// is kept only while the empty levels' buffers total at most keep entries
+// (about the mailbox's capacity, at most maxKeep), and is freed otherwise: a
+// queue that fills and empties over and over (a sender faster than its
+// agent) does not regrow its buffer from 8 entries every time, and what an
+// idle queue pins is bounded: 24 KiB for the default capacity of 1024.
 type queue struct {
 	levels [levels]*ring
 	bits   [2]uint64
@@ -46,11 +46,18 @@ type queue struct {
 	kept   int // entries of empty levels' large buffers kept now
 }
 
-// setKeep sets how many entries of large buffers empty levels may keep; the
-// mailbox passes its capacity, rounded up to the ring size that holds it.
+// maxKeep caps queue.keep: 4096 entries (96 KiB). A mailbox of a larger
+// capacity whose queue fills and empties over and over regrows its buffer
+// from 8 entries each time, which is cheap at that depth (the copies of
+// doubling come to one per message).
+const maxKeep = 4096
+
+// setKeep sets how many entries of large buffers empty levels may keep: the
+// mailbox's capacity rounded up to the ring size that holds it, at most
+// maxKeep.
 func (q *queue) setKeep(capacity int) {
 	size := 8
-	for size < capacity {
+	for size < min(capacity, maxKeep) {
 		size *= 2
 	}
 	q.keep = size

@@ -183,6 +183,8 @@ func TestQueueShrink(t *testing.T) {
 		{name: "burst gives it back", n: 1000, wantBufLen: 0},
 		{name: "burst within the budget keeps it", capacity: 1000, n: 1000, wantBufLen: 1024},
 		{name: "burst over the budget gives it back", capacity: 500, n: 1000, wantBufLen: 0},
+		{name: "the budget is capped", capacity: 100_000, n: maxKeep + 1, wantBufLen: 0},
+		{name: "up to the cap", capacity: 100_000, n: maxKeep, wantBufLen: maxKeep},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
