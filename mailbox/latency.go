@@ -73,8 +73,8 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 // with an even stamp: it counts latencySample times. Which of those is timed
 // depends on its place among the posts, not on how long it will wait, so the
 // weighted counts estimate all of them. The clock reading is the stamp
-// shifted right by one. It is called under the mailbox lock, where the
-// sender has read depth and posted anyway.
+// shifted right by one. The sender calls it before it takes the mailbox
+// lock, so the stamp may precede the queueing by that wait.
 func (m *Mailbox) stamp(depth int32, posted uint64) int64 {
 	switch {
 	case m.latency == nil:
