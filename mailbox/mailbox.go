@@ -128,6 +128,13 @@ type Mailbox struct {
 	suspended   atomic.Bool
 	_           [64]byte
 
+	// shallow predicts, for the next sender, whether it will find fewer
+	// than exactDepth messages queued (see clockFor). Only senders write it,
+	// and only when the prediction turns out wrong, so its line stays with
+	// them, away from the counters the agent writes.
+	shallow atomic.Bool
+	_       [64]byte
+
 	userCount atomic.Int32
 	posted    atomic.Uint64 // user messages ever queued; beside userCount, which readers of it read too
 	wq        waitQueue     // senders waiting for room in this mailbox
@@ -318,12 +325,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		return &m.shared.wq, nil
 	}
 	var expired []entry
-	// The stamp is taken before the lock: a clock read costs tens of
-	// nanoseconds, which the agent would otherwise spend waiting for the
-	// lock to take its next batch. The depth it is decided on may be stale
-	// by the other senders' posts meanwhile, which only shifts a message
-	// between exact and sampled timing.
-	stamp := m.stamp(m.userCount.Load(), m.posted.Load()+1)
+	t := m.clockFor()
 	m.mu.Lock()
 	if m.closed.Load() {
 		err := m.closeErr
@@ -331,14 +333,15 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.releaseShared(1)
 		return nil, err
 	}
-	if int(m.userCount.Load()) >= m.capacity { // queued plus the agent's batch
+	depth := m.userCount.Load() // queued plus the agent's batch
+	if int(depth) >= m.capacity {
 		if expired = m.reapLocked(); len(expired) == 0 {
 			m.mu.Unlock()
 			m.releaseShared(1)
 			return &m.wq, nil
 		}
 	}
-	m.q.push(prio, entry{msg, deadline, stamp})
+	m.q.push(prio, entry{msg, deadline, m.stamp(&t, depth)})
 	m.userCount.Add(1)                  // under mu, so that concurrent posts respect the capacity exactly
 	m.posted.Store(m.posted.Load() + 1) // written only under mu: no read-modify-write needed
 	if deadline != 0 {
@@ -348,6 +351,9 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.ttlQueued++
 	}
 	m.mu.Unlock()
+	if t.predicted != t.shallow {
+		m.shallow.Store(t.shallow)
+	}
 	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, int32(prio)) {
 			break
