@@ -1,8 +1,11 @@
 package mailbox
 
 import (
+	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -65,4 +68,57 @@ func BenchmarkMailbox(b *testing.B) {
 			}
 		})
 	}
+}
+
+// streamInvoker counts deliveries across goroutines and signals when it has
+// seen want of them.
+type streamInvoker struct {
+	n, want atomic.Int64
+	done    chan struct{}
+}
+
+func (c *streamInvoker) InvokeSystemMessage(any) {}
+func (c *streamInvoker) InvokeUserMessage(any) {
+	if c.n.Add(1) == c.want.Load() {
+		c.done <- struct{}{}
+	}
+}
+func (c *streamInvoker) EscalateFailure(any, any) {}
+
+// BenchmarkMailboxStream posts from one goroutine to a mailbox whose actor
+// runs on protoactor's goroutine dispatcher, timed until every message is
+// delivered: the mailbox alone, without the bus, against protoactor's own
+// unbounded mailbox doing the same. mailbox is bounded (1024), shares a
+// limit and times latency, as the bus configures it.
+func BenchmarkMailboxStream(b *testing.B) {
+	run := func(b *testing.B, m actor.Mailbox, post func()) {
+		inv := &streamInvoker{done: make(chan struct{}, 1)}
+		m.RegisterHandlers(inv, actor.NewDefaultDispatcher(300))
+		m.Start()
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			post()
+			n++
+		}
+		inv.want.Store(int64(n))
+		if inv.n.Load() < int64(n) {
+			<-inv.done
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	}
+	msg := &item{prio: DefaultPriority}
+	b.Run("mailbox", func(b *testing.B) {
+		m := New(Config{Capacity: 1024, Shared: NewLimit(10_000), Latency: &Latency{}})
+		defer m.Close(nil)
+		run(b, m, func() {
+			if err := m.Post(context.Background(), msg, Patience{Wait: time.Minute}); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("protoactor", func(b *testing.B) {
+		m := actor.Unbounded()()
+		run(b, m, func() { m.PostUserMessage(msg) })
+	})
 }

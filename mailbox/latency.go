@@ -2,7 +2,6 @@ package mailbox
 
 import (
 	"math/bits"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -21,8 +20,8 @@ const latencyBase = time.Microsecond
 func LatencyBound(i int) time.Duration { return latencyBase << i }
 
 // A mailbox times every message that finds fewer than exactDepth messages
-// queued ahead of it. Of the others, one in latencySample (a power of two),
-// drawn at random, is timed and counted latencySample times.
+// queued ahead of it. Of the others, one in latencySample (a power of two) is
+// timed and counted latencySample times.
 const (
 	exactDepth    = 8
 	latencySample = 8
@@ -79,14 +78,15 @@ type timing struct {
 // agent would otherwise spend waiting for the lock, and only when it will
 // likely be needed: when the last sender found a shallow queue, or when the
 // message is drawn as one of the one in latencySample deep messages that are
-// timed. The draw is random (a per-thread generator, no shared state), so
-// which deep messages are timed does not depend on how long they wait, and
-// the weighted counts estimate all of them.
+// timed: every latencySample-th post, so which deep messages are timed
+// depends on their place among the posts, not on how long they will wait, and
+// the weighted counts estimate all of them. (A random draw would do as well
+// but costs more than the counter on a line only senders write.)
 func (m *Mailbox) clockFor() timing {
 	if m.latency == nil {
 		return timing{}
 	}
-	t := timing{sampled: rand.Uint32()%latencySample == 0, predicted: m.shallow.Load()}
+	t := timing{sampled: m.draws.Add(1)%latencySample == 0, predicted: m.shallow.Load()}
 	if t.predicted || t.sampled {
 		t.now = m.clock()
 	}

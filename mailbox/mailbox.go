@@ -129,10 +129,12 @@ type Mailbox struct {
 	_           [64]byte
 
 	// shallow predicts, for the next sender, whether it will find fewer
-	// than exactDepth messages queued (see clockFor). Only senders write it,
-	// and only when the prediction turns out wrong, so its line stays with
-	// them, away from the counters the agent writes.
+	// than exactDepth messages queued, and draws counts the posts (see
+	// clockFor). Only senders write them (shallow only when the prediction
+	// turns out wrong), so their line stays with them, away from the
+	// counters the agent writes.
 	shallow atomic.Bool
+	draws   atomic.Uint32 // posts planned, for drawing the deep ones to time
 	_       [64]byte
 
 	userCount atomic.Int32
