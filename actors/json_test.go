@@ -1,6 +1,7 @@
 package actors_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"strings"
@@ -413,4 +414,49 @@ func FuzzMessageJSON(f *testing.F) {
 		m2.Timestamp = m.Timestamp
 		require.Equal(t, exported(&m), exported(&m2))
 	})
+}
+
+// TestJSONPayloadWrittenAsCompacted checks that the payload AppendJSON writes
+// is what json.Compact makes of it, whether its white space is inside strings
+// (written as is, without compacting), between tokens (compacted) or the
+// payload is not JSON (refused).
+func TestJSONPayloadWrittenAsCompacted(t *testing.T) {
+	for _, p := range []string{
+		`0`, `{}`, `"a b"`, `{"note":"looks fine to me","n":1}`, `{"a": 1}`, "[1,\n2]",
+		`{"s":"tab\there","e":"\" x"}`, `{"q":"\\" }`, `{"x":"y z"`, `nope nope`, `"unterminated `,
+		`[" ",{"k":" "},[" "]]`, `"a \u00e9 \\ b"`, ` "lead"`, `"trail" `, `"\\\\" `,
+	} {
+		t.Run(p, func(t *testing.T) { requirePayloadCompacted(t, []byte(p)) })
+	}
+}
+
+// FuzzJSONPayloadWrittenAsCompacted: for any payload, AppendJSON writes what
+// json.Compact makes of it, or refuses it when json.Compact does.
+func FuzzJSONPayloadWrittenAsCompacted(f *testing.F) {
+	for _, p := range []string{`{"note":"looks fine to me"}`, `[1, 2]`, `"\" "`, `{"a":"\\"} `} {
+		f.Add([]byte(p))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		if len(payload) == 0 {
+			return // no payload is written at all
+		}
+		requirePayloadCompacted(t, payload)
+	})
+}
+
+func requirePayloadCompacted(t *testing.T, payload []byte) {
+	t.Helper()
+	m := &actors.Message{Type: actors.TypeDirect, Payload: payload}
+	got, err := m.AppendJSON(nil)
+	var want strings.Builder
+	compact := new(bytes.Buffer)
+	if cerr := json.Compact(compact, payload); cerr != nil {
+		require.Error(t, err, "json.Compact refuses %q", payload)
+		return
+	}
+	require.NoError(t, err)
+	want.WriteString(`"payload":`)
+	want.Write(compact.Bytes())
+	want.WriteString(`,"priority":`)
+	assert.Contains(t, string(got), want.String())
 }

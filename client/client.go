@@ -256,9 +256,15 @@ func (c *Client) do(ctx context.Context, f *protocol.Frame) (*protocol.Frame, er
 	return c.roundTrip(ctx, t, f)
 }
 
+// answers holds the channels on which roundTrip waits for its answer. The
+// reader sends on one only while it holds Client.mu and finds it in
+// pending, so once roundTrip has taken it out of pending and emptied it,
+// nothing can reach it any more and it is reused.
+var answers = sync.Pool{New: func() any { return make(chan *protocol.Frame, 1) }}
+
 func (c *Client) roundTrip(ctx context.Context, t transport.Conn, f *protocol.Frame) (*protocol.Frame, error) {
 	f.ID = strconv.FormatUint(c.nextID.Add(1), 10)
-	ch := make(chan *protocol.Frame, 1)
+	ch := answers.Get().(chan *protocol.Frame)
 	c.mu.Lock()
 	c.pending[f.ID] = ch
 	c.mu.Unlock()
@@ -266,12 +272,19 @@ func (c *Client) roundTrip(ctx context.Context, t transport.Conn, f *protocol.Fr
 		c.mu.Lock()
 		delete(c.pending, f.ID)
 		c.mu.Unlock()
+		select {
+		case <-ch:
+		default:
+		}
+		answers.Put(ch)
 	}()
-	b, err := protocol.Encode(f)
+	b, err := protocol.EncodeBuffer(f)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w: %v", agentbus.ErrInvalidMessage, err)
 	}
-	if err := t.Send(ctx, b); err != nil {
+	err = t.Send(ctx, b.B)
+	b.Release()
+	if err != nil {
 		return nil, c.sendError(ctx, err)
 	}
 	select {
@@ -308,8 +321,13 @@ func (c *Client) sendError(ctx context.Context, err error) error {
 func (c *Client) readLoop(t transport.Conn, gen uint64) {
 	defer c.wg.Done()
 	var why error
+	// Deliveries are decoded into one frame, again and again (only their
+	// message is kept); an answer is handed over in a copy.
+	f := new(protocol.Frame)
 	for {
-		data, err := t.Recv(c.ctx)
+		// Lent: decoding keeps nothing of data, and data is not used
+		// after the next receive.
+		data, err := transport.RecvLent(c.ctx, t)
 		if err != nil {
 			if errors.Is(err, transport.ErrFrameTooLarge) {
 				c.log.Warn("daemon sent an oversized frame; skipped", "error", err)
@@ -318,8 +336,7 @@ func (c *Client) readLoop(t transport.Conn, gen uint64) {
 			why = err
 			break
 		}
-		f, err := protocol.Decode(data)
-		if err != nil {
+		if err := protocol.DecodeInto(f, data); err != nil {
 			c.log.Warn("daemon sent a bad frame; skipped", "error", err)
 			continue
 		}
@@ -329,13 +346,16 @@ func (c *Client) readLoop(t transport.Conn, gen uint64) {
 		}
 		c.mu.Lock()
 		ch := c.pending[f.ID]
-		c.mu.Unlock()
 		if ch != nil {
+			answer := new(protocol.Frame)
+			*answer = *f
 			select {
-			case ch <- f: // buffered: the one answer fits
+			case ch <- answer: // buffered: the one answer fits
 			default:
 			}
-		} else if f.Op == protocol.OpError {
+		}
+		c.mu.Unlock()
+		if ch == nil && f.Op == protocol.OpError {
 			c.log.Warn("daemon error", "code", f.Code, "error", f.Error)
 		}
 	}
@@ -507,6 +527,7 @@ func (c *Client) runAgent(a *agent) {
 	ctx := context.WithValue(c.hctx, agentKey{}, a.name)
 	batch := max(1, c.opts.AgentQueue/4)
 	var done int       // deliveries finished, not yet credited
+	var owed int       // of those, the ones only a credit settles (see below)
 	var doneGen uint64 // the connection they came on
 	one := func(d delivery) {
 		m := d.m
@@ -538,14 +559,23 @@ func (c *Client) runAgent(a *agent) {
 			}
 		}
 		if d.gen != doneGen { // a new connection has a fresh window
-			done, doneGen = 0, d.gen
+			done, owed, doneGen = 0, 0, d.gen
 		}
-		// Credit in batches while messages queue up, at once when the
-		// queue runs empty: what is credited counts as handled if the
-		// connection drops.
-		if done++; done >= batch || len(a.in) == 0 {
+		// Credit in batches while messages queue up, and at once when the
+		// queue runs empty if a finished delivery is settled by nothing
+		// else: what is credited counts as handled if the connection
+		// drops. A request is settled by its response (or the daemon's
+		// timeout), a requires_ack message by its ack, a failure by its
+		// nack; the daemon accounts for those without the credit, whose
+		// only use then is to reopen the window, so they wait for the
+		// batch (a round trip costs one frame less).
+		done++
+		if err == nil && m.Type != agentbus.TypeRequest && !m.RequiresAck {
+			owed++
+		}
+		if done >= batch || owed > 0 && len(a.in) == 0 {
 			c.credit(c.ctx, a.name, done, doneGen)
-			done = 0
+			done, owed = 0, 0
 		}
 	}
 	for {
@@ -593,10 +623,11 @@ func (c *Client) credit(ctx context.Context, agent string, n int, gen uint64) {
 	if t == nil || !live {
 		return
 	}
-	b, _ := protocol.Encode(&protocol.Frame{Op: protocol.OpCredit, Agent: agent, N: n})
-	if err := t.Send(ctx, b); err != nil && c.ctx.Err() == nil {
+	b, _ := protocol.EncodeBuffer(&protocol.Frame{Op: protocol.OpCredit, Agent: agent, N: n})
+	if err := t.Send(ctx, b.B); err != nil && c.ctx.Err() == nil {
 		c.log.Debug("credit not sent", "agent", agent, "error", err)
 	}
+	b.Release()
 }
 
 func (c *Client) handle(ctx context.Context, a *agent, m *agentbus.Message) (err error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/server"
 	"github.com/descartes/agentbus/transport"
 )
@@ -503,4 +504,76 @@ func TestHandlerFailureReported(t *testing.T) {
 		letters, err := s.DeadLetters(ctx, client.LetterFilter{Reason: "handler_error"})
 		return err == nil && len(letters) == 2 // the request and the message
 	}, 5*time.Second, time.Millisecond)
+}
+
+// credits is a connection that reports the n of each credit frame it sends.
+type credits struct {
+	transport.Conn
+	n chan int
+}
+
+func (c *credits) Send(ctx context.Context, frame []byte) error {
+	if f, err := protocol.Decode(frame); err == nil && f.Op == protocol.OpCredit {
+		c.n <- f.N
+	}
+	return c.Conn.Send(ctx, frame)
+}
+
+func TestCreditsAnsweredDeliveriesInBatches(t *testing.T) {
+	// A request settled by its response needs no credit to be accounted
+	// for: its credit waits for the batch (a quarter of the window). A
+	// plain delivery is credited as soon as the queue runs empty, with
+	// whatever waited.
+	d := newDaemon(t, agentbus.Config{})
+	sent := make(chan int, 100)
+	ctx := ctx5(t)
+	worker, err := client.Dial(ctx, "", client.Options{AgentQueue: 8, NoReconnect: true,
+		Dial: func(ctx context.Context) (transport.Conn, error) {
+			c, err := d.dial(ctx)
+			return &credits{Conn: c, n: sent}, err
+		}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, worker.Close()) })
+	asker := d.client(t, client.Options{})
+	handled := make(chan string, 100)
+	require.NoError(t, worker.Register(ctx, "worker", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+		if m.Type == agentbus.TypeRequest {
+			_, err := worker.Reply(ctx, m, m.Payload)
+			return err
+		}
+		handled <- string(m.Payload)
+		return nil
+	})))
+	next := func() int {
+		t.Helper()
+		select {
+		case n := <-sent:
+			return n
+		case <-ctx.Done():
+			t.Fatal("no credit")
+			return 0
+		}
+	}
+	// 21 requests, one at a time, through a window of 8: credited by 2.
+	for i := range 21 {
+		req := agentbus.NewMessage(agentbus.TypeRequest, "", fmt.Appendf(nil, "%d", i))
+		req.Recipient = "worker"
+		_, err := asker.Request(ctx, req)
+		require.NoError(t, err)
+	}
+	for range 10 {
+		require.Equal(t, 2, next())
+	}
+	// A plain message: credited at once, with the request left over.
+	m := agentbus.NewMessage(agentbus.TypeDirect, "", []byte(`"plain"`))
+	m.Recipient = "worker"
+	_, err = asker.Send(ctx, m)
+	require.NoError(t, err)
+	require.Equal(t, `"plain"`, <-handled)
+	require.Equal(t, 2, next())
+	m = agentbus.NewMessage(agentbus.TypeDirect, "", []byte(`"again"`))
+	m.Recipient = "worker"
+	_, err = asker.Send(ctx, m)
+	require.NoError(t, err)
+	require.Equal(t, 1, next())
 }

@@ -45,12 +45,18 @@ func newLineReader(rd io.Reader, max, size int) *lineReader {
 // (the line was skipped), ErrPartialFrame (EOF inside a line; io.EOF
 // follows), io.EOF, or the reader's error.
 func (lr *lineReader) next() ([]byte, error) {
+	return lr.read(false)
+}
+
+// read is next, but with lend the line it returns may be a part of the
+// reader's buffer: it is then valid only until the next call.
+func (lr *lineReader) read(lend bool) ([]byte, error) {
 	for {
 		if i := bytes.IndexByte(lr.buf[lr.scan:lr.w], '\n'); i >= 0 {
 			end := lr.scan + i
 			seg := lr.buf[lr.r:end]
 			lr.r, lr.scan = end+1, end+1
-			line, err := lr.finish(seg)
+			line, err := lr.finish(seg, lend)
 			if err != nil || line != nil {
 				return line, err
 			}
@@ -67,10 +73,17 @@ func (lr *lineReader) next() ([]byte, error) {
 	}
 }
 
+// buffered reports whether bytes read from the reader wait to be returned
+// (a line, or the start of one).
+func (lr *lineReader) buffered() bool {
+	return lr.r < lr.w || lr.spilled
+}
+
 // finish ends the line in progress, whose last bytes are seg, and resets
 // the line state. It returns the line (nil if it is empty and must be
-// skipped) or ErrFrameTooLarge.
-func (lr *lineReader) finish(seg []byte) ([]byte, error) {
+// skipped) or ErrFrameTooLarge. With lend, a line that lies whole in seg is
+// returned in place rather than copied.
+func (lr *lineReader) finish(seg []byte, lend bool) ([]byte, error) {
 	acc, over := lr.acc, lr.over
 	lr.acc, lr.spilled, lr.over = nil, false, false
 	if over || len(acc)+len(seg) > lr.max+1 {
@@ -93,6 +106,8 @@ func (lr *lineReader) finish(seg []byte) ([]byte, error) {
 		return nil, nil
 	case n > lr.max:
 		return nil, ErrFrameTooLarge
+	case len(acc) == 0 && lend:
+		return seg[:n:n], nil
 	case len(acc) == 0:
 		line := make([]byte, n)
 		copy(line, seg)

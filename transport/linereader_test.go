@@ -41,13 +41,22 @@ func expectLines(data []byte, max int) []step {
 	return append(out, step{err: io.EOF})
 }
 
+// Ways for readAll to read: copied lines (next), lent lines (lend), or
+// both in turn.
+var readModes = map[string]func(i int) bool{
+	"copied":    func(int) bool { return false },
+	"lent":      func(int) bool { return true },
+	"alternate": func(i int) bool { return i%2 == 1 },
+}
+
 // readAll runs lr until io.EOF or another error that is not a frame
-// error, or until it returned too many results.
-func readAll(t *testing.T, lr *lineReader, limit int) []step {
+// error, or until it returned too many results. The i-th call lends its
+// line if lend(i); a lent line is used only before the next call.
+func readAll(t *testing.T, lr *lineReader, limit int, lend func(i int) bool) []step {
 	t.Helper()
 	var out []step
-	for range limit {
-		f, err := lr.next()
+	for i := range limit {
+		f, err := lr.read(lend(i))
 		if err == nil {
 			if len(f) > lr.max {
 				t.Fatalf("frame of %d bytes, max %d", len(f), lr.max)
@@ -118,14 +127,16 @@ func TestLineReader(t *testing.T) {
 				"half":       iotest.HalfReader,
 				"data + err": iotest.DataErrReader,
 			} {
-				t.Run(tc.name+"/"+name, func(t *testing.T) {
-					lr := newLineReader(wrap(strings.NewReader(tc.in)), tc.max, bufSize)
-					want := expectLines([]byte(tc.in), tc.max)
-					require.Equal(t, want, readAll(t, lr, len(tc.in)+2), "buffer %d", bufSize)
-					// io.EOF is sticky.
-					_, err := lr.next()
-					require.Equal(t, io.EOF, err)
-				})
+				for mode, lend := range readModes {
+					t.Run(tc.name+"/"+name+"/"+mode, func(t *testing.T) {
+						lr := newLineReader(wrap(strings.NewReader(tc.in)), tc.max, bufSize)
+						want := expectLines([]byte(tc.in), tc.max)
+						require.Equal(t, want, readAll(t, lr, len(tc.in)+2, lend), "buffer %d", bufSize)
+						// io.EOF is sticky.
+						_, err := lr.next()
+						require.Equal(t, io.EOF, err)
+					})
+				}
 			}
 		}
 	}
@@ -198,7 +209,7 @@ func FuzzLineReader(f *testing.F) {
 		m := 1 + int(max%64)
 		lr := newLineReader(&chunkReader{r: bytes.NewReader(data), sizes: chunks}, m, 1+int(bufSize%32))
 		want := expectLines(data, m)
-		got := readAll(t, lr, len(data)+2)
+		got := readAll(t, lr, len(data)+2, readModes[[]string{"copied", "lent", "alternate"}[len(chunks)%3]])
 		if len(got) != len(want) {
 			t.Fatalf("max %d: got %d results %v, want %d %v", m, len(got), got, len(want), want)
 		}

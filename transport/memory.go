@@ -156,7 +156,10 @@ type memConn struct {
 	max      int
 }
 
-var _ Conn = (*memConn)(nil)
+var (
+	_ Conn      = (*memConn)(nil)
+	_ Buffering = (*memConn)(nil)
+)
 
 // newMemPair returns the two sides of an in-memory connection.
 func newMemPair(buffer, max int) (client, server *memConn) {
@@ -232,6 +235,10 @@ func (c *memConn) Recv(ctx context.Context) ([]byte, error) {
 		return nil, ctx.Err()
 	}
 }
+
+// Buffered reports whether the peer has queued a frame that Recv would
+// return; see Buffering.
+func (c *memConn) Buffered() bool { return len(c.in) > 0 }
 
 // Close closes this side; see Conn.Close. Frames queued to this side are
 // dropped; frames it queued to the peer can still be received there.

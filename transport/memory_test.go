@@ -80,3 +80,17 @@ func TestMemoryListenerClose(t *testing.T) {
 	_, err = transport.NewMemoryListener(transport.MemoryOptions{}).Dial(ctx)
 	require.ErrorIs(t, err, context.Canceled)
 }
+
+func TestMemoryBuffered(t *testing.T) {
+	client, server := newMemoryPair(t, transport.MemoryOptions{})
+	ctx := context.Background()
+	require.False(t, transport.Buffered(server))
+	require.NoError(t, client.Send(ctx, []byte(`{"n":1}`)))
+	require.NoError(t, client.Send(ctx, []byte(`{"n":2}`)))
+	_, err := server.Recv(ctx)
+	require.NoError(t, err)
+	require.True(t, transport.Buffered(server))
+	_, err = server.Recv(ctx)
+	require.NoError(t, err)
+	require.False(t, transport.Buffered(server))
+}

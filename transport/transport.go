@@ -73,6 +73,72 @@ type Conn interface {
 	Peer() Peer
 }
 
+// Lender is a Conn that can lend the frames it receives rather than hand
+// over a copy of each, for a caller that is done with a frame before it
+// receives the next one (it decodes the frame, say, and keeps only the
+// result). The Unix-socket connection is one.
+type Lender interface {
+	Conn
+	// RecvLent is Recv, except that the frame it returns may still belong
+	// to the connection: it is valid only until the next Recv or RecvLent
+	// on the connection, and must not be modified.
+	RecvLent(ctx context.Context) ([]byte, error)
+}
+
+// RecvLent receives the next frame on c: lent if c is a Lender (see
+// Lender.RecvLent), else by Recv. Either way the caller must not use the
+// frame once it receives again on c.
+func RecvLent(ctx context.Context, c Conn) ([]byte, error) {
+	if l, ok := c.(Lender); ok {
+		return l.RecvLent(ctx)
+	}
+	return c.Recv(ctx)
+}
+
+// BatchSender is a Conn that can write several frames at once, with fewer
+// system calls than one Send each. The Unix-socket connection is one.
+type BatchSender interface {
+	Conn
+	// SendBatch writes frames in order, as many Sends would one after the
+	// other, and returns how many of them were handed to the peer's side
+	// whole: on error, frames[:sent] were, the rest not (it may check
+	// every frame before it writes any, and then refuses the whole batch
+	// for one it cannot send: sent is 0). Its errors and blocking are
+	// Send's.
+	SendBatch(ctx context.Context, frames [][]byte) (sent int, err error)
+}
+
+// SendBatch writes frames on c: at once if c is a BatchSender, else by one
+// Send each, stopping at the first error. See BatchSender.SendBatch.
+func SendBatch(ctx context.Context, c Conn, frames [][]byte) (sent int, err error) {
+	if b, ok := c.(BatchSender); ok {
+		return b.SendBatch(ctx, frames)
+	}
+	for i, f := range frames {
+		if err := c.Send(ctx, f); err != nil {
+			return i, err
+		}
+	}
+	return len(frames), nil
+}
+
+// Buffering is a Conn that can tell whether input it has already read
+// waits to be received.
+type Buffering interface {
+	Conn
+	// Buffered reports whether bytes of the peer's that the connection
+	// has read wait to be returned by Recv: a frame, or the start of one.
+	// Call it between Recv calls, from the goroutine that receives.
+	Buffered() bool
+}
+
+// Buffered reports whether c has input waiting to be received, for a Conn
+// that can tell (see Buffering); false for one that cannot.
+func Buffered(c Conn) bool {
+	b, ok := c.(Buffering)
+	return ok && b.Buffered()
+}
+
 // Listener accepts connections.
 type Listener interface {
 	// Accept blocks until a peer connects and returns its connection, or

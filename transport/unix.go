@@ -354,18 +354,24 @@ type unixConn struct {
 	wbuf    []byte        // scratch for small frames
 	vec     net.Buffers   // for writev of large frames
 	werr    error         // sticky: the write side is broken
-	wdl     ctxDeadline
+	// wdl watches the context of the last Send that wrote, and keeps
+	// watching it between Sends (see ctxDeadline.watch), until a Send with
+	// another context or the connection's close.
+	wdl ctxDeadline
 
 	// Read side, owned by the Recv holding rmu.
-	rmu    sync.Mutex
-	lr     *lineReader
-	rdl    ctxDeadline
-	rctx   context.Context // the running Recv's
-	rarmed bool
-	rstop  func() bool
+	rmu  sync.Mutex
+	lr   *lineReader
+	rdl  ctxDeadline     // as wdl, for the context of the last Recv that read
+	rctx context.Context // the running Recv's
 }
 
-var _ Conn = (*unixConn)(nil)
+var (
+	_ Conn        = (*unixConn)(nil)
+	_ Lender      = (*unixConn)(nil)
+	_ BatchSender = (*unixConn)(nil)
+	_ Buffering   = (*unixConn)(nil)
+)
 
 func newUnixConn(nc *net.UnixConn, path string, max int, peer Peer) *unixConn {
 	c := &unixConn{
@@ -401,58 +407,99 @@ func (c *unixConn) Send(ctx context.Context, frame []byte) error {
 	if err := checkFrame(frame, c.max); err != nil {
 		return err
 	}
+	_, err := c.send(ctx, frame, nil)
+	return err
+}
+
+// SendBatch writes frames, each with its newline, in one system call when
+// they fit in the write buffer (else with writev); see BatchSender. It
+// checks every frame before it writes any. Like Send, it closes the
+// connection if ctx ends after part of a frame went out.
+func (c *unixConn) SendBatch(ctx context.Context, frames [][]byte) (int, error) {
+	for _, f := range frames {
+		if err := checkFrame(f, c.max); err != nil {
+			return 0, err
+		}
+	}
+	if len(frames) == 0 {
+		return 0, nil
+	}
+	return c.send(ctx, nil, frames)
+}
+
+// send writes frame, or else frames, once it holds the write side, and
+// returns how many frames went out whole.
+func (c *unixConn) send(ctx context.Context, frame []byte, frames [][]byte) (int, error) {
 	select {
 	case c.sending <- struct{}{}:
 	default:
 		select {
 		case c.sending <- struct{}{}:
 		case <-c.done:
-			return ErrClosed
+			return 0, ErrClosed
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 	}
-	defer func() { <-c.sending }()
+	defer c.sendDone()
 	switch {
 	case c.isClosed():
-		return ErrClosed
+		return 0, ErrClosed
 	case c.werr != nil:
-		return c.werr
+		return 0, c.werr
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
-	stop := c.wdl.arm(ctx)
-	n, err := c.write(frame)
-	c.wdl.disarm(stop)
+	c.wdl.watch(ctx)
+	var n int64
+	var err error
+	if frames == nil {
+		n, err = c.write(frame)
+	} else {
+		n, err = c.writeFrames(frames)
+	}
 	if err == nil {
-		return nil
+		return max(1, len(frames)), nil
+	}
+	sent, cut := 0, n > 0 // whole frames out; whether one is cut off
+	if frames != nil {
+		sent, cut = wholeFrames(frames, n)
 	}
 	switch {
 	case c.isClosed():
-		return ErrClosed
+		return sent, ErrClosed
 	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
-		if n > 0 {
-			// Part of the frame is out: the stream cannot go on.
+		if cut {
+			// Part of a frame is out: the stream cannot go on.
 			_ = c.Close()
 		}
-		return ctx.Err()
+		return sent, ctx.Err()
 	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
 		c.werr = ErrPeerClosed
 	default:
 		c.werr = fmt.Errorf("transport: send to %s: %w", c.path, err)
 	}
-	return c.werr
+	return sent, c.werr
+}
+
+// wholeFrames returns how many of frames the first n bytes written hold
+// whole (each with its newline), and whether they end inside a frame.
+func wholeFrames(frames [][]byte, n int64) (int, bool) {
+	for i, f := range frames {
+		if n < int64(len(f))+1 {
+			return i, n > 0
+		}
+		n -= int64(len(f)) + 1
+	}
+	return len(frames), false
 }
 
 // write writes frame and its newline, in one system call when the socket
 // buffer has room. It returns how many bytes went out.
 func (c *unixConn) write(frame []byte) (int64, error) {
 	if len(frame) <= copyWriteMax {
-		if c.wbuf == nil {
-			c.wbuf = make([]byte, 0, copyWriteMax+1)
-		}
-		b := append(append(c.wbuf[:0], frame...), '\n')
+		b := append(append(c.scratch(), frame...), '\n')
 		n, err := c.nc.Write(b)
 		return int64(n), err
 	}
@@ -462,15 +509,68 @@ func (c *unixConn) write(frame []byte) (int64, error) {
 	return n, err
 }
 
+// writeFrames writes frames, each followed by a newline: copied into the
+// write buffer and written at once if they fit, else in place with
+// writev(2). It returns how many bytes went out.
+func (c *unixConn) writeFrames(frames [][]byte) (int64, error) {
+	total := 0
+	for _, f := range frames {
+		total += len(f) + 1
+	}
+	if total <= copyWriteMax+1 {
+		b := c.scratch()
+		for _, f := range frames {
+			b = append(append(b, f...), '\n')
+		}
+		n, err := c.nc.Write(b)
+		return int64(n), err
+	}
+	for _, f := range frames {
+		c.vec = append(c.vec, f, newline)
+	}
+	v := c.vec // WriteTo consumes its receiver
+	n, err := v.WriteTo(c.nc)
+	clear(c.vec) // drop the references to frames
+	c.vec = c.vec[:0]
+	return n, err
+}
+
+// scratch returns the write buffer, empty.
+func (c *unixConn) scratch() []byte {
+	if c.wbuf == nil {
+		c.wbuf = make([]byte, 0, copyWriteMax+1)
+	}
+	return c.wbuf[:0]
+}
+
+// Buffered reports whether bytes read from the socket wait to be returned
+// by Recv; see Buffering.
+func (c *unixConn) Buffered() bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return c.lr.buffered()
+}
+
 // Recv returns the next line; see Conn.Recv. It reads up to
 // readBufferSize bytes per system call and buffers at most MaxFrameSize+1
 // more for a frame spanning reads. An oversized line is skipped (bounded
 // memory) and reported as ErrFrameTooLarge; blank lines are skipped; a
-// trailing '\r' is stripped. ctx is enforced with a read deadline, armed
-// only when a read is needed.
+// trailing '\r' is stripped. ctx is enforced with a read deadline, set
+// up only when a read is needed, and kept for the next Recv with the same
+// context.
 func (c *unixConn) Recv(ctx context.Context) ([]byte, error) {
+	return c.recv(ctx, false)
+}
+
+// RecvLent is Recv without the copy: the frame is read in place in the
+// connection's buffer; see Lender.
+func (c *unixConn) RecvLent(ctx context.Context) ([]byte, error) {
+	return c.recv(ctx, true)
+}
+
+func (c *unixConn) recv(ctx context.Context, lend bool) ([]byte, error) {
 	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	defer c.recvDone()
 	if c.isClosed() {
 		return nil, ErrClosed
 	}
@@ -478,12 +578,8 @@ func (c *unixConn) Recv(ctx context.Context) ([]byte, error) {
 		_ = c.Close()
 		return nil, err
 	}
-	c.rctx = ctx // armed by connReader.Read only if a read is needed
-	frame, err := c.lr.next()
-	if c.rarmed {
-		c.rdl.disarm(c.rstop)
-		c.rarmed, c.rstop = false, nil
-	}
+	c.rctx = ctx // watched by connReader.Read only if a read is needed
+	frame, err := c.lr.read(lend)
 	c.rctx = nil
 	if err == nil {
 		return frame, nil
@@ -503,17 +599,14 @@ func (c *unixConn) Recv(ctx context.Context) ([]byte, error) {
 	}
 }
 
-// connReader is the socket as the lineReader reads it: it arms the running
-// Recv's context on the first read, and reports a reset connection (the
-// peer closed with data of ours unread) as the end of the stream.
+// connReader is the socket as the lineReader reads it: it has the running
+// Recv's context watched before it reads, and reports a reset connection
+// (the peer closed with data of ours unread) as the end of the stream.
 type connReader struct{ c *unixConn }
 
 func (r connReader) Read(p []byte) (int, error) {
 	c := r.c
-	if !c.rarmed {
-		c.rstop = c.rdl.arm(c.rctx)
-		c.rarmed = true
-	}
+	c.rdl.watch(c.rctx)
 	n, err := c.nc.Read(p)
 	if err != nil && errors.Is(err, syscall.ECONNRESET) {
 		err = io.EOF
@@ -521,13 +614,54 @@ func (r connReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close closes the socket; see Conn.Close.
+// Close closes the socket; see Conn.Close. It also ends the watch of the
+// contexts of the last Send and Recv, at once if no Send or Recv runs, or
+// else as the running one returns.
 func (c *unixConn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)
 		_ = c.nc.Close()
+		c.releaseSend()
+		c.releaseRecv()
 	})
 	return nil
+}
+
+// sendDone ends a Send: it gives up the write side and, if the connection
+// is closed, has the write side's context released. Whoever gives up the
+// write side last after Close releases it (Close itself when no Send runs).
+func (c *unixConn) sendDone() {
+	<-c.sending
+	if c.isClosed() {
+		c.releaseSend()
+	}
+}
+
+// releaseSend stops watching the last Send's context, if the write side is
+// free; otherwise the Send that holds it does so as it returns.
+func (c *unixConn) releaseSend() {
+	select {
+	case c.sending <- struct{}{}:
+		c.wdl.release()
+		<-c.sending
+	default:
+	}
+}
+
+// recvDone ends a Recv as sendDone ends a Send.
+func (c *unixConn) recvDone() {
+	c.rmu.Unlock()
+	if c.isClosed() {
+		c.releaseRecv()
+	}
+}
+
+// releaseRecv stops watching the last Recv's context, as releaseSend.
+func (c *unixConn) releaseRecv() {
+	if c.rmu.TryLock() {
+		c.rdl.release()
+		c.rmu.Unlock()
+	}
 }
 
 // Peer returns the peer's credentials from SO_PEERCRED, read when the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/descartes/agentbus/transport"
 	"github.com/descartes/agentbus/transport/transporttest"
@@ -503,4 +504,95 @@ func TestUnixDefaultMaxFrameSize(t *testing.T) {
 	client, _ := newUnixPair(t, transport.UnixOptions{})
 	err := client.Send(context.Background(), make([]byte, transport.DefaultMaxFrameSize+1))
 	require.ErrorIs(t, err, transport.ErrFrameTooLarge)
+}
+
+// opaqueCtx is a cancellable context the context package cannot see
+// through, so that watching it takes a goroutine of that package (which
+// goleak sees) for as long as the watch lasts.
+type opaqueCtx struct{ context.Context }
+
+func (opaqueCtx) Value(any) any { return nil }
+
+func TestUnixCloseEndsContextWatch(t *testing.T) {
+	// A connection keeps watching the context of its last Send and Recv
+	// between calls; Close ends that, or the registration would keep the
+	// connection alive as long as the context.
+	for _, busy := range []bool{false, true} {
+		t.Run(map[bool]string{false: "idle", true: "recv running"}[busy], func(t *testing.T) {
+			before := goleak.IgnoreCurrent()
+			client, server := newUnixPair(t, transport.UnixOptions{})
+			parent, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ctx := opaqueCtx{parent}
+			require.NoError(t, client.Send(ctx, []byte("{}")))
+			_, err := server.Recv(ctx)
+			require.NoError(t, err)
+			var wg sync.WaitGroup
+			if busy { // a Recv blocked in a read when Close comes
+				wg.Go(func() {
+					_, err := server.Recv(ctx)
+					assert.ErrorIs(t, err, transport.ErrClosed)
+				})
+			}
+			require.NoError(t, server.Close())
+			require.NoError(t, client.Close())
+			wg.Wait()
+			goleak.VerifyNone(t, before)
+		})
+	}
+}
+
+func TestUnixBuffered(t *testing.T) {
+	// Frames that arrived together are read together: after the first is
+	// received, the connection says the second waits.
+	client, server := newUnixPair(t, transport.UnixOptions{})
+	ctx := context.Background()
+	require.False(t, transport.Buffered(server))
+	require.NoError(t, client.Send(ctx, []byte(`{"n":1}`)))
+	require.NoError(t, client.Send(ctx, []byte(`{"n":2}`)))
+	_, err := recv(t, server)
+	require.NoError(t, err)
+	require.True(t, transport.Buffered(server))
+	f, err := recv(t, server)
+	require.NoError(t, err)
+	require.Equal(t, `{"n":2}`, string(f))
+	require.False(t, transport.Buffered(server))
+}
+
+func TestUnixSendBatchInterruptedMidFrame(t *testing.T) {
+	// As Send: a batch cut off by its context inside a frame closes the
+	// connection; the frames before the cut count as sent.
+	path := filepath.Join(shortDir(t), "s")
+	rawLn, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	require.NoError(t, err)
+	defer rawLn.Close()
+	client := dialUnix(t, path, transport.UnixOptions{})
+	raw, err := rawLn.AcceptUnix()
+	require.NoError(t, err)
+	defer raw.Close()
+
+	small := []byte(`{"first":1}`)
+	big := []byte(strings.Repeat("z", 4<<20)) // far more than the socket buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		sent int
+		err  error
+	}
+	done := make(chan result, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer client.Close() // unblocks the Send if the test fails early
+	wg.Go(func() {
+		sent, err := transport.SendBatch(ctx, client, [][]byte{small, big, small})
+		done <- result{sent, err}
+	})
+	// The first frame and a byte of the second have arrived.
+	_, err = io.ReadFull(raw, make([]byte, len(small)+2))
+	require.NoError(t, err)
+	cancel()
+	r := <-done
+	require.ErrorIs(t, r.err, context.Canceled)
+	require.Equal(t, 1, r.sent)
+	require.ErrorIs(t, client.Send(context.Background(), []byte("{}")), transport.ErrClosed)
 }

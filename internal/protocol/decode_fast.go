@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/descartes/agentbus"
@@ -15,50 +16,63 @@ import (
 // is the reference: whatever decodeFast accepts, the general path decodes to
 // the same frame (FuzzDecodeFastMatchesSlow checks it).
 func decodeFast(data []byte) (*Frame, bool) {
+	f := new(Frame)
+	if !decodeFastInto(f, data) {
+		return nil, false
+	}
+	return f, true
+}
+
+// decodeFastInto is decodeFast into f, which must be zero. When it reports
+// false, f may hold some of the fields.
+func decodeFastInto(f *Frame, data []byte) bool {
 	s := scanner{b: data}
 	s.space()
 	if !s.eat('{') {
-		return nil, false
+		return false
 	}
-	f := &Frame{}
 	var seen uint64
 	var msg []byte
 	s.space()
 	if s.eat('}') {
-		return nil, false // no op: the general path explains
+		return false // no op: the general path explains
 	}
 	for {
 		s.space()
 		key, ok := s.plainString()
 		if !ok {
-			return nil, false
+			return false
 		}
 		s.space()
 		if !s.eat(':') {
-			return nil, false
+			return false
 		}
 		s.space()
 		bit, ok := keyBits[string(key)]
 		if !ok || seen&bit != 0 {
-			return nil, false
+			return false
 		}
 		seen |= bit
 		if str := stringFields(f, string(key)); str != nil {
 			v, ok := s.plainString()
 			if !ok {
-				return nil, false
+				return false
 			}
-			*str = string(v)
+			if str == &f.Op {
+				f.Op = internOp(v)
+			} else {
+				*str = string(v)
+			}
 		} else if string(key) == "message" {
 			start := s.i
 			if !s.skipObject() {
-				return nil, false
+				return false
 			}
 			msg = data[start:s.i]
 		} else {
 			n, ok := s.integer()
 			if !ok || !setInt(f, string(key), n) {
-				return nil, false
+				return false
 			}
 		}
 		s.space()
@@ -66,20 +80,20 @@ func decodeFast(data []byte) (*Frame, bool) {
 			break
 		}
 		if !s.eat(',') {
-			return nil, false
+			return false
 		}
 	}
 	s.space()
 	if s.i != len(s.b) || f.Op == "" {
-		return nil, false
+		return false
 	}
 	if msg != nil {
 		f.Message = new(agentbus.Message)
 		if f.Message.UnmarshalJSON(withDefaultType(msg, defaultType(f.Op))) != nil {
-			return nil, false
+			return false
 		}
 	}
-	return f, true
+	return true
 }
 
 // keyBits gives each key the fast path knows a bit, to catch repeats.
@@ -233,24 +247,52 @@ func (s *scanner) integer() ([]byte, bool) {
 	return s.b[start:s.i], true
 }
 
+// skipValue moves past one value of any kind without checking its syntax
+// in full (a number or literal runs to the next delimiter); callers decode
+// the value properly afterwards.
+func (s *scanner) skipValue() bool {
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '{', '[':
+		return s.skipNested()
+	case '"':
+		if s.i = closingQuote(s.b, s.i); s.i < 0 {
+			s.i = len(s.b)
+			return false
+		}
+		s.i++
+		return true
+	}
+	start := s.i
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return s.i > start
+		}
+		s.i++
+	}
+	return false
+}
+
 // skipObject moves past one object, tracking strings (with escapes) and
 // nesting; the message decoder checks its syntax in full.
 func (s *scanner) skipObject() bool {
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
 		return false
 	}
+	return s.skipNested()
+}
+
+// skipNested moves past the object or array at s.i (see skipObject).
+func (s *scanner) skipNested() bool {
 	depth := 0
 	for s.i < len(s.b) {
 		switch s.b[s.i] {
 		case '"':
-			s.i++
-			for s.i < len(s.b) && s.b[s.i] != '"' {
-				if s.b[s.i] == '\\' {
-					s.i++
-				}
-				s.i++
-			}
-			if s.i >= len(s.b) {
+			if s.i = closingQuote(s.b, s.i); s.i < 0 {
+				s.i = len(s.b)
 				return false
 			}
 		case '{', '[':
@@ -265,4 +307,58 @@ func (s *scanner) skipObject() bool {
 		s.i++
 	}
 	return false
+}
+
+// closingQuote returns the index of the quote that closes the string whose
+// opening quote is b[open], or -1 if the string does not end. A quote ends
+// it unless an odd number of backslashes precede it.
+func closingQuote(b []byte, open int) int {
+	for j := open + 1; ; j++ {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return -1
+		}
+		j += k
+		n := 0
+		for p := j - 1; p > open && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j
+		}
+	}
+}
+
+// internOp returns op as a string, the constant for a known op (so that
+// decoding one allocates nothing for it).
+func internOp(op []byte) string {
+	switch string(op) {
+	case OpDeliver:
+		return OpDeliver
+	case OpOK:
+		return OpOK
+	case OpRequest:
+		return OpRequest
+	case OpRespond:
+		return OpRespond
+	case OpResponse:
+		return OpResponse
+	case OpSend:
+		return OpSend
+	case OpPublish:
+		return OpPublish
+	case OpCredit:
+		return OpCredit
+	case OpAck:
+		return OpAck
+	case OpNack:
+		return OpNack
+	case OpError:
+		return OpError
+	case OpPing:
+		return OpPing
+	case OpPong:
+		return OpPong
+	}
+	return string(op)
 }

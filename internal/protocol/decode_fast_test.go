@@ -80,3 +80,28 @@ func FuzzDecodeFastMatchesSlow(f *testing.F) {
 		require.True(t, reflect.DeepEqual(fast, slow), "%q\nfast %+v\nslow %+v", data, fast, slow)
 	})
 }
+
+// FuzzClosingQuote: closingQuote finds the quote the plain byte-by-byte
+// scan (skip the byte after each backslash) finds.
+func FuzzClosingQuote(f *testing.F) {
+	for _, s := range []string{`"abc"`, `"a\"b"`, `"a\\"b`, `"\\\"x"`, `"\`, `"`, `"x\\\\\"`, `"é\u0022"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 || b[0] != '"' {
+			return
+		}
+		want := -1
+		for i := 1; i < len(b); i++ {
+			if b[i] == '\\' {
+				i++
+				continue
+			}
+			if b[i] == '"' {
+				want = i
+				break
+			}
+		}
+		require.Equal(t, want, closingQuote(b, 0), "%q", b)
+	})
+}

@@ -170,3 +170,40 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeIntoMatchesDecode: DecodeInto into a frame already used gives
+// what Decode gives, error and salvaged op and id included.
+func FuzzDecodeIntoMatchesDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"ping","id":"1"}`,
+		`{"op":"send","id":"2","message":{"recipient":"b","payload":{"a":[1,2]}}}`,
+		`{"op":"respond","message":{"request_id":"r","payload":"\u00e9"}}`,
+		`{"op":"stats","id":"s","stats":{"a":1}}`,
+		`{"op":"send","id":"9","message":"x"}`,
+		`{"id":"7"}`, `nope`, "{\"op\":\"x\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	used := &protocol.Frame{Op: "old", ID: "old", Agent: "old", Limit: 9, Message: agentbus.NewMessage(agentbus.TypeDirect, "x", nil),
+		Stats: json.RawMessage(`{}`), Letters: []protocol.Letter{{Seq: 1}}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, wantErr := protocol.Decode(data)
+		got := *used
+		err := protocol.DecodeInto(&got, data)
+		require.Equal(t, wantErr == nil, err == nil, "%q", data)
+		if err != nil {
+			require.Equal(t, wantErr.Error(), err.Error())
+			if want == nil {
+				want = &protocol.Frame{}
+			}
+			require.Equal(t, want.Op, got.Op)
+			require.Equal(t, want.ID, got.ID)
+			return
+		}
+		wantJSON, err1 := json.Marshal(want)
+		gotJSON, err2 := json.Marshal(&got)
+		require.NoError(t, err1)
+		require.NoError(t, err2)
+		require.Equal(t, string(wantJSON), string(gotJSON))
+	})
+}

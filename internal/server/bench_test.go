@@ -108,8 +108,16 @@ func sendFrame(b *testing.B) []byte {
 //     over one socket pair.
 //   - roundtrip: Request from one client to an agent of another, which
 //     replies, with the Go client on both sides; ns/op, p50/p99.
-//   - roundtrip-floor: one frame there and one back over a socket pair, each
-//     encoded and decoded.
+//   - roundtrip-floor: the four frames of that round trip (request, deliver,
+//     respond, response), with the same ops and content, each encoded,
+//     written, read and decoded in turn over one socket pair with no bus:
+//     from encoding the request to decoding the response.
+//   - roundtrip-2frames: one request frame there and one response frame
+//     back over a socket pair, each encoded and decoded.
+//
+// BenchmarkSocketRelay is the other baseline: the 2-frame exchange through
+// a bare relay, which crosses a socket four times as the daemon's round trip
+// does.
 func BenchmarkSocket(b *testing.B) {
 	b.Run("stream", func(b *testing.B) {
 		path := socketDaemon(b)
@@ -190,12 +198,101 @@ func BenchmarkSocket(b *testing.B) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
+			echoDaemon(b, w)
+		}()
+		floorLoop(b, a)
+		_ = a.Close()
+		<-done
+	})
+	b.Run("roundtrip-2frames", func(b *testing.B) {
+		a, w := socketPair(b)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
 			echoWorker(b, w)
 		}()
 		askLoop(b, a)
 		_ = a.Close()
 		<-done
 	})
+}
+
+// echoDaemon plays the daemon and the worker's reading side of the 4-frame
+// floor on w, until w fails: it answers a request frame with the deliver
+// frame the daemon would push to the worker, and a respond frame with the
+// response frame the daemon would send the asker.
+func echoDaemon(b *testing.B, w transport.Conn) {
+	ctx := context.Background()
+	var askID string
+	for {
+		data, err := w.Recv(ctx)
+		if err != nil {
+			return
+		}
+		f, err := protocol.Decode(data)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		var out []byte
+		switch f.Op {
+		case protocol.OpRequest:
+			m := f.Message
+			if m.RequestID == "" { // as Bus.Request does
+				m.RequestID = m.ID
+			}
+			askID = f.ID
+			out, err = protocol.Encode(&protocol.Frame{Op: protocol.OpDeliver, Agent: m.Recipient, Message: m})
+		case protocol.OpRespond:
+			out, err = protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: askID, Message: f.Message})
+		default:
+			b.Errorf("unexpected %s", data)
+			return
+		}
+		if err != nil || w.Send(ctx, out) != nil {
+			return
+		}
+	}
+}
+
+// floorLoop is the timed loop of roundtrip-floor on a: the asker's request
+// frame, the deliver frame read and answered with the worker's respond
+// frame (as client.Reply writes it), and the response frame read.
+func floorLoop(b *testing.B, a transport.Conn) {
+	ctx := context.Background()
+	recv := func(op string) *protocol.Frame {
+		data, err := a.Recv(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := protocol.Decode(data)
+		if err != nil || f.Op != op {
+			b.Fatalf("want %s, got %s: %v", op, data, err)
+		}
+		return f
+	}
+	send := func(f *protocol.Frame) {
+		frame, err := protocol.Encode(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Send(ctx, frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := make([]time.Duration, 0, 1<<16)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := agentbus.NewMessage(agentbus.TypeRequest, "", benchPayload)
+		m.Recipient = "worker"
+		start := time.Now()
+		send(&protocol.Frame{Op: protocol.OpRequest, ID: "1", Message: m})
+		req := recv(protocol.OpDeliver).Message
+		send(&protocol.Frame{Op: protocol.OpRespond, ID: "2", Message: req.NewResponse(req.Recipient, req.Payload)})
+		recv(protocol.OpResponse)
+		lat = append(lat, time.Since(start))
+	}
+	reportLatency(b, lat)
 }
 
 // receive reads n frames from c and checks that each decodes to op.
@@ -265,7 +362,7 @@ func askLoop(b *testing.B, a transport.Conn) {
 	reportLatency(b, lat)
 }
 
-// BenchmarkSocketRelay is the round trip of BenchmarkSocket/roundtrip-floor
+// BenchmarkSocketRelay is the round trip of BenchmarkSocket/roundtrip-2frames
 // through a bare relay: each frame is decoded and encoded again by a relay
 // between two socket pairs, so it crosses a socket four times, as a round
 // trip through the daemon does, but without a bus. It is the like-for-like

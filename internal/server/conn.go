@@ -26,11 +26,21 @@ const stopTimeout = 5 * time.Second
 
 // item is one entry of a connection's outbound queue.
 type item struct {
-	frame []byte
-	// msg and agent are set for deliveries, so that a delivery never
+	// frame is the encoded frame, released once written or dropped. For
+	// a delivery it is nil until the writer encodes it.
+	frame *protocol.Buffer
+	// deliver, agent and to are set for a delivery: the writer encodes the
+	// deliver frame, on its own goroutine, whose stack has long grown to
+	// what encoding takes, rather than on the short-lived goroutine the
+	// agent's handler runs on, where growing it would cost more than the
+	// hand-off. wait is the delivery's wait for an ack or a response.
+	deliver *agentbus.Message
+	agent   string
+	to      *remote
+	wait    *waiting
+	// msg is set for a delivery that waits for nothing, so that one never
 	// written is dead-lettered rather than lost.
-	msg   *agentbus.Message
-	agent string
+	msg *agentbus.Message
 	// flushed, when set, marks a flush: the writer closes it once every
 	// item before it is written.
 	flushed chan struct{}
@@ -53,13 +63,16 @@ type conn struct {
 	// otherwise it joins the queue, so frames never overtake each other.
 	wmu    sync.Mutex
 	queued atomic.Int64
-	reqs   chan struct{}  // semaphore of requests in flight
-	wg     sync.WaitGroup // the writer and request goroutines
+	reqs   chan struct{}       // semaphore of requests in flight
+	idle   chan pendingRequest // unbuffered: to the idle request goroutine, if one waits
+	idlers atomic.Int32        // request goroutines waiting for a request
+	wg     sync.WaitGroup      // the writer and request goroutines
 
 	// Touched only by the reader goroutine.
 	hello  bool
 	client string
-	bad    int // bad frames in a row
+	bad    int  // bad frames in a row
+	more   bool // more of the client's frames wait to be read (see answer)
 
 	mu     sync.Mutex
 	agents map[string]*remote // registered by this connection
@@ -67,8 +80,14 @@ type conn struct {
 
 // remote is an agent registered by a connection.
 type remote struct {
+	name string
 	pid  *actor.PID
-	wait *waiting // the delivery waiting for the client's answer, if any
+	wait *waiting // the delivery waiting for the client's answer, if any; guarded by conn.mu
+	// w and timer serve the deliveries that wait for an answer, one at a
+	// time (the agent handles one message at a time); touched only by its
+	// handler.
+	w     *waiting
+	timer *time.Timer
 	// slots, when the client asked for a window, holds one token per
 	// delivery in flight: the forwarder takes one before it queues a
 	// delivery, a credit frame gives them back.
@@ -97,6 +116,7 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 		ctx: ctx, cancel: cancel,
 		out:    make(chan item, s.cfg.OutboundQueue),
 		reqs:   make(chan struct{}, s.cfg.MaxRequests),
+		idle:   make(chan pendingRequest),
 		agents: map[string]*remote{},
 	}
 }
@@ -138,48 +158,143 @@ func (c *conn) flush(ctx context.Context) error {
 	}
 }
 
-// writeLoop writes queued frames until the connection ends.
+// Bounds of one write of the writer: frames that queued up while the
+// connection was busy go out together, in one system call where they fit.
+const (
+	maxBatch      = 64
+	maxBatchBytes = 64 << 10
+)
+
+// writeLoop writes queued frames until the connection ends: each time, the
+// first waiting and, with it, those queued behind it (up to maxBatch
+// frames, or maxBatchBytes once reached), in one SendBatch.
 func (c *conn) writeLoop() {
 	defer c.wg.Done()
+	var batch []item
+	var frames [][]byte
 	for {
+		var it item
 		select {
-		case it := <-c.out:
-			if it.flushed != nil {
-				c.queued.Add(-1)
-				close(it.flushed)
-				continue
-			}
-			c.wmu.Lock()
-			err := c.t.Send(c.ctx, it.frame)
-			c.queued.Add(-1)
-			c.wmu.Unlock()
-			if err != nil {
-				c.failed(it, err)
-				return
-			}
+		case it = <-c.out:
 		case <-c.ctx.Done():
+			return
+		}
+		batch, frames = batch[:0], frames[:0]
+		size := 0
+		for {
+			if c.encodeDelivery(&it) {
+				batch = append(batch, it)
+				if it.flushed == nil {
+					frames = append(frames, it.frame.B)
+					size += len(it.frame.B)
+				}
+			}
+			if it.flushed != nil || len(batch) >= maxBatch || size >= maxBatchBytes {
+				break
+			}
+			select {
+			case it = <-c.out:
+				continue
+			default:
+			}
+			break
+		}
+		ok := c.writeBatch(batch, frames)
+		clear(batch)
+		clear(frames)
+		if !ok {
 			return
 		}
 	}
 }
 
-// failed handles a write that failed: the connection is done.
-func (c *conn) failed(it item, err error) {
-	if it.msg != nil {
-		c.undelivered(it, err)
+// encodeDelivery encodes the deliver frame of it, if it is a delivery not
+// yet encoded, and reports whether it is to be written. A message the bus
+// accepted always encodes; should one not, the delivery fails as its
+// handler would have: a waiting one is settled with the error (a request
+// fails, a requires_ack message is retried), another is dead-lettered as
+// handler_error, and its place in the window is given back.
+func (c *conn) encodeDelivery(it *item) bool {
+	if it.deliver == nil || it.frame != nil {
+		return true
 	}
-	c.cancel() // the reader's Recv returns, and run cleans up
+	b, err := protocol.EncodeBuffer(&protocol.Frame{Op: protocol.OpDeliver, Agent: it.agent, Message: it.deliver})
+	if err == nil {
+		it.frame = b
+		return true
+	}
+	c.queued.Add(-1)
+	if r := it.to; r.slots != nil { // its place in the window first: the failure is visible next
+		c.mu.Lock()
+		for i, m := range r.inflight {
+			if m == it.msg { // nil for a waiting delivery: the first such
+				r.inflight = append(r.inflight[:i], r.inflight[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-r.slots:
+		default:
+		}
+	}
+	err = fmt.Errorf("agentbus daemon: deliver to %q: %w", it.agent, err)
+	if it.wait != nil {
+		c.settle(it.agent, func(w *waiting) bool { return w == it.wait && w.msgID == it.deliver.ID }, err)
+	} else {
+		c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: it.deliver,
+			Reason: deadletter.HandlerError, Agent: it.agent, Err: err.Error(), Attempts: it.deliver.Attempts})
+	}
+	return false
+}
+
+// writeBatch writes the frames of batch (frames; a flush, if any, comes
+// last) and reports whether the connection goes on. On failure it
+// dead-letters the deliveries of the batch that did not go out whole; the
+// connection is then done.
+func (c *conn) writeBatch(batch []item, frames [][]byte) bool {
+	sent, err := len(frames), error(nil)
+	if len(frames) > 0 {
+		c.wmu.Lock()
+		sent, err = transport.SendBatch(c.ctx, c.t, frames)
+		c.queued.Add(-int64(len(batch)))
+		c.wmu.Unlock()
+	} else {
+		c.queued.Add(-int64(len(batch)))
+	}
+	for i, it := range batch {
+		switch {
+		case it.flushed != nil:
+			close(it.flushed)
+		case err != nil && i >= sent && it.msg != nil:
+			c.undelivered(it, err)
+		}
+		it.frame.Release()
+	}
+	if err != nil {
+		c.cancel() // the reader's Recv returns, and run cleans up
+		return false
+	}
+	return true
 }
 
 // emit writes it, or queues it for the writer, waiting while the queue is
 // full. It reports false if the connection ended before it was written or
 // queued; the caller accounts for it. (What the writer fails to write is
 // dead-lettered by the writer.)
-func (c *conn) emit(it item) bool {
-	if c.queued.Load() == 0 && c.wmu.TryLock() {
+//
+// It writes it itself, without a hand-off to the writer (one wake-up less
+// per frame), when nothing is queued and the transport is free, unless
+// queue asks to leave it to the writer, which the reader does while more
+// of the client's frames wait to be read: its answers then queue up while
+// it reads on, and go out in a few writes instead of one each. Deliveries
+// always go to the writer (see item).
+func (c *conn) emit(it item, queue bool) bool {
+	if !queue && it.frame != nil && c.queued.Load() == 0 && c.wmu.TryLock() {
 		if c.queued.Load() == 0 { // still nothing ahead of it
-			err := c.t.Send(c.ctx, it.frame)
+			err := c.t.Send(c.ctx, it.frame.B)
 			c.wmu.Unlock()
+			it.frame.Release()
 			if err != nil {
 				c.cancel() // the caller accounts for it; run cleans up
 				return false
@@ -194,22 +309,29 @@ func (c *conn) emit(it item) bool {
 		return true
 	case <-c.ctx.Done():
 		c.queued.Add(-1)
+		it.frame.Release()
 		return false
 	}
 }
 
 // readLoop reads and runs operations until the stream ends; it returns why.
 func (c *conn) readLoop() error {
+	// One frame, decoded into again and again: an operation keeps what it
+	// needs of a frame (its strings, its message), never the frame.
+	f := new(protocol.Frame)
 	for {
-		data, err := c.t.Recv(c.ctx)
-		var f *protocol.Frame
+		// Lent: decoding keeps nothing of data, and data is not used
+		// after the next receive.
+		data, err := transport.RecvLent(c.ctx, c.t)
+		c.more = transport.Buffered(c.t)
+		*f = protocol.Frame{}
 		switch {
 		case errors.Is(err, transport.ErrFrameTooLarge):
 			err = fmt.Errorf("%w: %v", protocol.ErrFrameTooLarge, err)
 		case err != nil:
 			return err
 		default:
-			f, err = protocol.Decode(data)
+			err = protocol.DecodeInto(f, data)
 		}
 		if err == nil {
 			err = c.handle(f)
@@ -218,18 +340,15 @@ func (c *conn) readLoop() error {
 			c.bad = 0
 			continue
 		}
-		id := ""
-		if f != nil { // also a frame that decoded in part
-			id = f.ID
-		}
+		id := f.ID // also from a frame that decoded in part
 		c.log.Debug("operation failed", "id", id, "error", err)
-		if !c.reply(protocol.ErrorFrame(id, err)) {
+		if !c.answer(protocol.ErrorFrame(id, err)) {
 			return c.ctx.Err()
 		}
 		if isBadFrame(err) {
 			c.bad++
 			if c.bad > c.s.cfg.MaxBadFrames {
-				c.reply(protocol.ErrorFrame("", fmt.Errorf("%w: %d bad frames in a row; closing",
+				c.answer(protocol.ErrorFrame("", fmt.Errorf("%w: %d bad frames in a row; closing",
 					protocol.ErrTooManyErrors, c.bad)))
 				ctx, cancel := context.WithTimeout(c.ctx, time.Second)
 				_ = c.flush(ctx)
@@ -253,17 +372,29 @@ func isBadFrame(err error) bool {
 	return false
 }
 
-// reply queues f for writing. It reports false if the connection ended.
+// reply writes or queues f (see emit). It reports false if the connection
+// ended.
 func (c *conn) reply(f *protocol.Frame) bool {
-	b, err := protocol.Encode(f)
+	return c.emit(encode(f), false)
+}
+
+// answer is reply for the reader goroutine: while more of the client's
+// frames wait to be read, its answers are left to the writer (see emit).
+func (c *conn) answer(f *protocol.Frame) bool {
+	return c.emit(encode(f), c.more)
+}
+
+// encode returns f as an outbound item.
+func encode(f *protocol.Frame) item {
+	b, err := protocol.EncodeBuffer(f)
 	if err != nil { // a message the bus holds always encodes; be safe anyway
-		b, _ = protocol.Encode(protocol.ErrorFrame(f.ID, fmt.Errorf("%w: encode %s: %v", protocol.ErrInternal, f.Op, err)))
+		b, _ = protocol.EncodeBuffer(protocol.ErrorFrame(f.ID, fmt.Errorf("%w: encode %s: %v", protocol.ErrInternal, f.Op, err)))
 	}
-	return c.emit(item{frame: b})
+	return item{frame: b}
 }
 
 func (c *conn) ok(id, msgID string) error {
-	c.reply(&protocol.Frame{Op: protocol.OpOK, ID: id, MessageID: msgID})
+	c.answer(&protocol.Frame{Op: protocol.OpOK, ID: id, MessageID: msgID})
 	return nil
 }
 
@@ -281,11 +412,11 @@ func (c *conn) handle(f *protocol.Frame) error {
 		}
 		c.hello, c.client = true, f.Client
 		c.log.Info("client hello", "client", f.Client, "version", f.Version)
-		c.reply(&protocol.Frame{Op: protocol.OpWelcome, ID: f.ID, Version: f.Version, Server: c.s.cfg.Name,
+		c.answer(&protocol.Frame{Op: protocol.OpWelcome, ID: f.ID, Version: f.Version, Server: c.s.cfg.Name,
 			MaxFrame: c.s.cfg.MaxFrameSize})
 		return nil
 	case protocol.OpPing:
-		c.reply(&protocol.Frame{Op: protocol.OpPong, ID: f.ID})
+		c.answer(&protocol.Frame{Op: protocol.OpPong, ID: f.ID})
 		return nil
 	case protocol.OpRegister:
 		return c.register(f)
@@ -338,7 +469,7 @@ func (c *conn) handle(f *protocol.Frame) error {
 		if err != nil {
 			return fmt.Errorf("%w: encode stats: %v", protocol.ErrInternal, err)
 		}
-		c.reply(&protocol.Frame{Op: protocol.OpStats, ID: f.ID, Stats: st})
+		c.answer(&protocol.Frame{Op: protocol.OpStats, ID: f.ID, Stats: st})
 		return nil
 	case protocol.OpDeadLetters:
 		return c.deadLetters(f)
@@ -449,7 +580,7 @@ func (c *conn) register(f *protocol.Frame) error {
 	if f.Window < 0 || f.Window > maxWindow {
 		return fmt.Errorf("%w: window %d not in 0..%d", protocol.ErrInvalidFrame, f.Window, maxWindow)
 	}
-	r := &remote{}
+	r := &remote{name: f.Agent}
 	if f.Window > 0 {
 		r.slots = make(chan struct{}, f.Window)
 	}
@@ -506,79 +637,165 @@ func (c *conn) stopAgent(name string, r *remote, cause error) {
 // answered, and if its connection closes first the requester learns it at
 // once (the request is dead-lettered as transport_closed) instead of timing
 // out.
+//
+// The handler runs on a goroutine the agent's mailbox starts afresh for
+// each run of messages, whose stack is still small: it does little itself
+// (the writer encodes the frame, see item), and its rare paths are
+// functions of their own, so that the stack need not grow.
 func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
-	slots := r.slots
 	return func(_ context.Context, m *agentbus.Message) error {
-		if slots != nil { // flow control: wait for the client's credit
-			select {
-			case slots <- struct{}{}:
-			case <-c.ctx.Done():
-				return fmt.Errorf("agentbus daemon: deliver to %q: %w", name, agentbus.ErrTransportClosed)
-			}
-		}
-		frame, err := protocol.Encode(&protocol.Frame{Op: protocol.OpDeliver, Agent: name, Message: m})
-		if err != nil {
-			return err
-		}
-		var w *waiting
-		switch {
-		case m.Type == agentbus.TypeRequest:
-			w = &waiting{id: m.RequestID, msgID: m.ID, respond: true, done: make(chan error, 1)}
-		case m.RequiresAck:
-			w = &waiting{id: m.ID, msgID: m.ID, done: make(chan error, 1)}
-		}
-		if w != nil {
-			c.mu.Lock()
-			if r := c.agents[name]; r != nil {
-				r.wait = w
-			}
-			c.mu.Unlock()
-			defer func() {
-				c.mu.Lock()
-				if r := c.agents[name]; r != nil && r.wait == w {
-					r.wait = nil
-				}
-				c.mu.Unlock()
-			}()
-		}
-		it := item{frame: frame}
-		if w == nil { // a waiting delivery is dead-lettered by its failure instead
-			it.msg, it.agent = m, name
-		}
-		if slots != nil { // listed before it is written: its credit may come back at once
-			c.mu.Lock()
-			r.inflight = append(r.inflight, it.msg)
-			c.mu.Unlock()
-		}
-		if !c.emit(it) { // not written: the bus dead-letters it as transport_closed
-			if slots != nil {
-				c.mu.Lock()
-				if n := len(r.inflight); n > 0 && r.inflight[n-1] == it.msg {
-					r.inflight = r.inflight[:n-1]
-				}
-				c.mu.Unlock()
-			}
-			return fmt.Errorf("agentbus daemon: deliver to %q: %w", name, agentbus.ErrTransportClosed)
-		}
-		if w == nil {
-			return nil
-		}
-		what := "ack"
-		if w.respond {
-			what = "response"
-		}
-		timer := time.NewTimer(c.s.cfg.AckTimeout)
-		defer timer.Stop()
-		select {
-		case err := <-w.done:
-			return err
-		case <-timer.C:
-			return fmt.Errorf("agentbus daemon: %q sent no %s to %s within %v", name, what, m.ID, c.s.cfg.AckTimeout)
-		case <-c.ctx.Done():
-			return fmt.Errorf("agentbus daemon: %q closed before its %s to %s: %w", name, what, m.ID,
-				agentbus.ErrTransportClosed)
-		}
+		return c.deliver(name, r, m)
 	}
+}
+
+// deliver is the handler of remote agent r, named name; see forward.
+func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
+	if r.slots != nil && !c.takeSlot(r) { // flow control: wait for the client's credit
+		return errClosedBefore(name)
+	}
+	var w *waiting
+	if m.Type == agentbus.TypeRequest || m.RequiresAck {
+		w = c.await(r, m)
+	}
+	it := item{deliver: m, agent: name, to: r, wait: w}
+	if w == nil { // a waiting delivery is dead-lettered by its failure instead
+		it.msg = m
+	}
+	if m.RequiresAck {
+		// Once this handler returns without an ack (a timeout, a closed
+		// connection), the bus redelivers m and counts the attempt on it,
+		// maybe before the writer has encoded it: the writer gets a copy.
+		cp := *m
+		it.deliver = &cp
+	}
+	if r.slots != nil { // listed before it is written: its credit may come back at once
+		c.mu.Lock()
+		r.inflight = append(r.inflight, it.msg)
+		c.mu.Unlock()
+	}
+	if !c.emit(it, true) { // not queued: the bus dead-letters it as transport_closed
+		c.unlist(r, it.msg)
+		if w != nil {
+			c.unwait(r, w)
+		}
+		return errClosedBefore(name)
+	}
+	if w == nil {
+		return nil
+	}
+	err := c.answerOf(name, r, w, m)
+	c.unwait(r, w)
+	return err
+}
+
+// takeSlot takes one of r's window slots, waiting for the client's credit;
+// it reports false if the connection ended first.
+//
+//go:noinline
+func (c *conn) takeSlot(r *remote) bool {
+	select {
+	case r.slots <- struct{}{}:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// await makes m the delivery of r that waits for the client's answer and
+// returns its waiting (r's own, reused: a remote agent handles one message
+// at a time).
+func (c *conn) await(r *remote, m *agentbus.Message) *waiting {
+	if r.w == nil {
+		r.w = &waiting{done: make(chan error, 1)}
+	}
+	w := r.w
+	w.respond = m.Type == agentbus.TypeRequest
+	w.id, w.msgID = m.ID, m.ID
+	if w.respond {
+		w.id = m.RequestID
+	}
+	c.mu.Lock()
+	if c.agents[r.name] == r { // not once the agent is unregistered
+		r.wait = w
+	}
+	c.mu.Unlock()
+	return w
+}
+
+// unwait ends the wait of w, r's waiting delivery: from then on nothing
+// settles it, and an answer that came too late is dropped, so w can be
+// used again.
+func (c *conn) unwait(r *remote, w *waiting) {
+	c.mu.Lock()
+	if r.wait == w {
+		r.wait = nil
+	}
+	c.mu.Unlock()
+	select {
+	case <-w.done:
+	default:
+	}
+}
+
+// unlist takes m, the delivery just listed, off r's window (it was never
+// queued).
+//
+//go:noinline
+func (c *conn) unlist(r *remote, m *agentbus.Message) {
+	if r.slots == nil {
+		return
+	}
+	c.mu.Lock()
+	if n := len(r.inflight); n > 0 && r.inflight[n-1] == m {
+		r.inflight = r.inflight[:n-1]
+	}
+	c.mu.Unlock()
+}
+
+// answerOf waits for the client's answer to m, the delivery w of r: nil
+// for an ack or a response, the error of a nack; or an error once the
+// daemon's ack timeout passes or the connection closes.
+//
+//go:noinline
+func (c *conn) answerOf(name string, r *remote, w *waiting, m *agentbus.Message) error {
+	if r.timer == nil {
+		r.timer = time.NewTimer(c.s.cfg.AckTimeout)
+	} else {
+		r.timer.Reset(c.s.cfg.AckTimeout)
+	}
+	defer r.timer.Stop()
+	select {
+	case err := <-w.done:
+		return err
+	case <-r.timer.C:
+		return noAnswer(name, w, m, c.s.cfg.AckTimeout)
+	case <-c.ctx.Done():
+		return closedBeforeAnswer(name, w, m)
+	}
+}
+
+// what names the answer w waits for.
+func (w *waiting) what() string {
+	if w.respond {
+		return "response"
+	}
+	return "ack"
+}
+
+//go:noinline
+func errClosedBefore(name string) error {
+	return fmt.Errorf("agentbus daemon: deliver to %q: %w", name, agentbus.ErrTransportClosed)
+}
+
+//go:noinline
+func noAnswer(name string, w *waiting, m *agentbus.Message, d time.Duration) error {
+	return fmt.Errorf("agentbus daemon: %q sent no %s to %s within %v", name, w.what(), m.ID, d)
+}
+
+//go:noinline
+func closedBeforeAnswer(name string, w *waiting, m *agentbus.Message) error {
+	return fmt.Errorf("agentbus daemon: %q closed before its %s to %s: %w", name, w.what(), m.ID,
+		agentbus.ErrTransportClosed)
 }
 
 // settle releases the delivery of one of the connection's agents (the one
@@ -586,19 +803,18 @@ func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
 // one was waiting.
 func (c *conn) settle(agent string, match func(*waiting) bool, result error) bool {
 	c.mu.Lock()
-	var w *waiting
+	defer c.mu.Unlock()
 	for name, r := range c.agents {
 		if r.wait != nil && match(r.wait) && (agent == "" || agent == name) {
-			w, r.wait = r.wait, nil
-			break
+			// Sent under the lock (it never blocks: one result per wait),
+			// so that once unwait has the lock, the result is in w.done or
+			// will never be.
+			r.wait.done <- result
+			r.wait = nil
+			return true
 		}
 	}
-	c.mu.Unlock()
-	if w == nil {
-		return false
-	}
-	w.done <- result
-	return true
+	return false
 }
 
 // maxWindow caps the window a client may ask for.
@@ -690,8 +906,9 @@ func (c *conn) refuse(agent, msgID string, result error) bool {
 	return true
 }
 
-// request runs a request in its own goroutine, so the connection goes on
-// reading (the response may come from this very connection).
+// request runs a request in a goroutine of its own, so the connection goes
+// on reading (the response may come from this very connection): an idle
+// request goroutine of the connection if one waits, else a new one.
 func (c *conn) request(f *protocol.Frame, m *agentbus.Message) error {
 	select {
 	case c.reqs <- struct{}{}:
@@ -702,23 +919,68 @@ func (c *conn) request(f *protocol.Frame, m *agentbus.Message) error {
 		<-c.reqs
 		return fmt.Errorf("%w: negative timeout_ms", protocol.ErrInvalidFrame)
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		defer func() { <-c.reqs }()
-		ctx, cancel := c.ctx, context.CancelFunc(func() {})
-		if f.TimeoutMS > 0 {
-			ctx, cancel = context.WithTimeout(c.ctx, time.Duration(f.TimeoutMS)*time.Millisecond)
-		}
-		defer cancel()
-		resp, err := c.s.bus.Request(ctx, m)
-		if err != nil {
-			c.reply(protocol.ErrorFrame(f.ID, err))
+	r := pendingRequest{id: f.ID, timeout: time.Duration(f.TimeoutMS) * time.Millisecond, m: m}
+	select {
+	case c.idle <- r:
+	default:
+		c.wg.Add(1)
+		go c.requester(r)
+	}
+	return nil
+}
+
+// pendingRequest is a request frame handed to a request goroutine.
+type pendingRequest struct {
+	id      string        // the frame's id
+	timeout time.Duration // 0: the bus's RequestTimeout
+	m       *agentbus.Message
+}
+
+// maxIdleRequesters is how many request goroutines a connection keeps
+// waiting for its next request. A goroutine that has run a request has
+// grown its stack to what a request takes; a fresh one would grow it again
+// (the copies are a good part of a request's cost), so one is kept for
+// the next request rather than started anew.
+const maxIdleRequesters = 1
+
+// requester runs r, then waits for the next request as the connection's
+// idle request goroutine, if there is none yet; it returns when there is,
+// or when the connection ends.
+func (c *conn) requester(r pendingRequest) {
+	defer c.wg.Done()
+	for {
+		c.runRequest(r)
+		if c.idlers.Add(1) > maxIdleRequesters {
+			c.idlers.Add(-1)
 			return
 		}
-		c.reply(&protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp})
-	}()
-	return nil
+		select {
+		case r = <-c.idle:
+			c.idlers.Add(-1)
+		case <-c.ctx.Done():
+			c.idlers.Add(-1)
+			return
+		}
+	}
+}
+
+// runRequest runs r on the bus and answers it; it frees r's place among
+// the connection's requests in flight.
+func (c *conn) runRequest(r pendingRequest) {
+	defer func() { <-c.reqs }()
+	ctx, cancel := c.ctx, context.CancelFunc(nil)
+	if r.timeout > 0 {
+		ctx, cancel = context.WithTimeout(c.ctx, r.timeout)
+	}
+	resp, err := c.s.bus.Request(ctx, r.m)
+	if cancel != nil {
+		cancel()
+	}
+	if err != nil {
+		c.reply(protocol.ErrorFrame(r.id, err))
+		return
+	}
+	c.reply(&protocol.Frame{Op: protocol.OpResponse, ID: r.id, Message: resp})
 }
 
 func (c *conn) limit(n int) int {
@@ -738,7 +1000,7 @@ func (c *conn) deadLetters(f *protocol.Frame) error {
 	for i, l := range letters {
 		out[i] = protocol.FromLetter(l)
 	}
-	c.reply(&protocol.Frame{Op: protocol.OpDeadLetters, ID: f.ID, Letters: out})
+	c.answer(&protocol.Frame{Op: protocol.OpDeadLetters, ID: f.ID, Letters: out})
 	return nil
 }
 
@@ -764,14 +1026,15 @@ func (c *conn) history(f *protocol.Frame) error {
 	if msgs == nil {
 		msgs = []*agentbus.Message{}
 	}
-	c.reply(&protocol.Frame{Op: protocol.OpHistory, ID: f.ID, Messages: msgs})
+	c.answer(&protocol.Frame{Op: protocol.OpHistory, ID: f.ID, Messages: msgs})
 	return nil
 }
 
 // cleanup runs once the reader has returned and the context is canceled:
 // it stops the connection's agents (what was queued for them is
 // dead-lettered as transport_closed), waits for its goroutines, closes the
-// transport, and dead-letters deliveries that were never written.
+// transport, and dead-letters the deliveries that were never written, and
+// those of windowed agents that the client never credited.
 func (c *conn) cleanup(why error) {
 	c.mu.Lock()
 	agents := c.agents
@@ -780,19 +1043,11 @@ func (c *conn) cleanup(why error) {
 	for name, r := range agents {
 		c.stopAgent(name, r, agentbus.ErrTransportClosed)
 	}
-	for name, r := range agents {
-		c.mu.Lock()
-		inflight := r.inflight
-		r.inflight = nil
-		c.mu.Unlock()
-		for _, m := range inflight {
-			if m != nil { // delivered, never credited: never handled
-				c.undelivered(item{msg: m, agent: name}, errors.New("delivered but not handled before the connection closed"))
-			}
-		}
-	}
 	c.wg.Wait()
 	_ = c.t.Close()
+	// What was queued and never written; then what was written to a
+	// windowed agent and never credited. Each delivery is dead-lettered
+	// once: undelivered takes it off its window first.
 	for {
 		select {
 		case it := <-c.out:
@@ -806,14 +1061,37 @@ func (c *conn) cleanup(why error) {
 		}
 		break
 	}
+	for name, r := range agents {
+		c.mu.Lock()
+		inflight := r.inflight
+		r.inflight = nil
+		c.mu.Unlock()
+		for _, m := range inflight {
+			if m != nil { // delivered, never credited: never handled
+				c.undelivered(item{msg: m, agent: name}, errors.New("delivered but not handled before the connection closed"))
+			}
+		}
+	}
 	c.log.Info("client disconnected", "client", c.client, "agents", len(agents), "reason", fmt.Sprint(why))
 }
 
 // undelivered dead-letters a delivery that was queued for the connection
-// but not written to it. The bus already counted it as handled by the
+// but not written to it, or written to a windowed agent but never credited
+// (it takes the delivery off the agent's window, so that it is
+// dead-lettered once). The bus already counted it as handled by the
 // remote agent, so it goes to the dead-letter queue as a letter from outside
 // the bus's ledger (see agentbus.Accounting).
 func (c *conn) undelivered(it item, why error) {
+	if r := it.to; r != nil && r.slots != nil { // off its window, where cleanup would find it again
+		c.mu.Lock()
+		for i, m := range r.inflight {
+			if m == it.msg {
+				r.inflight[i] = nil
+				break
+			}
+		}
+		c.mu.Unlock()
+	}
 	l := &deadletter.Letter{Message: it.msg, Reason: deadletter.TransportClosed, Agent: it.agent,
 		Err: fmt.Sprintf("%v: %v", agentbus.ErrTransportClosed, why), Attempts: it.msg.Attempts}
 	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), l)

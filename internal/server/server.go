@@ -2,11 +2,20 @@
 // PROTOCOL.md over any transport.Listener, on top of one agentbus.Bus.
 //
 // Each connection has a reader goroutine that runs its operations in order,
-// a writer goroutine that owns the transport's sending side, and at most
-// Config.MaxRequests goroutines for requests in flight. Each agent a client
-// registers is a real agent of the bus whose handler forwards its messages
-// to the connection, so mailbox bounds, priority order, supervision, TTL and
-// dead letters apply to remote agents exactly as to local ones.
+// a writer goroutine, and at most Config.MaxRequests goroutines for
+// requests in flight (one of which stays, idle, for the next request). Each
+// agent a client registers is a real agent of the bus whose handler
+// forwards its messages to the connection, so mailbox bounds, priority
+// order, supervision, TTL and dead letters apply to remote agents exactly
+// as to local ones.
+//
+// Frames to a connection go out in the order they are emitted. An answer is
+// written by the goroutine that has it when nothing is queued ahead of it
+// (no hand-off), else queued for the writer, which writes whatever has
+// queued up in one system call. Deliveries always go through the writer,
+// which encodes them (see item), and so do the reader's answers while more
+// of the client's frames wait to be read: a client that pipelines gets its
+// answers and deliveries in a few writes rather than one each.
 package server
 
 import (

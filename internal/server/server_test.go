@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -547,4 +548,113 @@ func TestUncreditedDeliveriesDeadLettered(t *testing.T) {
 		assert.JSONEq(t, fmt.Sprint(i+1), string(l.Message.Payload))
 		assert.Equal(t, "w", l.Agent)
 	}
+}
+
+// pipeline writes n frames without waiting (pings and sends to the peer's
+// own agent "me", in turn), then reads every answer and delivery: answers
+// come in the order of their operations, deliveries in the order sent,
+// also when the daemon writes several at once.
+func pipeline(t *testing.T, c transport.Conn, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	frames := make([][]byte, n)
+	for i := range frames {
+		if i%2 == 0 {
+			frames[i] = fmt.Appendf(nil, `{"op":"ping","id":"%d"}`, i)
+		} else {
+			frames[i] = fmt.Appendf(nil, `{"op":"send","id":"%d","message":{"recipient":"me","payload":%d}}`, i, i)
+		}
+	}
+	// All of them in one write where the transport can, so that the daemon
+	// reads them together.
+	sent, err := transport.SendBatch(ctx, c, frames)
+	require.NoError(t, err)
+	require.Equal(t, n, sent)
+	next, delivered := 0, 1
+	for next < n || delivered < n {
+		data, err := c.Recv(ctx)
+		require.NoError(t, err)
+		f, err := protocol.Decode(data)
+		require.NoError(t, err)
+		switch f.Op {
+		case protocol.OpDeliver:
+			require.Equal(t, fmt.Sprint(delivered), string(f.Message.Payload))
+			delivered += 2
+		case protocol.OpPong, protocol.OpOK:
+			require.Equal(t, fmt.Sprint(next), f.ID)
+			require.Equal(t, map[bool]string{true: protocol.OpPong, false: protocol.OpOK}[next%2 == 0], f.Op)
+			next++
+		default:
+			t.Fatalf("unexpected %s", data)
+		}
+	}
+}
+
+func TestPipelinedOperations(t *testing.T) {
+	e := newEnv(t, agentbus.Config{}, server.Config{})
+	p := e.hello()
+	p.ok(`{"op":"register","agent":"me"}`)
+	pipeline(t, p.c, 40) // 40 frames, 60 back: within the memory transport's 64
+}
+
+func TestPipelinedOperationsOverUnixSocket(t *testing.T) {
+	bus, err := agentbus.New(agentbus.Config{})
+	require.NoError(t, err)
+	srv, err := server.New(server.Config{Bus: bus})
+	require.NoError(t, err)
+	path := filepath.Join(shortDir(t), "p.sock")
+	l, err := transport.ListenUnix(path, transport.UnixOptions{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		require.NoError(t, srv.Close(sctx))
+		require.NoError(t, bus.Shutdown(sctx))
+		require.NoError(t, l.Close())
+	})
+	c, err := transport.DialUnix(ctx, path, transport.UnixOptions{})
+	require.NoError(t, err)
+	defer c.Close()
+	for _, f := range []string{`{"op":"hello","id":"h","version":1}`, `{"op":"register","id":"r","agent":"me"}`} {
+		require.NoError(t, c.Send(ctx, []byte(f)))
+		data, err := c.Recv(ctx)
+		require.NoError(t, err)
+		fr, err := protocol.Decode(data)
+		require.NoError(t, err)
+		require.NotEqual(t, protocol.OpError, fr.Op, fr.Error)
+	}
+	// More than the outbound queue, and answers that the daemon writes
+	// while deliveries queue up for the same connection.
+	pipeline(t, c, 400)
+}
+
+func TestDisconnectDeadLettersEachDeliveryOnce(t *testing.T) {
+	// A windowed agent whose client never reads: its deliveries sit in the
+	// transport (written, never credited), in the outbound queue (never
+	// written), in its handler and in its mailbox. When the client goes,
+	// each of them is dead-lettered, and only once.
+	e := newEnv(t, agentbus.Config{}, server.Config{OutboundQueue: 8})
+	s, w := e.hello(), e.hello()
+	w.ok(`{"op":"register","agent":"w","window":1000}`)
+	const n = 120
+	for i := range n {
+		s.ok(fmt.Sprintf(`{"op":"send","message":{"recipient":"w","payload":%d}}`, i))
+	}
+	require.NoError(t, w.c.Close())
+	require.Eventually(t, func() bool { return e.bus.DeadLetters().Len() >= n }, 5*time.Second, time.Millisecond)
+	seen := map[string]int{}
+	for _, l := range e.bus.DeadLetters().List(deadletter.Filter{Limit: 2 * n}) {
+		require.NotNil(t, l.Message, "%+v", l)
+		seen[string(l.Message.Payload)]++
+	}
+	for i := range n {
+		assert.Equal(t, 1, seen[fmt.Sprint(i)], "message %d", i)
+	}
+	require.Eventually(t, func() bool { return e.bus.Accounting().Balanced() }, 5*time.Second, time.Millisecond)
 }

@@ -401,6 +401,130 @@ func Run(t *testing.T, newPair func(t *testing.T) (client, server transport.Conn
 		})
 	})
 
+	t.Run("ContextEndsBetweenCalls", func(t *testing.T) {
+		// A context that ends while no call uses it (a transport may keep
+		// watching the last one) disturbs no later call with another.
+		for _, d := range directions {
+			t.Run(d.name, func(t *testing.T) {
+				_, client, server := setup(t)
+				from, to := d.from(client, server), d.to(client, server)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				for i := range 3 {
+					frame := fmt.Appendf(nil, `{"n":%d}`, i)
+					require.NoError(t, from.Send(ctx, frame))
+					got, err := to.Recv(ctx)
+					require.NoError(t, err)
+					require.Equal(t, string(frame), string(got))
+				}
+				cancel()
+				require.ErrorIs(t, from.Send(ctx, []byte("{}")), context.Canceled)
+				other, cancelOther := context.WithTimeout(context.Background(), waitTimeout)
+				defer cancelOther()
+				for _, ctx := range []context.Context{other, context.Background(), other} {
+					require.NoError(t, from.Send(ctx, []byte(`{"after":true}`)))
+					got, err := to.Recv(ctx)
+					require.NoError(t, err)
+					require.Equal(t, `{"after":true}`, string(got))
+				}
+			})
+		}
+	})
+
+	t.Run("SendBatch", func(t *testing.T) {
+		// transport.SendBatch: through the Conn's own SendBatch if it is a
+		// BatchSender, else one Send each; either way in order, between
+		// Sends, small batches and large ones.
+		for _, d := range directions {
+			t.Run(d.name, func(t *testing.T) {
+				h, client, server := setup(t)
+				from, to := d.from(client, server), d.to(client, server)
+				// Batches of these sizes, each followed by one Send; 40 and
+				// 100 frames exceed any small write buffer.
+				sizes := []int{1, 3, 0, 40, 1, 100}
+				var want [][]byte
+				for range sizes {
+					for range 101 {
+						i := len(want)
+						want = append(want, fmt.Appendf(nil, `{"seq":%d,"pad":%q}`, i, strings.Repeat("b", i*53%3000)))
+					}
+				}
+				got := goResult(h, func() error {
+					for i := range want {
+						f, err := to.Recv(context.Background())
+						if err != nil {
+							return err
+						}
+						if !bytes.Equal(want[i], f) {
+							return fmt.Errorf("frame %d: got %.60q, want %.60q", i, f, want[i])
+						}
+					}
+					return nil
+				})
+				ctx := context.Background()
+				next := want
+				for _, size := range sizes {
+					sent, err := transport.SendBatch(ctx, from, next[:size])
+					require.NoError(t, err)
+					require.Equal(t, size, sent)
+					require.NoError(t, from.Send(ctx, next[size]))
+					next = next[size+1:]
+				}
+				sent, err := transport.SendBatch(ctx, from, next) // the rest, as one batch
+				require.NoError(t, err)
+				require.Equal(t, len(next), sent)
+				require.NoError(t, await(t, got))
+			})
+		}
+	})
+
+	t.Run("SendBatchRefusesBadFrames", func(t *testing.T) {
+		h, client, server := setup(t)
+		ctx := context.Background()
+		var got []string
+		received := goResult(h, func() error {
+			for {
+				f, err := server.Recv(ctx)
+				if err != nil {
+					return err
+				}
+				if got = append(got, string(f)); string(f) == `{"after":true}` {
+					return nil
+				}
+			}
+		})
+		sent, err := transport.SendBatch(ctx, client, [][]byte{[]byte(`{"a":1}`), []byte("bad\nframe"), []byte(`{"c":3}`)})
+		require.ErrorIs(t, err, transport.ErrInvalidFrame)
+		require.LessOrEqual(t, sent, 1)
+		// What went out is the frames before the bad one; the connection
+		// goes on.
+		require.NoError(t, client.Send(ctx, []byte(`{"after":true}`)))
+		require.NoError(t, await(t, received))
+		require.Equal(t, []string{`{"a":1}`, `{"after":true}`}[1-sent:], got)
+	})
+
+	t.Run("Buffered", func(t *testing.T) {
+		// transport.Buffered is false for a Conn that cannot tell, and for
+		// one that can while nothing waits. (Whether it is true while a
+		// frame waits depends on how the Conn reads; each transport's own
+		// tests check that.)
+		h, client, server := setup(t)
+		ctx := context.Background()
+		require.False(t, transport.Buffered(server), "nothing was sent")
+		received := goResult(h, func() error {
+			for range 3 {
+				if _, err := server.Recv(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		_, err := transport.SendBatch(ctx, client, [][]byte{[]byte(`{"n":1}`), []byte(`{"n":2}`), []byte(`{"n":3}`)})
+		require.NoError(t, err)
+		require.NoError(t, await(t, received))
+		require.False(t, transport.Buffered(server), "all received")
+	})
+
 	t.Run("Peer", func(t *testing.T) {
 		_, client, server := setup(t)
 		for _, c := range []transport.Conn{client, server} {
