@@ -64,60 +64,27 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 	return counts, time.Duration(l.sum.Load())
 }
 
-// timing is a sender's plan for timing its message: whether to read the
-// clock, made before it takes the mailbox lock, and what it then found.
-type timing struct {
-	now       int64 // the clock reading, 0 if not read
-	sampled   bool  // drawn to be timed if the queue turns out deep
-	predicted bool  // Mailbox.shallow when the plan was made
-	shallow   bool  // the queue was shallow (set by stamp)
-}
-
-// clockFor plans the timing of a message about to be posted. The clock is
-// read before the lock, since a reading costs tens of nanoseconds that the
-// agent would otherwise spend waiting for the lock, and only when it will
-// likely be needed: when the last sender found a shallow queue, or when the
-// message is drawn as one of the one in latencySample deep messages that are
-// timed: every latencySample-th post, so which deep messages are timed
-// depends on their place among the posts, not on how long they will wait, and
-// the weighted counts estimate all of them. (A random draw would do as well
-// but costs more than the counter on a line only senders write.)
-func (m *Mailbox) clockFor() timing {
-	if m.latency == nil {
-		return timing{}
-	}
-	t := timing{sampled: m.draws.Add(1)%latencySample == 0, predicted: m.shallow.Load()}
-	if t.predicted || t.sampled {
-		t.now = m.clock()
-	}
-	return t
-}
-
-// stamp returns the time stamp of a message that finds depth messages queued
-// ahead of it, following the plan t, or 0 if it is not timed; it records in t
-// whether the queue was shallow. A message that finds fewer than exactDepth
-// queued is always timed, and its stamp is odd: it counts once (if the plan
-// did not foresee it, the clock is read now, under the lock). One that queues
-// deeper, behind an actor that is falling behind, where a clock read for
-// every message would slow its senders, is timed if it was drawn, one time in
-// latencySample, with an even stamp: it counts latencySample times. The clock
-// reading is the stamp shifted right by one. The sender calls it under the
-// mailbox lock; the reading may precede the queueing by the lock's wait.
-func (m *Mailbox) stamp(t *timing, depth int32) int64 {
-	if m.latency == nil {
+// stamp returns the time stamp of a message about to be queued behind depth
+// others as the posted-th post, or 0 if it is not timed. A message that finds
+// fewer than exactDepth messages queued is always timed, and its stamp is
+// odd: it counts once. One that queues deeper, behind an actor that is
+// falling behind, where a clock read for every message would slow its
+// senders, is timed one time in latencySample (every latencySample-th post),
+// with an even stamp: it counts latencySample times. Which of those is timed
+// depends on its place among the posts, not on how long it will wait, so the
+// weighted counts estimate all of them. The clock reading is the stamp
+// shifted right by one. It is called under the mailbox lock, where the
+// sender has read depth and posted anyway.
+func (m *Mailbox) stamp(depth int32, posted uint64) int64 {
+	switch {
+	case m.latency == nil:
+		return 0
+	case depth < exactDepth:
+		return m.clock()<<1 | 1
+	case posted&(latencySample-1) != 0:
 		return 0
 	}
-	t.shallow = depth < exactDepth
-	switch {
-	case t.shallow:
-		if t.now == 0 {
-			t.now = m.clock()
-		}
-		return t.now<<1 | 1
-	case t.sampled:
-		return max(t.now, 1) << 1
-	}
-	return 0
+	return max(m.clock(), 1) << 1
 }
 
 // clock returns the time since the mailbox was created, in nanoseconds, from

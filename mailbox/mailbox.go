@@ -128,15 +128,6 @@ type Mailbox struct {
 	suspended   atomic.Bool
 	_           [64]byte
 
-	// shallow predicts, for the next sender, whether it will find fewer
-	// than exactDepth messages queued, and draws counts the posts (see
-	// clockFor). Only senders write them (shallow only when the prediction
-	// turns out wrong), so their line stays with them, away from the
-	// counters the agent writes.
-	shallow atomic.Bool
-	draws   atomic.Uint32 // posts planned, for drawing the deep ones to time
-	_       [64]byte
-
 	userCount atomic.Int32
 	posted    atomic.Uint64 // user messages ever queued; beside userCount, which readers of it read too
 	wq        waitQueue     // senders waiting for room in this mailbox
@@ -327,7 +318,6 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		return &m.shared.wq, nil
 	}
 	var expired []entry
-	t := m.clockFor()
 	m.mu.Lock()
 	if m.closed.Load() {
 		err := m.closeErr
@@ -343,9 +333,10 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 			return &m.wq, nil
 		}
 	}
-	m.q.push(prio, entry{msg, deadline, m.stamp(&t, depth)})
-	m.userCount.Add(1)                  // under mu, so that concurrent posts respect the capacity exactly
-	m.posted.Store(m.posted.Load() + 1) // written only under mu: no read-modify-write needed
+	posted := m.posted.Load() + 1
+	m.q.push(prio, entry{msg, deadline, m.stamp(depth, posted)})
+	m.userCount.Add(1)     // under mu, so that concurrent posts respect the capacity exactly
+	m.posted.Store(posted) // written only under mu: no read-modify-write needed
 	if deadline != 0 {
 		if m.ttlQueued == 0 || deadline < m.nextExpiry {
 			m.nextExpiry = deadline
@@ -353,9 +344,6 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.ttlQueued++
 	}
 	m.mu.Unlock()
-	if t.predicted != t.shallow {
-		m.shallow.Store(t.shallow)
-	}
 	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, int32(prio)) {
 			break
