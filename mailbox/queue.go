@@ -122,9 +122,9 @@ func (q *queue) reuse(r *ring) {
 }
 
 // popN moves up to len(dst) of the oldest values of level p into dst, in
-// order, and returns how many it moved. It copies the ring's contiguous runs
-// at once, which matters because the agent calls it under the lock its
-// senders wait for.
+// order, and returns how many it moved, with the level's bookkeeping done
+// once rather than per value: the agent calls it under the lock its senders
+// wait for.
 func (q *queue) popN(p int, dst []entry) int {
 	r := q.levels[p]
 	if r == nil || r.n == 0 {
@@ -248,15 +248,18 @@ func (r *ring) pop() entry {
 }
 
 // popN moves up to len(dst) values into dst, oldest first, clearing their
-// slots, and returns how many it moved.
+// slots, and returns how many it moved. It copies element by element: copy
+// and clear on a slice of entries (which hold pointers) go through the
+// runtime's typed bulk copy, which costs more than the loop for the few
+// entries a batch usually has.
 func (r *ring) popN(dst []entry) int {
 	n := min(len(dst), r.n)
-	first := min(n, len(r.buf)-r.head) // up to the end of the buffer
-	copy(dst, r.buf[r.head:r.head+first])
-	clear(r.buf[r.head : r.head+first])
-	copy(dst[first:n], r.buf[:n-first])
-	clear(r.buf[:n-first])
-	r.head = (r.head + n) & (len(r.buf) - 1)
+	mask := len(r.buf) - 1
+	for i, j := 0, r.head; i < n; i, j = i+1, (j+1)&mask {
+		dst[i] = r.buf[j]
+		r.buf[j] = entry{}
+	}
+	r.head = (r.head + n) & mask
 	r.n -= n
 	if r.n == 0 {
 		r.head = 0
