@@ -394,14 +394,7 @@ func TestUnixRecvFromRawClient(t *testing.T) {
 
 func TestUnixWireFormat(t *testing.T) {
 	// A raw server: what the client sends is exactly frame + "\n".
-	path := filepath.Join(shortDir(t), "s")
-	rawLn, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	require.NoError(t, err)
-	defer rawLn.Close()
-	client := dialUnix(t, path, transport.UnixOptions{})
-	raw, err := rawLn.AcceptUnix()
-	require.NoError(t, err)
-	defer raw.Close()
+	client, raw := rawPeer(t)
 
 	big := strings.Repeat("b", 100<<10) // written with writev
 	for _, f := range []string{`{"x":1}`, big} {
@@ -413,10 +406,7 @@ func TestUnixWireFormat(t *testing.T) {
 	require.Equal(t, `{"x":1}`+"\n"+big+"\n", string(got))
 
 	// And the client reads what a raw server writes.
-	client2 := dialUnix(t, path, transport.UnixOptions{})
-	raw2, err := rawLn.AcceptUnix()
-	require.NoError(t, err)
-	defer raw2.Close()
+	client2, raw2 := rawPeer(t)
 	_, err = io.WriteString(raw2, "1\n2\n")
 	require.NoError(t, err)
 	for _, want := range []string{"1", "2"} {
@@ -443,14 +433,7 @@ func TestUnixPeerResetIsPeerClosed(t *testing.T) {
 func TestUnixSendInterruptedMidFrame(t *testing.T) {
 	// A Send cut off by its context after writing part of the frame closes
 	// the connection: the peer sees a partial frame, never a spliced one.
-	path := filepath.Join(shortDir(t), "s")
-	rawLn, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	require.NoError(t, err)
-	defer rawLn.Close()
-	client := dialUnix(t, path, transport.UnixOptions{})
-	raw, err := rawLn.AcceptUnix()
-	require.NoError(t, err)
-	defer raw.Close()
+	client, raw := rawPeer(t)
 
 	big := []byte(strings.Repeat("z", 4<<20)) // far more than the socket buffer
 	ctx, cancel := context.WithCancel(context.Background())
@@ -461,7 +444,7 @@ func TestUnixSendInterruptedMidFrame(t *testing.T) {
 	defer client.Close() // unblocks the Send if the test fails early
 	wg.Go(func() { done <- client.Send(ctx, big) })
 	// The first byte has arrived: the write has started.
-	_, err = io.ReadFull(raw, make([]byte, 1))
+	_, err := io.ReadFull(raw, make([]byte, 1))
 	require.NoError(t, err)
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
@@ -562,14 +545,7 @@ func TestUnixBuffered(t *testing.T) {
 func TestUnixSendBatchInterruptedMidFrame(t *testing.T) {
 	// As Send: a batch cut off by its context inside a frame closes the
 	// connection; the frames before the cut count as sent.
-	path := filepath.Join(shortDir(t), "s")
-	rawLn, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	require.NoError(t, err)
-	defer rawLn.Close()
-	client := dialUnix(t, path, transport.UnixOptions{})
-	raw, err := rawLn.AcceptUnix()
-	require.NoError(t, err)
-	defer raw.Close()
+	client, raw := rawPeer(t)
 
 	small := []byte(`{"first":1}`)
 	big := []byte(strings.Repeat("z", 4<<20)) // far more than the socket buffer
@@ -588,11 +564,26 @@ func TestUnixSendBatchInterruptedMidFrame(t *testing.T) {
 		done <- result{sent, err}
 	})
 	// The first frame and a byte of the second have arrived.
-	_, err = io.ReadFull(raw, make([]byte, len(small)+2))
+	_, err := io.ReadFull(raw, make([]byte, len(small)+2))
 	require.NoError(t, err)
 	cancel()
 	r := <-done
 	require.ErrorIs(t, r.err, context.Canceled)
 	require.Equal(t, 1, r.sent)
 	require.ErrorIs(t, client.Send(context.Background(), []byte("{}")), transport.ErrClosed)
+}
+
+// rawPeer returns a client transport connected to a bare Unix socket, for
+// tests that read or write the wire themselves.
+func rawPeer(t *testing.T) (transport.Conn, *net.UnixConn) {
+	t.Helper()
+	path := filepath.Join(shortDir(t), "s")
+	rawLn, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rawLn.Close() })
+	client := dialUnix(t, path, transport.UnixOptions{})
+	raw, err := rawLn.AcceptUnix()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = raw.Close() })
+	return client, raw
 }

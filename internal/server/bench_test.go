@@ -24,25 +24,10 @@ var benchPayload = []byte(`{"task":"review","file":"internal/server/conn.go","li
 // socketDaemon serves a fresh bus on a Unix socket in this process.
 func socketDaemon(b *testing.B) string {
 	b.Helper()
-	bus, err := agentbus.New(agentbus.Config{})
-	require.NoError(b, err)
-	srv, err := server.New(server.Config{Bus: bus})
-	require.NoError(b, err)
 	path := filepath.Join(shortDir(b), "bench.sock")
 	l, err := transport.ListenUnix(path, transport.UnixOptions{})
 	require.NoError(b, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	b.Cleanup(func() {
-		cancel()
-		require.NoError(b, <-done)
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		require.NoError(b, bus.Shutdown(sctx))
-		require.NoError(b, srv.Close(sctx))
-		require.NoError(b, l.Close())
-	})
+	serve(b, agentbus.Config{}, server.Config{}, l)
 	return path
 }
 
@@ -193,28 +178,22 @@ func BenchmarkSocket(b *testing.B) {
 		}
 		reportLatency(b, lat)
 	})
-	b.Run("roundtrip-floor", func(b *testing.B) {
-		a, w := socketPair(b)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			echoDaemon(b, w)
-		}()
-		floorLoop(b, a)
-		_ = a.Close()
-		<-done
-	})
-	b.Run("roundtrip-2frames", func(b *testing.B) {
-		a, w := socketPair(b)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			echoWorker(b, w)
-		}()
-		askLoop(b, a)
-		_ = a.Close()
-		<-done
-	})
+	b.Run("roundtrip-floor", func(b *testing.B) { overPair(b, echoDaemon, floorLoop) })
+	b.Run("roundtrip-2frames", func(b *testing.B) { overPair(b, echoWorker, askLoop) })
+}
+
+// overPair runs loop on one end of a bare socket pair while serve answers on
+// the other, and waits for serve once loop is done.
+func overPair(b *testing.B, serve, loop func(*testing.B, transport.Conn)) {
+	a, w := socketPair(b)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(b, w)
+	}()
+	loop(b, a)
+	_ = a.Close()
+	<-done
 }
 
 // echoDaemon plays the daemon and the worker's reading side of the 4-frame

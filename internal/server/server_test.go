@@ -33,24 +33,8 @@ type env struct {
 
 func newEnv(t *testing.T, cfg agentbus.Config, scfg server.Config) *env {
 	t.Helper()
-	bus, err := agentbus.New(cfg)
-	require.NoError(t, err)
-	scfg.Bus = bus
-	srv, err := server.New(scfg)
-	require.NoError(t, err)
 	l := transport.NewMemoryListener(transport.MemoryOptions{MaxFrameSize: 4096})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		require.NoError(t, srv.Close(sctx))
-		require.NoError(t, bus.Shutdown(sctx))
-		require.NoError(t, l.Close())
-	})
+	bus, srv := serve(t, cfg, scfg, l)
 	return &env{t: t, bus: bus, srv: srv, l: l}
 }
 
@@ -599,25 +583,11 @@ func TestPipelinedOperations(t *testing.T) {
 }
 
 func TestPipelinedOperationsOverUnixSocket(t *testing.T) {
-	bus, err := agentbus.New(agentbus.Config{})
-	require.NoError(t, err)
-	srv, err := server.New(server.Config{Bus: bus})
-	require.NoError(t, err)
 	path := filepath.Join(shortDir(t), "p.sock")
 	l, err := transport.ListenUnix(path, transport.UnixOptions{})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		require.NoError(t, srv.Close(sctx))
-		require.NoError(t, bus.Shutdown(sctx))
-		require.NoError(t, l.Close())
-	})
+	serve(t, agentbus.Config{}, server.Config{}, l)
+	ctx := context.Background()
 	c, err := transport.DialUnix(ctx, path, transport.UnixOptions{})
 	require.NoError(t, err)
 	defer c.Close()
