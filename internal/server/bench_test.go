@@ -201,8 +201,27 @@ func overPair(b *testing.B, serve, loop func(*testing.B, transport.Conn)) {
 // frame the daemon would push to the worker, and a respond frame with the
 // response frame the daemon would send the asker.
 func echoDaemon(b *testing.B, w transport.Conn) {
-	ctx := context.Background()
 	var askID string
+	answerFrames(b, w, func(f *protocol.Frame) (*protocol.Frame, bool) {
+		switch f.Op {
+		case protocol.OpRequest:
+			m := f.Message
+			if m.RequestID == "" { // as Bus.Request does
+				m.RequestID = m.ID
+			}
+			askID = f.ID
+			return &protocol.Frame{Op: protocol.OpDeliver, Agent: m.Recipient, Message: m}, true
+		case protocol.OpRespond:
+			return &protocol.Frame{Op: protocol.OpResponse, ID: askID, Message: f.Message}, true
+		}
+		return nil, false
+	})
+}
+
+// answerFrames reads frames from w and sends what answer makes of each,
+// until w fails or answer refuses a frame (an error of the benchmark).
+func answerFrames(b *testing.B, w transport.Conn, answer func(*protocol.Frame) (*protocol.Frame, bool)) {
+	ctx := context.Background()
 	for {
 		data, err := w.Recv(ctx)
 		if err != nil {
@@ -213,21 +232,12 @@ func echoDaemon(b *testing.B, w transport.Conn) {
 			b.Error(err)
 			return
 		}
-		var out []byte
-		switch f.Op {
-		case protocol.OpRequest:
-			m := f.Message
-			if m.RequestID == "" { // as Bus.Request does
-				m.RequestID = m.ID
-			}
-			askID = f.ID
-			out, err = protocol.Encode(&protocol.Frame{Op: protocol.OpDeliver, Agent: m.Recipient, Message: m})
-		case protocol.OpRespond:
-			out, err = protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: askID, Message: f.Message})
-		default:
+		reply, ok := answer(f)
+		if !ok {
 			b.Errorf("unexpected %s", data)
 			return
 		}
+		out, err := protocol.Encode(reply)
 		if err != nil || w.Send(ctx, out) != nil {
 			return
 		}
@@ -293,23 +303,10 @@ func receive(b *testing.B, c transport.Conn, n int, op string) {
 // echoWorker answers each request frame read from w with a response frame
 // carrying its payload, until w fails.
 func echoWorker(b *testing.B, w transport.Conn) {
-	ctx := context.Background()
-	for {
-		data, err := w.Recv(ctx)
-		if err != nil {
-			return
-		}
-		f, err := protocol.Decode(data)
-		if err != nil {
-			b.Error(err)
-			return
-		}
+	answerFrames(b, w, func(f *protocol.Frame) (*protocol.Frame, bool) {
 		resp := f.Message.NewResponse("worker", f.Message.Payload)
-		out, err := protocol.Encode(&protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp})
-		if err != nil || w.Send(ctx, out) != nil {
-			return
-		}
-	}
+		return &protocol.Frame{Op: protocol.OpResponse, ID: f.ID, Message: resp}, true
+	})
 }
 
 // askLoop is the timed loop of the floor benchmarks: encode a request,
