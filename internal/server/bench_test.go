@@ -218,12 +218,19 @@ func echoDaemon(b *testing.B, w transport.Conn) {
 	})
 }
 
-// answerFrames reads frames from w and sends what answer makes of each,
-// until w fails or answer refuses a frame (an error of the benchmark).
+// answerFrames reads frames from w and sends what answer makes of each back
+// on w, until w fails or answer refuses a frame (an error of the benchmark).
 func answerFrames(b *testing.B, w transport.Conn, answer func(*protocol.Frame) (*protocol.Frame, bool)) {
+	relayFrames(b, w, w, answer)
+}
+
+// relayFrames reads frames from from, decodes them, and encodes and sends
+// what answer makes of each on to, until a connection fails or answer
+// refuses a frame (an error of the benchmark).
+func relayFrames(b *testing.B, from, to transport.Conn, answer func(*protocol.Frame) (*protocol.Frame, bool)) {
 	ctx := context.Background()
 	for {
-		data, err := w.Recv(ctx)
+		data, err := from.Recv(ctx)
 		if err != nil {
 			return
 		}
@@ -238,7 +245,7 @@ func answerFrames(b *testing.B, w transport.Conn, answer func(*protocol.Frame) (
 			return
 		}
 		out, err := protocol.Encode(reply)
-		if err != nil || w.Send(ctx, out) != nil {
+		if err != nil || to.Send(ctx, out) != nil {
 			return
 		}
 	}
@@ -346,25 +353,10 @@ func askLoop(b *testing.B, a transport.Conn) {
 func BenchmarkSocketRelay(b *testing.B) {
 	a, relayA := socketPair(b)
 	relayB, w := socketPair(b)
-	ctx := context.Background()
 	var wg sync.WaitGroup
 	forward := func(from, to transport.Conn) {
 		defer wg.Done()
-		for {
-			data, err := from.Recv(ctx)
-			if err != nil {
-				return
-			}
-			f, err := protocol.Decode(data)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			out, err := protocol.Encode(f)
-			if err != nil || to.Send(ctx, out) != nil {
-				return
-			}
-		}
+		relayFrames(b, from, to, func(f *protocol.Frame) (*protocol.Frame, bool) { return f, true })
 	}
 	wg.Add(3)
 	go forward(relayA, relayB)
