@@ -123,6 +123,7 @@ type Mailbox struct {
 	middlewares []actor.MailboxMiddleware
 	invoker     actor.MessageInvoker
 	dispatcher  actor.Dispatcher
+	registered  atomic.Bool // RegisterHandlers has set invoker and dispatcher
 	sysCount    atomic.Int32
 	status      atomic.Int32
 	suspended   atomic.Bool
@@ -433,11 +434,9 @@ func (m *Mailbox) Close(reason error) {
 	m.mu.Unlock()
 	m.discard(queued, reason)
 	m.wq.wakeAll()
-	if m.dispatcher != nil {
-		// Run once more, even if suspended, so that the agent drops the
-		// batch it had taken from the queue.
-		m.schedule()
-	}
+	// Run once more, even if suspended, so that the agent drops the batch it
+	// had taken from the queue (schedule waits for RegisterHandlers).
+	m.schedule()
 }
 
 // CloseFromActor is Close for the actor's own goroutine (inside its Receive,
@@ -481,10 +480,18 @@ func (m *Mailbox) PostSystemMessage(msg any) {
 	m.schedule()
 }
 
-// RegisterHandlers implements actor.Mailbox.
+// RegisterHandlers implements actor.Mailbox. protoactor puts an actor's PID
+// in its registry before it registers the mailbox's handlers, so a message
+// can arrive first (a sender that looks the name up, a supervisor restarting
+// the name's previous holder): it is queued, and runs once the handlers are
+// registered.
 func (m *Mailbox) RegisterHandlers(invoker actor.MessageInvoker, dispatcher actor.Dispatcher) {
 	m.invoker = invoker
 	m.dispatcher = dispatcher
+	m.registered.Store(true)
+	if m.sysCount.Load() > 0 || m.userCount.Load() > 0 {
+		m.schedule()
+	}
 }
 
 // Start implements actor.Mailbox.
@@ -499,6 +506,9 @@ func (m *Mailbox) schedule() {
 	// safe: the poster increments its counter before it loads the status,
 	// and processMessages stores idle before it loads the counters, so one
 	// of the two always sees the other (sequentially consistent atomics).
+	if !m.registered.Load() {
+		return // RegisterHandlers schedules what was queued before it
+	}
 	if m.status.Load() == idle && m.status.CompareAndSwap(idle, running) {
 		m.dispatcher.Schedule(m.process)
 	}

@@ -1179,3 +1179,22 @@ func TestActorSystem(t *testing.T) {
 
 	require.NoError(t, system.Root.StopFuture(pid).Wait())
 }
+
+// TestPostBeforeRegisterHandlers: protoactor makes an actor's PID reachable
+// before it registers the mailbox's handlers, so messages can arrive first.
+// They must neither crash the sender nor be lost: they are queued and run,
+// system messages first, once the handlers are registered.
+func TestPostBeforeRegisterHandlers(t *testing.T) {
+	m := New(Config{Capacity: 4})
+	a, b := named("a", 1), named("b", 90)
+	require.NoError(t, m.TryPost(a))
+	m.PostUserMessage(b)
+	m.PostSystemMessage(sysMsg("early"))
+
+	inv := &invoker{}
+	m.RegisterHandlers(inv, synchronized)
+	m.Start()
+	assert.Equal(t, []any{b, a}, inv.delivered(), "by priority, once registered")
+	require.NotEmpty(t, inv.events)
+	assert.Equal(t, sysMsg("early"), inv.events[0].msg, "the system message first")
+}

@@ -157,7 +157,15 @@ func (s *Supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, p
 			s.timers.Add(1)
 			c.timer = time.AfterFunc(delay, func() {
 				defer s.timers.Done()
-				sup.RestartChildren(pid)
+				// Remove may have come too late to stop the timer: then
+				// the name may belong to a new agent already, which must
+				// not get the old one's restart.
+				s.mu.Lock()
+				current := s.children[pid.Id] == c
+				s.mu.Unlock()
+				if current {
+					sup.RestartChildren(pid)
+				}
 			})
 		}
 	case Stop, Escalate:
