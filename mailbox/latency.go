@@ -73,9 +73,8 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 // with an even stamp: it counts latencySample times. Which of those is timed
 // depends on its place among the posts, not on how long it will wait, so the
 // weighted counts estimate all of them. The clock reading is the stamp
-// shifted right by one. It is called under the mailbox lock, where the
-// sender has read depth and posted anyway.
-func (m *Mailbox) stamp(depth int32, posted uint64) int64 {
+// shifted right by one.
+func (m *Mailbox) stamp(depth int64, posted uint64) int64 {
 	switch {
 	case m.latency == nil:
 		return 0

@@ -75,11 +75,18 @@ func (l *Limit) Used() int { return int(min(l.used.Load(), l.max)) }
 // that leaves the limit full wakes nobody, so refused senders never wake
 // each other in a loop.
 func (l *Limit) TryAcquire() bool {
-	if l.used.Add(1) <= l.max {
-		return true
+	_, ok := l.acquire()
+	return ok
+}
+
+// acquire is TryAcquire that also returns, when it took a slot, how many
+// were taken before it.
+func (l *Limit) acquire() (int64, bool) {
+	if u := l.used.Add(1); u <= l.max {
+		return u - 1, true
 	}
 	l.giveBack()
-	return false
+	return 0, false
 }
 
 // giveBack returns the slot a refused TryAcquire took past max.

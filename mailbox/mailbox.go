@@ -112,11 +112,16 @@ const batchSize = 32
 
 // Mailbox is a bounded priority mailbox. It is safe for concurrent use; the
 // protoactor methods are called by the actor system as for any mailbox.
+//
+// A sender reserves a slot of the mailbox (and of the shared limit) with an
+// atomic addition and appends the message to the inbox, a lock-free ring;
+// the agent moves the inbox into the priority queue under the lock, once per
+// batch. So a sender takes no lock: only a sender that finds the mailbox full
+// (to reap expired messages) or the inbox's cells all taken does.
 type Mailbox struct {
 	// Read-mostly fields, on their own cache lines, away from the counters
 	// and the lock that every message writes.
 	born        time.Time // the origin of stamps and LastActive, with a monotonic reading
-	capacity    int
 	latency     *Latency
 	shared      *Limit
 	drop        DropFunc
@@ -124,33 +129,52 @@ type Mailbox struct {
 	invoker     actor.MessageInvoker
 	dispatcher  actor.Dispatcher
 	registered  atomic.Bool // RegisterHandlers has set invoker and dispatcher
-	sysCount    atomic.Int32
-	status      atomic.Int32
 	suspended   atomic.Bool
+	closed      atomic.Bool // set under mu, after closeErr, which is read after it without mu
+	closeErr    error
+	done        chan struct{} // closed by Close, to wake senders parked on the shared limit
+	process     func()        // m.processMessages, bound once: a method value allocates
 	_           [64]byte
 
-	userCount atomic.Int32
-	posted    atomic.Uint64 // user messages ever queued; beside userCount, which readers of it read too
-	wq        waitQueue     // senders waiting for room in this mailbox
+	// room is the capacity: a slot per queued user message, counting those
+	// in the inbox, in the queue and in the agent's batch. Senders wanting
+	// room park on room.wq.
+	room Limit
+	_    [64]byte
+
+	// gate orders posts with Close: a post holds it shared from its check
+	// of closed until its message is in the inbox, and Close holds it
+	// alone to close, so once Close has run no post can queue a message
+	// and Posted is final. Only senders and Close touch it.
+	gate sync.RWMutex
+	_    [64]byte
+
+	in inbox // padded inside: the senders' tail, the consumer's head
+
+	status   atomic.Int32
+	sysCount atomic.Int32
+	_        [56]byte
 
 	// locksordering: Mailbox.mu and waitQueue.mu are never held together;
-	// sysMu is never held with another lock. The capacity is checked under
-	// mu, so a post costs one lock and, with a shared limit, one CAS.
+	// sysMu is never held with another lock. mu guards the queue; the agent
+	// takes it once per batch, senders only on a slow path.
 	mu         sync.Mutex
 	q          queue
-	closed     atomic.Bool // set under mu, after closeErr; read by the agent without it
-	closeErr   error
-	ttlQueued  int   // queued messages that have a deadline
-	nextExpiry int64 // no queued message expires before this (Unix ns)
+	qn         atomic.Int32 // q.n, written under mu and read without it
+	ttlQueued  int          // messages in q that have a deadline
+	nextExpiry int64        // no message in q expires before this (Unix ns)
 
 	sysMu sync.Mutex
 	sys   ring
+	_     [64]byte
 
 	// urgent is the highest priority posted since the agent took its
-	// batch; a sender raises it only above the batch's priority, so with
-	// equal priorities nobody writes it.
+	// batch; a sender raises it only above the batch's priority, and the
+	// agent stores it only when it changes, so with equal priorities
+	// nobody writes it and every sender's load hits its cache. recheck
+	// makes the agent look again.
 	urgent atomic.Int32
-	_      [64]byte
+	_      [60]byte
 
 	// The agent's side, touched only by the goroutine that runs the
 	// mailbox: a batch of entries taken from one priority level under one
@@ -164,17 +188,18 @@ type Mailbox struct {
 	batchI     int
 	batchN     int
 	batchPrio  int32
-
-	done    chan struct{} // closed by Close, to wake senders parked on the shared limit
-	process func()        // m.processMessages, bound once: a method value allocates
 }
+
+// recheck is the value of Mailbox.urgent that makes the agent put its batch
+// back and look at the queue again: a message may wait in the inbox whose
+// sender could not tell whether it outranks the batch.
+const recheck = MaxPriority + 1
 
 var _ actor.Mailbox = (*Mailbox)(nil)
 
 // New returns an empty, open mailbox.
 func New(cfg Config) *Mailbox {
 	m := &Mailbox{
-		capacity:    max(cfg.Capacity, 1),
 		shared:      cfg.Shared,
 		drop:        cfg.Drop,
 		middlewares: cfg.Middlewares,
@@ -182,7 +207,9 @@ func New(cfg Config) *Mailbox {
 		born:        time.Now(),
 		done:        make(chan struct{}),
 	}
-	m.q.setKeep(m.capacity)
+	m.room.init(cfg.Capacity)
+	m.in.init(m.Cap())
+	m.q.setKeep(m.Cap())
 	m.process = m.processMessages
 	if m.drop == nil {
 		m.drop = func(any, error) {}
@@ -197,13 +224,15 @@ func (m *Mailbox) Producer() actor.MailboxProducer {
 }
 
 // Cap returns the capacity.
-func (m *Mailbox) Cap() int { return m.capacity }
+func (m *Mailbox) Cap() int { return m.room.Max() }
 
-// Len returns the number of queued user messages.
-func (m *Mailbox) Len() int { return int(m.userCount.Load()) }
+// Len returns the number of queued user messages, counting those a sender
+// is queueing at the moment. It does not block.
+func (m *Mailbox) Len() int { return m.room.Used() }
 
-// Posted returns how many user messages were ever queued. It does not block.
-func (m *Mailbox) Posted() uint64 { return m.posted.Load() }
+// Posted returns how many user messages were ever queued, counting those a
+// sender is queueing at the moment. It does not block.
+func (m *Mailbox) Posted() uint64 { return m.in.tail.Load() }
 
 // Delivered returns how many user messages were handed to the actor; the
 // others that left the queue were dropped (expired, or at Close).
@@ -248,7 +277,7 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 		}
 		if next != full { // the other bound filled up meanwhile
 			full.leave(w)
-			if woken && full == &m.wq {
+			if woken && full == &m.room.wq {
 				// The mailbox slot this sender was woken for may still be
 				// free: pass the wake-up on instead of taking it to the
 				// shared limit's queue. (A shared slot needs no such care:
@@ -299,8 +328,8 @@ func (m *Mailbox) TryPost(it Item) error {
 }
 
 func (m *Mailbox) fullError(full *waitQueue) error {
-	if full == &m.wq {
-		return fmt.Errorf("%w (capacity %d)", ErrFull, m.capacity)
+	if full == &m.room.wq {
+		return fmt.Errorf("%w (capacity %d)", ErrFull, m.Cap())
 	}
 	return fmt.Errorf("%w (bus pending limit %d)", ErrFull, m.shared.Max())
 }
@@ -309,49 +338,43 @@ func (m *Mailbox) fullError(full *waitQueue) error {
 // the mailbox and the shared limit have room. It returns the wait queue of
 // the bound that was full, or nil and the close error (nil when queued).
 func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error) {
+	m.gate.RLock()
+	defer m.gate.RUnlock()
+	if m.closed.Load() {
+		return nil, m.closeErr
+	}
 	if m.shared != nil && !m.shared.TryAcquire() {
-		m.mu.Lock()
-		err := m.closeErr // a closed mailbox refuses with its reason, not ErrFull
-		m.mu.Unlock()
-		if err != nil {
-			return nil, err
+		if m.closed.Load() { // a closed mailbox refuses with its reason, not ErrFull
+			return nil, m.closeErr
 		}
 		return &m.shared.wq, nil
 	}
-	var expired []entry
-	m.mu.Lock()
-	if m.closed.Load() {
-		err := m.closeErr
-		m.mu.Unlock()
-		m.releaseShared(1)
-		return nil, err
-	}
-	depth := m.userCount.Load() // queued plus the agent's batch
-	if int(depth) >= m.capacity {
-		if expired = m.reapLocked(); len(expired) == 0 {
-			m.mu.Unlock()
+	depth, ok := m.room.acquire()
+	if !ok {
+		if depth, ok = m.reap(); !ok {
 			m.releaseShared(1)
-			return &m.wq, nil
+			if m.closed.Load() {
+				return nil, m.closeErr
+			}
+			return &m.room.wq, nil
 		}
 	}
-	posted := m.posted.Load() + 1
-	m.q.push(prio, entry{msg, deadline, m.stamp(depth, posted)})
-	m.userCount.Add(1)     // under mu, so that concurrent posts respect the capacity exactly
-	m.posted.Store(posted) // written only under mu: no read-modify-write needed
-	if deadline != 0 {
-		if m.ttlQueued == 0 || deadline < m.nextExpiry {
-			m.nextExpiry = deadline
-		}
-		m.ttlQueued++
-	}
-	m.mu.Unlock()
+	stamp := m.stamp(depth, m.in.tail.Load()+1)
+	c, pos := m.claim()
+	c.prio = int32(prio)
+	c.e = entry{msg, deadline, stamp}
+	c.publish(pos)
 	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, int32(prio)) {
 			break
 		}
 	}
-	if expired != nil {
-		m.discard(expired, ErrExpired)
+	if m.in.tail.Load() > pos+1 && m.in.head.Load() == pos {
+		// The agent's last look at the inbox stopped at this cell, while
+		// it was claimed but unpublished, and senders queued behind it.
+		// Those may outrank the agent's batch yet have seen an urgency
+		// from before the batch and raised nothing: make the agent look.
+		m.urgent.Store(recheck)
 	}
 	for _, mw := range m.middlewares {
 		mw.MessagePosted(msg)
@@ -360,16 +383,102 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 	return nil, nil
 }
 
+// claim reserves an inbox cell. If every cell is taken, it moves the inbox
+// into the queue itself (under the lock) and tries again; if the oldest cell
+// is still being written by another sender, it yields to that sender first.
+func (m *Mailbox) claim() (*cell, uint64) {
+	for {
+		if c, pos, ok := m.in.claim(); ok {
+			return c, pos
+		}
+		m.mu.Lock()
+		n := m.drainLocked()
+		m.mu.Unlock()
+		if n == 0 {
+			runtime.Gosched() // the sender publishing the oldest cell needs to run
+		}
+	}
+}
+
+// drainLocked moves the published cells of the inbox, in order, into the
+// queue and returns how many it moved. It raises urgent to the highest
+// priority it moved, so that an agent holding a batch of a lower one puts
+// it back. The caller holds mu.
+func (m *Mailbox) drainLocked() int {
+	in := &m.in
+	h := in.head.Load()
+	start, size := h, uint64(len(in.cells))
+	top := int32(-1)
+	for {
+		c := &in.cells[h&in.mask]
+		if c.seq.Load() != h+1 {
+			break
+		}
+		e := c.e
+		m.q.push(int(c.prio), e)
+		top = max(top, c.prio)
+		if e.deadline != 0 {
+			if m.ttlQueued == 0 || e.deadline < m.nextExpiry {
+				m.nextExpiry = e.deadline
+			}
+			m.ttlQueued++
+		}
+		c.e = entry{}
+		c.seq.Store(h + size)
+		h++
+	}
+	if h == start {
+		return 0
+	}
+	in.head.Store(h)
+	m.qn.Store(int32(m.q.n))
+	for u := m.urgent.Load(); top > u; u = m.urgent.Load() {
+		if m.urgent.CompareAndSwap(u, top) {
+			break
+		}
+	}
+	return int(h - start)
+}
+
 func (m *Mailbox) releaseShared(n int) {
 	if m.shared != nil {
 		m.shared.Release(n)
 	}
 }
 
-// reapLocked removes expired messages from a full mailbox so that they stop
-// holding slots, and returns them; the caller must discard them after
-// unlocking. It scans only when some queued message may have expired, so a
-// mailbox full of live messages costs one comparison per refused post.
+// reap is the slow path of a post that found the mailbox full: it removes
+// the messages that expired meanwhile, so that they stop holding slots, and
+// drops them. If it removed any, the post takes one of their slots: reap
+// returns how many were queued before it and ok=true.
+func (m *Mailbox) reap() (depth int64, ok bool) {
+	m.mu.Lock()
+	if m.closed.Load() {
+		m.mu.Unlock()
+		return 0, false
+	}
+	m.drainLocked()
+	expired := m.reapLocked()
+	m.qn.Store(int32(m.q.n))
+	m.mu.Unlock()
+	if len(expired) == 0 {
+		return 0, false
+	}
+	// The slots of all but one go back; the post keeps the last.
+	depth = m.room.used.Add(-int64(len(expired)-1)) - 1
+	m.releaseShared(len(expired))
+	if n := len(expired) - 1; n > 0 && m.room.wq.nwait.Load() > 0 {
+		m.room.wq.wake(n)
+	}
+	for _, e := range expired {
+		m.drop(e.v, ErrExpired)
+	}
+	return depth, true
+}
+
+// reapLocked removes expired messages from the queue and returns them; the
+// caller must drop them after unlocking. It scans only when some queued
+// message may have expired, so a mailbox full of live messages costs one
+// comparison per refused post.
 func (m *Mailbox) reapLocked() []entry {
 	if m.ttlQueued == 0 {
 		return nil
@@ -403,11 +512,8 @@ func (m *Mailbox) discard(entries []entry, reason error) {
 	if len(entries) == 0 {
 		return
 	}
-	m.userCount.Add(-int32(len(entries)))
+	m.room.Release(len(entries))
 	m.releaseShared(len(entries))
-	if m.wq.nwait.Load() > 0 {
-		m.wq.wake(len(entries))
-	}
 	for _, e := range entries {
 		m.drop(e.v, reason)
 	}
@@ -421,19 +527,24 @@ func (m *Mailbox) Close(reason error) {
 	if reason == nil {
 		reason = ErrStopped
 	}
+	m.gate.Lock() // waits for the posts in flight to finish
 	m.mu.Lock()
 	if m.closed.Load() {
 		m.mu.Unlock()
+		m.gate.Unlock()
 		return
 	}
 	m.closeErr = reason
 	m.closed.Store(true)
+	m.drainLocked()
 	queued := m.q.drain()
+	m.qn.Store(0)
 	m.ttlQueued = 0
 	close(m.done)
 	m.mu.Unlock()
+	m.gate.Unlock()
 	m.discard(queued, reason)
-	m.wq.wakeAll()
+	m.room.wq.wakeAll()
 	// Run once more, even if suspended, so that the agent drops the batch it
 	// had taken from the queue (schedule waits for RegisterHandlers).
 	m.schedule()
@@ -489,7 +600,7 @@ func (m *Mailbox) RegisterHandlers(invoker actor.MessageInvoker, dispatcher acto
 	m.invoker = invoker
 	m.dispatcher = dispatcher
 	m.registered.Store(true)
-	if m.sysCount.Load() > 0 || m.userCount.Load() > 0 {
+	if m.sysCount.Load() > 0 || m.room.used.Load() > 0 {
 		m.schedule()
 	}
 }
@@ -519,13 +630,16 @@ func (m *Mailbox) processMessages() {
 		m.run()
 		leftover := m.batchI < m.batchN // read before idle: another runner may start after
 		m.status.Store(idle)
-		sys, user := m.sysCount.Load(), m.userCount.Load()
-		if sys > 0 || (!m.suspended.Load() && user > 0) || (m.closed.Load() && leftover) {
+		// A message counted in room but neither in the queue nor ready in
+		// the inbox is being written by its sender, which schedules the
+		// mailbox once it is published: waiting for it here would spin.
+		user := leftover || m.qn.Load() > 0 || m.in.ready()
+		if m.sysCount.Load() > 0 || (user && !m.suspended.Load()) || (m.closed.Load() && leftover) {
 			if m.status.CompareAndSwap(idle, running) {
 				continue
 			}
 		}
-		if user == 0 && !m.suspended.Load() {
+		if !user && !m.suspended.Load() {
 			for _, mw := range m.middlewares {
 				mw.MailboxEmpty()
 			}
@@ -602,21 +716,22 @@ func (m *Mailbox) run() {
 // Only the goroutine running the mailbox calls it.
 func (m *Mailbox) popUser() (any, bool) {
 	for {
-		if m.batchI == m.batchN && !m.refill() {
-			return nil, false
-		}
-		if m.urgent.Load() > m.batchPrio {
-			m.unbatch() // something more urgent arrived: it goes first
+		if m.batchI == m.batchN {
+			if !m.refill() {
+				return nil, false
+			}
+		} else if m.urgent.Load() > m.batchPrio {
+			// Something more urgent arrived: it goes first. (A fresh batch
+			// is taken from the top level, so its first entry goes in any
+			// case, and a recheck cannot repeat forever.)
+			m.unbatch()
 			continue
 		}
 		e := m.batch[m.batchI]
 		m.batch[m.batchI] = entry{}
 		m.batchI++
-		m.userCount.Add(-1)
+		m.room.Release(1)
 		m.releaseShared(1)
-		if m.wq.nwait.Load() > 0 {
-			m.wq.wake(1)
-		}
 		if m.closed.Load() {
 			// Closed while this was in the batch: drop it as Close
 			// dropped the rest of the queue.
@@ -638,24 +753,44 @@ func (m *Mailbox) dropBatch() {
 		e := m.batch[m.batchI]
 		m.batch[m.batchI] = entry{}
 		m.batchI++
-		m.userCount.Add(-1)
+		m.room.Release(1)
 		m.releaseShared(1)
 		m.drop(e.v, m.closeErr)
 	}
-	if m.wq.nwait.Load() > 0 {
-		m.wq.wakeAll()
-	}
+	m.room.wq.wakeAll()
 }
 
-// refill takes up to batchSize messages from the highest non-empty level.
+// refill moves the inbox into the queue and takes up to batchSize messages
+// from its highest non-empty level.
 func (m *Mailbox) refill() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.drainLocked()
 	p := m.q.top()
 	if p < 0 {
 		return false
 	}
+	// Lower urgent to the batch's priority, then look at the inbox once
+	// more: a sender that published before the store is seen here, one
+	// that publishes after it sees the store and raises urgent if it
+	// outranks the batch. Each round moves what arrived meanwhile; after a
+	// few, the agent leaves the rest to recheck.
+	for i := 0; ; i++ {
+		if m.urgent.Load() != int32(p) {
+			m.urgent.Store(int32(p))
+		}
+		if !m.in.ready() {
+			break
+		}
+		if i == 3 {
+			m.urgent.Store(recheck)
+			break
+		}
+		m.drainLocked()
+		p = m.q.top()
+	}
 	n := m.q.popN(p, m.batch[:])
+	m.qn.Store(int32(m.q.n))
 	if m.ttlQueued > 0 {
 		for _, e := range m.batch[:n] {
 			if e.deadline != 0 {
@@ -664,7 +799,6 @@ func (m *Mailbox) refill() bool {
 		}
 	}
 	m.batchI, m.batchN, m.batchPrio = 0, n, int32(p)
-	m.urgent.Store(int32(p))
 	return true
 }
 
@@ -683,6 +817,7 @@ func (m *Mailbox) unbatch() {
 		}
 	}
 	m.batchI, m.batchN = 0, 0
+	m.qn.Store(int32(m.q.n))
 	m.urgent.Store(-1)
 	m.mu.Unlock()
 }

@@ -413,7 +413,7 @@ func TestPostTimeout(t *testing.T) {
 				assert.Equal(t, tt.give.Wait, time.Since(start))
 				require.ErrorIs(t, err, ErrBackpressureTimeout)
 				require.ErrorIs(t, err, ErrFull)
-				assert.Zero(t, m.wq.nwait.Load(), "the sender left the wait queue")
+				assert.Zero(t, m.room.wq.nwait.Load(), "the sender left the wait queue")
 				assert.Equal(t, 1, m.Len())
 				assert.Empty(t, drops.all(), "a refused message is the caller's, not dropped")
 			})
@@ -480,7 +480,7 @@ func TestPostContext(t *testing.T) {
 				for _, want := range tt.wantErr {
 					require.ErrorIs(t, err, want)
 				}
-				assert.Zero(t, m.wq.nwait.Load(), "the sender left the wait queue")
+				assert.Zero(t, m.room.wq.nwait.Load(), "the sender left the wait queue")
 				assert.Equal(t, 1, m.Len())
 			})
 		})
@@ -550,20 +550,17 @@ func TestSwitchingBoundPassesWakeupOn(t *testing.T) {
 		synctest.Wait()
 		go func() { sent2 <- m.Post(t.Context(), named("w2", 1), Patience{Wait: forever}) }()
 		synctest.Wait()
-		require.EqualValues(t, 2, m.wq.nwait.Load(), "precondition: both parked on the mailbox")
+		require.EqualValues(t, 2, m.room.wq.nwait.Load(), "precondition: both parked on the mailbox")
 
 		// The consumer takes m0 and gives its shared slot back, and before
 		// w1 retries, senders to other mailboxes fill the shared limit. The
 		// steps of popUser are played one by one to fix that interleaving.
-		m.mu.Lock()
-		_, ok := m.q.pop()
-		m.mu.Unlock()
-		require.True(t, ok)
-		m.userCount.Add(-1)
+		require.True(t, takeQueued(m))
+		m.room.used.Add(-1)
 		l.Release(1)
 		require.True(t, l.TryAcquire())
 		require.True(t, l.TryAcquire())
-		m.wq.wake(1)
+		m.room.wq.wake(1)
 		synctest.Wait()
 		require.Positive(t, l.wq.nwait.Load(), "precondition: w1 moved to the shared limit")
 
@@ -963,7 +960,7 @@ func TestWaitersWokenInOrder(t *testing.T) {
 			go func() { sent[i] <- m.Post(t.Context(), senders[i], Patience{Wait: forever}) }()
 			synctest.Wait() // parked before the next one starts
 		}
-		require.EqualValues(t, n, m.wq.nwait.Load())
+		require.EqualValues(t, n, m.room.wq.nwait.Load())
 
 		want := first
 		for i := range n {
@@ -1001,11 +998,9 @@ func TestLeavingWaiterPassesWakeupOn(t *testing.T) {
 
 			// Free the slot: pop "full" without delivering it, as a consumer
 			// would, and cancel w1 at the same moment.
-			m.mu.Lock()
-			m.q.pop()
-			m.mu.Unlock()
-			m.userCount.Add(-1)
-			m.wq.wake(1)
+			takeQueued(m)
+			m.room.used.Add(-1)
+			m.room.wq.wake(1)
 			cancel1()
 			synctest.Wait()
 
@@ -1117,7 +1112,7 @@ func TestStressNoLostMessages(t *testing.T) {
 	assert.Empty(t, otherDrops.all())
 	require.Eventually(t, func() bool { return l.Used() == 0 && m.Len() == 0 && other.Len() == 0 },
 		10*time.Second, time.Millisecond, "slots leaked: used %d", l.Used())
-	assert.Zero(t, m.wq.nwait.Load(), "waiters left behind")
+	assert.Zero(t, m.room.wq.nwait.Load(), "waiters left behind")
 	assert.Zero(t, l.wq.nwait.Load(), "waiters left behind")
 	t.Logf("accepted %d+%d, refused %d", accepted.Load(), otherAccepted.Load(), refused.Load())
 }
@@ -1197,4 +1192,17 @@ func TestPostBeforeRegisterHandlers(t *testing.T) {
 	assert.Equal(t, []any{b, a}, inv.delivered(), "by priority, once registered")
 	require.NotEmpty(t, inv.events)
 	assert.Equal(t, sysMsg("early"), inv.events[0].msg, "the system message first")
+}
+
+// takeQueued takes the oldest of the highest-priority queued messages out of
+// m as its agent would, without delivering it or freeing its slot, and
+// reports whether there was one: for tests that play a consumer's steps one
+// by one.
+func takeQueued(m *Mailbox) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.drainLocked()
+	_, ok := m.q.pop()
+	m.qn.Store(int32(m.q.n))
+	return ok
 }
