@@ -21,6 +21,16 @@
 // cannot be queued, what expires in the queue and what is still queued when
 // the mailbox closes is handed to the Drop function with ErrFull, ErrExpired
 // or the close error: the mailbox never loses a message silently.
+//
+// # Concurrency
+//
+// Senders take no lock: a post reserves its slots with atomic additions and
+// appends the message to a lock-free ring, the inbox, from which the agent
+// moves messages into the priority queue once per batch. Messages from one
+// sender keep their order; a message is visible to the agent once every
+// message posted before it is, so a sender that is preempted while writing
+// its message delays those posted after it, as a sender holding a lock
+// would.
 package mailbox
 
 import (
@@ -340,29 +350,49 @@ func (m *Mailbox) fullError(full *waitQueue) error {
 func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error) {
 	m.gate.RLock()
 	defer m.gate.RUnlock()
+	depth, full, err := m.reserve()
+	if full != nil || err != nil {
+		return full, err
+	}
+	stamp := m.stamp(depth, m.in.tail.Load()+1)
+	c, pos := m.claim()
+	m.enqueue(c, pos, prio, entry{msg, deadline, stamp})
+	return nil, nil
+}
+
+// reserve takes a slot of the shared limit and one of the mailbox, reaping
+// expired messages if the mailbox is full, and returns how many messages
+// were queued before it. It returns the wait queue of the bound that was
+// full, or the close error, having taken nothing. The caller holds gate
+// shared.
+func (m *Mailbox) reserve() (depth int64, full *waitQueue, err error) {
 	if m.closed.Load() {
-		return nil, m.closeErr
+		return 0, nil, m.closeErr
 	}
 	if m.shared != nil && !m.shared.TryAcquire() {
 		if m.closed.Load() { // a closed mailbox refuses with its reason, not ErrFull
-			return nil, m.closeErr
+			return 0, nil, m.closeErr
 		}
-		return &m.shared.wq, nil
+		return 0, &m.shared.wq, nil
 	}
 	depth, ok := m.room.acquire()
 	if !ok {
 		if depth, ok = m.reap(); !ok {
 			m.releaseShared(1)
 			if m.closed.Load() {
-				return nil, m.closeErr
+				return 0, nil, m.closeErr
 			}
-			return &m.room.wq, nil
+			return 0, &m.room.wq, nil
 		}
 	}
-	stamp := m.stamp(depth, m.in.tail.Load()+1)
-	c, pos := m.claim()
+	return depth, nil, nil
+}
+
+// enqueue writes e, of priority prio, into c, claimed at pos, publishes it
+// and wakes the agent. The caller holds gate shared.
+func (m *Mailbox) enqueue(c *cell, pos uint64, prio int, e entry) {
 	c.prio = int32(prio)
-	c.e = entry{msg, deadline, stamp}
+	c.e = e
 	c.publish(pos)
 	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, int32(prio)) {
@@ -370,17 +400,17 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		}
 	}
 	if m.in.tail.Load() > pos+1 && m.in.head.Load() == pos {
-		// The agent's last look at the inbox stopped at this cell, while
-		// it was claimed but unpublished, and senders queued behind it.
-		// Those may outrank the agent's batch yet have seen an urgency
-		// from before the batch and raised nothing: make the agent look.
+		// The agent's last look at the inbox may have stopped at this
+		// cell, claimed but not yet published, while senders queued
+		// behind it. Those may outrank the agent's batch and yet, having
+		// seen the urgency of an earlier batch, have raised nothing: make
+		// the agent look again.
 		m.urgent.Store(recheck)
 	}
 	for _, mw := range m.middlewares {
-		mw.MessagePosted(msg)
+		mw.MessagePosted(e.v)
 	}
 	m.schedule()
-	return nil, nil
 }
 
 // claim reserves an inbox cell. If every cell is taken, it moves the inbox
@@ -522,7 +552,9 @@ func (m *Mailbox) discard(entries []entry, reason error) {
 // Close closes the mailbox with reason (ErrStopped if nil): every queued user
 // message is dropped with reason, later posts fail with it, and parked senders
 // are woken to see it. System messages are still delivered. Close is
-// idempotent; only the first reason counts. It does not block.
+// idempotent; only the first reason counts. It waits only for the posts that
+// are writing their message into the mailbox at that moment (a few
+// instructions; never a wait for room), so that none is queued after it.
 func (m *Mailbox) Close(reason error) {
 	if reason == nil {
 		reason = ErrStopped
