@@ -4,8 +4,9 @@ import "sync/atomic"
 
 // maxInbox caps the cells of a mailbox's inbox. A mailbox of a smaller
 // capacity gets the power of two that holds its capacity, so that its inbox
-// never fills; a larger one gets maxInbox cells (3 KiB) and, when a sender
+// never fills; a larger one gets maxInbox cells and, when a sender
 // finds them all taken, the sender moves them into the priority queue itself.
+// (64 cells of 64 bytes: 4 KiB.)
 const maxInbox = 64
 
 // inbox is the lock-free way in to a mailbox: a bounded multi-producer ring
@@ -36,11 +37,16 @@ type inbox struct {
 	_    [56]byte
 }
 
-// cell is one slot of the inbox.
+// cell is one slot of the inbox. It is a cache line long, so that a sender
+// writing one cell does not take the line from the agent reading the one
+// before. The allocator starts the cells on a line, or 8 bytes past one (its
+// header, for arrays above 512 bytes): the padding at the end keeps the
+// fields on one line either way.
 type cell struct {
 	seq  atomic.Uint64
 	prio int32
 	e    entry
+	_    [16]byte
 }
 
 // init sizes the inbox for a mailbox of capacity messages.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
@@ -161,4 +162,20 @@ func TestFullInboxWaitsForOldestCell(t *testing.T) {
 	}
 	assert.Equal(t, append(want, last), inv.delivered())
 	assert.Empty(t, drops.all())
+}
+
+// Every cell's fields lie within one cache line, and no two cells share one,
+// whatever the inbox's size: allocations above 512 bytes start 8 bytes past a
+// line (the allocator's header), which the cell's trailing padding absorbs.
+func TestCellFillsACacheLine(t *testing.T) {
+	assert.EqualValues(t, 64, unsafe.Sizeof(cell{}))
+	for _, capacity := range []int{2, 8, 16, maxInbox} {
+		m := New(Config{Capacity: capacity})
+		for i := range m.in.cells {
+			c := &m.in.cells[i]
+			first := uintptr(unsafe.Pointer(c)) / 64
+			last := (uintptr(unsafe.Pointer(&c.e)) + unsafe.Sizeof(c.e) - 1) / 64
+			require.Equal(t, first, last, "capacity %d: cell %d spans two lines", capacity, i)
+		}
+	}
 }

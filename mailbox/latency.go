@@ -75,9 +75,13 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 // weighted counts estimate all of them. The clock reading is the stamp
 // shifted right by one.
 func (m *Mailbox) stamp(depth int64, posted uint64) int64 {
-	switch {
-	case m.latency == nil:
+	if m.latency == nil {
 		return 0
+	}
+	if depth >= exactDepth {
+		depth = m.room.depth() // the sender's count may lag the agent's releases
+	}
+	switch {
 	case depth < exactDepth:
 		return m.clock()<<1 | 1
 	case posted&(latencySample-1) != 0:

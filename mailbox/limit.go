@@ -13,13 +13,29 @@ import (
 // that choose to wait park on the Limit and are woken, one per released slot,
 // in the order they parked.
 //
+// The slots taken are counted in two halves, so that senders and consumers
+// do not write the same cache line for every message: senders count the slots
+// they take (in), consumers those they release (out), and in - out are taken.
+// A sender compares in with a recent reading of out, which is never more
+// than out: if that leaves room there is room, and it reads out itself only
+// when it does not. So with room to spare a sender touches no line a consumer
+// writes, and the bound is still exact.
+//
 // A Limit is safe for concurrent use. The zero value is not usable; call
 // NewLimit.
 type Limit struct {
-	max  int64
-	used atomic.Int64
-	wq   waitQueue // senders waiting for a slot
-	zq   waitQueue // WaitZero callers, woken when used drops to zero
+	max int64
+	_   [56]byte
+
+	in   atomic.Int64 // slots taken, less those given back at once; written by senders
+	seen atomic.Int64 // a reading of out, never more than out; written by senders
+	_    [48]byte
+
+	out atomic.Int64 // slots released; written by consumers
+	_   [56]byte
+
+	wq waitQueue // senders waiting for a slot
+	zq waitQueue // WaitZero callers, woken when no slot is taken
 }
 
 // waitQueue is a FIFO of parked senders. Whoever frees room wakes as many
@@ -57,41 +73,58 @@ func (l *Limit) init(max int) {
 // Max returns the number of slots.
 func (l *Limit) Max() int { return int(l.max) }
 
-// Used returns the number of slots taken. It does not block. (It never
-// reports more than Max, though a refused TryAcquire holds one past it for an
-// instant.)
-func (l *Limit) Used() int { return int(min(l.used.Load(), l.max)) }
+// Used returns the number of slots taken, between 0 and Max. It does not
+// block. Under load it is a moment's reading: the two halves of the count are
+// read one after the other.
+func (l *Limit) Used() int { return int(min(max(l.in.Load()-l.out.Load(), 0), l.max)) }
 
 // TryAcquire takes one slot if one is free and reports whether it did. It
 // never blocks.
 //
 // It takes the slot with one atomic addition and gives it back if that went
-// past max, rather than loading and compare-and-swapping: the counter's cache
-// line is written by every sender and every agent, and the addition moves it
-// once where the load and the swap move it twice. A sender racing another
-// one at the boundary may be refused for a slot that the other gives back at
-// once; the give-back wakes a parked sender when it leaves room, so the
-// refused one, which re-checks after parking, is not stranded. A give-back
-// that leaves the limit full wakes nobody, so refused senders never wake
-// each other in a loop.
+// past max, rather than loading and compare-and-swapping. A sender racing
+// another one at the boundary may be refused for a slot that the other gives
+// back at once; the give-back wakes a parked sender when it leaves room, so
+// the refused one, which re-checks after parking, is not stranded. A
+// give-back that leaves the limit full wakes nobody, so refused senders
+// never wake each other in a loop.
 func (l *Limit) TryAcquire() bool {
 	_, ok := l.acquire()
 	return ok
 }
 
 // acquire is TryAcquire that also returns, when it took a slot, how many
-// were taken before it.
+// were taken before it, as far as the sender knows: never fewer than were,
+// and more by the releases it has not read yet.
 func (l *Limit) acquire() (int64, bool) {
-	if u := l.used.Add(1); u <= l.max {
+	i := l.in.Add(1)
+	if u := i - l.seen.Load(); u <= l.max {
+		return u - 1, true
+	}
+	o := l.out.Load()
+	if o > l.seen.Load() {
+		l.seen.Store(o) // a racing sender may store an older reading: still never more than out
+	}
+	if u := i - o; u <= l.max {
 		return u - 1, true
 	}
 	l.giveBack()
 	return 0, false
 }
 
-// giveBack returns the slot a refused TryAcquire took past max.
+// depth returns how many slots are taken, reading out: for a sender whose
+// acquire reported a depth that is out of date.
+func (l *Limit) depth() int64 {
+	o := l.out.Load()
+	if o > l.seen.Load() {
+		l.seen.Store(o)
+	}
+	return l.in.Load() - o - 1
+}
+
+// giveBack returns the slot a refused acquire took past max.
 func (l *Limit) giveBack() {
-	u := l.used.Add(-1)
+	u := l.in.Add(-1) - l.out.Load()
 	if u <= 0 && l.zq.nwait.Load() > 0 {
 		l.zq.wakeAll()
 	}
@@ -106,12 +139,21 @@ func (l *Limit) Release(n int) {
 	if n <= 0 {
 		return
 	}
-	if l.used.Add(-int64(n)) <= 0 && l.zq.nwait.Load() > 0 {
+	o := l.out.Add(int64(n))
+	if l.zq.nwait.Load() > 0 && l.in.Load() <= o {
 		l.zq.wakeAll()
 	}
 	if l.wq.nwait.Load() > 0 {
 		l.wq.wake(n)
 	}
+}
+
+// idle reports whether no slot is taken. It reads out before in: a slot
+// taken after out was read shows in in, so it never reports a slot that
+// was held all along as free.
+func (l *Limit) idle() bool {
+	o := l.out.Load()
+	return l.in.Load() <= o
 }
 
 // WaitZero blocks until no slot is taken or ctx is done, and returns ctx.Err()
@@ -121,11 +163,11 @@ func (l *Limit) Release(n int) {
 func (l *Limit) WaitZero(ctx context.Context) error {
 	w := newWaiter()
 	for {
-		if l.used.Load() == 0 {
+		if l.idle() {
 			return nil
 		}
 		l.zq.park(w)
-		if l.used.Load() == 0 {
+		if l.idle() {
 			l.zq.leave(w)
 			return nil
 		}

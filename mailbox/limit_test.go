@@ -90,8 +90,8 @@ func TestLimitGiveBackWakes(t *testing.T) {
 	p := newWaiter()
 	l.wq.park(p) // P waits for it
 
-	l.used.Add(1) // A's TryAcquire: past max, about to give it back
-	l.Release(1)  // H is done: wakes P
+	l.in.Add(1)  // A's TryAcquire: past max, about to give it back
+	l.Release(1) // H is done: wakes P
 	require.Len(t, p.ch, 1)
 	<-p.ch
 	require.False(t, l.TryAcquire(), "P is refused: A's slot is still counted")

@@ -494,11 +494,9 @@ func (m *Mailbox) reap() (depth int64, ok bool) {
 		return 0, false
 	}
 	// The slots of all but one go back; the post keeps the last.
-	depth = m.room.used.Add(-int64(len(expired)-1)) - 1
+	m.room.Release(len(expired) - 1)
 	m.releaseShared(len(expired))
-	if n := len(expired) - 1; n > 0 && m.room.wq.nwait.Load() > 0 {
-		m.room.wq.wake(n)
-	}
+	depth = m.room.depth()
 	for _, e := range expired {
 		m.drop(e.v, ErrExpired)
 	}
@@ -632,7 +630,7 @@ func (m *Mailbox) RegisterHandlers(invoker actor.MessageInvoker, dispatcher acto
 	m.invoker = invoker
 	m.dispatcher = dispatcher
 	m.registered.Store(true)
-	if m.sysCount.Load() > 0 || m.room.used.Load() > 0 {
+	if m.sysCount.Load() > 0 || !m.room.idle() {
 		m.schedule()
 	}
 }

@@ -556,7 +556,7 @@ func TestSwitchingBoundPassesWakeupOn(t *testing.T) {
 		// w1 retries, senders to other mailboxes fill the shared limit. The
 		// steps of popUser are played one by one to fix that interleaving.
 		require.True(t, takeQueued(m))
-		m.room.used.Add(-1)
+		m.room.out.Add(1)
 		l.Release(1)
 		require.True(t, l.TryAcquire())
 		require.True(t, l.TryAcquire())
@@ -999,7 +999,7 @@ func TestLeavingWaiterPassesWakeupOn(t *testing.T) {
 			// Free the slot: pop "full" without delivering it, as a consumer
 			// would, and cancel w1 at the same moment.
 			takeQueued(m)
-			m.room.used.Add(-1)
+			m.room.out.Add(1)
 			m.room.wq.wake(1)
 			cancel1()
 			synctest.Wait()
