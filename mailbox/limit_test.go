@@ -304,3 +304,29 @@ func TestWaitQueueLeave(t *testing.T) {
 		assert.Zero(t, q.nwait.Load())
 	})
 }
+
+// A sender compares with its last reading of the released half, which lags:
+// room it has not read yet must still be found, and the bound is exact both
+// ways.
+func TestLimitStaleReading(t *testing.T) {
+	l := NewLimit(2)
+	require.True(t, l.TryAcquire())
+	require.True(t, l.TryAcquire())
+	assert.False(t, l.TryAcquire(), "full")
+	assert.EqualValues(t, 0, l.seen.Load(), "nothing released yet")
+	l.Release(2)
+	assert.Less(t, l.seen.Load(), l.out.Load(), "precondition: the senders' reading is stale")
+	assert.Zero(t, l.Used())
+	require.True(t, l.TryAcquire(), "room the stale reading hides is found")
+	require.True(t, l.TryAcquire())
+	assert.False(t, l.TryAcquire(), "and no more than max")
+	assert.Equal(t, 2, l.Used())
+	d, ok := l.acquire()
+	assert.False(t, ok)
+	assert.Zero(t, d)
+	l.Release(1)
+	d, ok = l.acquire()
+	require.True(t, ok)
+	assert.EqualValues(t, 1, d, "one slot was taken before it")
+	assert.EqualValues(t, 1, l.depth())
+}
