@@ -83,9 +83,13 @@ func (in *inbox) claim() (c *cell, pos uint64, ok bool) {
 	}
 }
 
-// publish makes the message written into c, claimed at pos, visible to the
-// consumer.
-func (c *cell) publish(pos uint64) { c.seq.Store(pos + 1) }
+// write fills c, claimed at pos, with e of priority prio and publishes it:
+// from then on the consumer may take it.
+func (c *cell) write(pos uint64, prio int, e entry) {
+	c.prio = int32(prio)
+	c.e = e
+	c.seq.Store(pos + 1)
+}
 
 // ready reports whether the next cell to consume is published. It does not
 // take the lock, so the answer may be out of date by the time it returns.

@@ -34,7 +34,7 @@ type inFlight struct {
 func startPost(t *testing.T, m *Mailbox) *inFlight {
 	t.Helper()
 	m.gate.RLock()
-	_, full, err := m.reserve()
+	_, _, full, err := m.reserve()
 	require.NoError(t, err)
 	require.Nil(t, full)
 	c, pos := m.claim()
@@ -43,8 +43,9 @@ func startPost(t *testing.T, m *Mailbox) *inFlight {
 
 // finish publishes it, as the preempted sender does when it runs again.
 func (f *inFlight) finish(it *item) {
-	f.m.enqueue(f.c, f.pos, it.prio, entry{v: it})
+	f.c.write(f.pos, it.prio, entry{v: it})
 	f.m.gate.RUnlock()
+	f.m.announce(f.pos, it.prio, it)
 }
 
 // A message queued behind a cell that a slower sender has claimed but not

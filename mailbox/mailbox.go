@@ -349,51 +349,53 @@ func (m *Mailbox) fullError(full *waitQueue) error {
 // the bound that was full, or nil and the close error (nil when queued).
 func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error) {
 	m.gate.RLock()
-	defer m.gate.RUnlock()
-	depth, full, err := m.reserve()
+	depth, expired, full, err := m.reserve()
 	if full != nil || err != nil {
+		m.gate.RUnlock()
 		return full, err
 	}
 	stamp := m.stamp(depth, m.in.tail.Load()+1)
 	c, pos := m.claim()
-	m.enqueue(c, pos, prio, entry{msg, deadline, stamp})
+	c.write(pos, prio, entry{msg, deadline, stamp})
+	m.gate.RUnlock() // before any callback: a Drop or middleware may post here
+	for _, e := range expired {
+		m.drop(e.v, ErrExpired)
+	}
+	m.announce(pos, prio, msg)
 	return nil, nil
 }
 
 // reserve takes a slot of the shared limit and one of the mailbox, reaping
 // expired messages if the mailbox is full, and returns how many messages
-// were queued before it. It returns the wait queue of the bound that was
-// full, or the close error, having taken nothing. The caller holds gate
-// shared.
-func (m *Mailbox) reserve() (depth int64, full *waitQueue, err error) {
+// were queued before it and the expired messages it removed, which the
+// caller must drop. It returns the wait queue of the bound that was full, or
+// the close error, having taken nothing. The caller holds gate shared.
+func (m *Mailbox) reserve() (depth int64, expired []entry, full *waitQueue, err error) {
 	if m.closed.Load() {
-		return 0, nil, m.closeErr
+		return 0, nil, nil, m.closeErr
 	}
 	if m.shared != nil && !m.shared.TryAcquire() {
 		if m.closed.Load() { // a closed mailbox refuses with its reason, not ErrFull
-			return 0, nil, m.closeErr
+			return 0, nil, nil, m.closeErr
 		}
-		return 0, &m.shared.wq, nil
+		return 0, nil, &m.shared.wq, nil
 	}
 	depth, ok := m.room.acquire()
 	if !ok {
-		if depth, ok = m.reap(); !ok {
+		if depth, expired = m.reap(); expired == nil {
 			m.releaseShared(1)
 			if m.closed.Load() {
-				return 0, nil, m.closeErr
+				return 0, nil, nil, m.closeErr
 			}
-			return 0, &m.room.wq, nil
+			return 0, nil, &m.room.wq, nil
 		}
 	}
-	return depth, nil, nil
+	return depth, expired, nil, nil
 }
 
-// enqueue writes e, of priority prio, into c, claimed at pos, publishes it
-// and wakes the agent. The caller holds gate shared.
-func (m *Mailbox) enqueue(c *cell, pos uint64, prio int, e entry) {
-	c.prio = int32(prio)
-	c.e = e
-	c.publish(pos)
+// announce tells the agent about the message just published at pos, of
+// priority prio, and wakes it.
+func (m *Mailbox) announce(pos uint64, prio int, msg any) {
 	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, int32(prio)) {
 			break
@@ -408,7 +410,7 @@ func (m *Mailbox) enqueue(c *cell, pos uint64, prio int, e entry) {
 		m.urgent.Store(recheck)
 	}
 	for _, mw := range m.middlewares {
-		mw.MessagePosted(e.v)
+		mw.MessagePosted(msg)
 	}
 	m.schedule()
 }
@@ -478,29 +480,25 @@ func (m *Mailbox) releaseShared(n int) {
 
 // reap is the slow path of a post that found the mailbox full: it removes
 // the messages that expired meanwhile, so that they stop holding slots, and
-// drops them. If it removed any, the post takes one of their slots: reap
-// returns how many were queued before it and ok=true.
-func (m *Mailbox) reap() (depth int64, ok bool) {
+// returns them; the caller must drop them. If it removed any, the post takes
+// one of their slots, and reap returns how many are queued before it.
+func (m *Mailbox) reap() (depth int64, expired []entry) {
 	m.mu.Lock()
 	if m.closed.Load() {
 		m.mu.Unlock()
-		return 0, false
+		return 0, nil
 	}
 	m.drainLocked()
-	expired := m.reapLocked()
+	expired = m.reapLocked()
 	m.qn.Store(int32(m.q.n))
 	m.mu.Unlock()
 	if len(expired) == 0 {
-		return 0, false
+		return 0, nil
 	}
 	// The slots of all but one go back; the post keeps the last.
 	m.room.Release(len(expired) - 1)
 	m.releaseShared(len(expired))
-	depth = m.room.depth()
-	for _, e := range expired {
-		m.drop(e.v, ErrExpired)
-	}
-	return depth, true
+	return m.room.depth(), expired
 }
 
 // reapLocked removes expired messages from the queue and returns them; the
