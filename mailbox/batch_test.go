@@ -90,3 +90,21 @@ func TestCloseFromActorDropsBatchAtOnce(t *testing.T) {
 	assert.Equal(t, []any{c, d}, dropped)
 	assert.Zero(t, m.Len())
 }
+
+// An agent that keeps up takes its batch straight from the inbox. If a more
+// urgent message follows that batch in the inbox, the batch goes back and the
+// urgent one is delivered first, TTLs and all.
+func TestInboxBatchOutranked(t *testing.T) {
+	m, inv, drops := newSuspended(Config{Capacity: 16})
+	l1 := &item{name: "l1", prio: 10, deadline: time.Now().Add(time.Hour)}
+	l2, x, l3 := named("l2", 10), named("x", 90), named("l3", 10)
+	for _, it := range []*item{l1, l2, x, l3} {
+		require.NoError(t, m.TryPost(it))
+	}
+	m.PostSystemMessage(resume)
+	assert.Equal(t, []any{x, l1, l2, l3}, inv.delivered())
+	assert.Empty(t, drops.all())
+	m.mu.Lock()
+	assert.Zero(t, m.ttlQueued, "l1's deadline was counted back out")
+	m.mu.Unlock()
+}

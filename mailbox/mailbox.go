@@ -428,7 +428,10 @@ func (m *Mailbox) claim() (*cell, uint64) {
 		m.mu.Unlock()
 		if n == 0 {
 			runtime.Gosched() // the sender publishing the oldest cell needs to run
+			continue
 		}
+		m.schedule() // see reap
+
 	}
 }
 
@@ -488,10 +491,17 @@ func (m *Mailbox) reap() (depth int64, expired []entry) {
 		m.mu.Unlock()
 		return 0, nil
 	}
-	m.drainLocked()
+	drained := m.drainLocked()
 	expired = m.reapLocked()
 	m.qn.Store(int32(m.q.n))
 	m.mu.Unlock()
+	if drained > 0 {
+		// Their senders woke the agent when they published them, but it
+		// may have looked at the inbox while this moved them and gone
+		// idle: wake it again. (It stores idle, then reads qn; this
+		// stored qn, and now reads its status.)
+		m.schedule()
+	}
 	if len(expired) == 0 {
 		return 0, nil
 	}
@@ -788,22 +798,39 @@ func (m *Mailbox) dropBatch() {
 	m.room.wq.wakeAll()
 }
 
-// refill moves the inbox into the queue and takes up to batchSize messages
-// from its highest non-empty level.
+// refill takes the next batch: up to batchSize messages of the highest
+// priority available, in order. When the queue is empty, as it is for an
+// agent that keeps up, it takes them straight from the inbox; otherwise it
+// moves the inbox into the queue and takes them from its top level. It
+// returns false, without taking the lock, when nothing is there.
 func (m *Mailbox) refill() bool {
+	if m.qn.Load() == 0 && !m.in.ready() {
+		return false // a message being published now is announced by its sender
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.drainLocked()
-	p := m.q.top()
-	if p < 0 {
-		return false
+	n, p := 0, -1
+	if m.q.n == 0 {
+		n, p = m.takeInbox()
 	}
+	m.drainLocked()
 	// Lower urgent to the batch's priority, then look at the inbox once
 	// more: a sender that published before the store is seen here, one
 	// that publishes after it sees the store and raises urgent if it
 	// outranks the batch. Each round moves what arrived meanwhile; after a
 	// few, the agent leaves the rest to recheck.
 	for i := 0; ; i++ {
+		if top := m.q.top(); top > p {
+			if n > 0 { // taken from the inbox, and outranked by what followed it
+				m.batchI, m.batchN, m.batchPrio = 0, n, int32(p)
+				m.unbatchLocked()
+				n = 0
+			}
+			p = top
+		}
+		if p < 0 {
+			return false
+		}
 		if m.urgent.Load() != int32(p) {
 			m.urgent.Store(int32(p))
 		}
@@ -815,14 +842,15 @@ func (m *Mailbox) refill() bool {
 			break
 		}
 		m.drainLocked()
-		p = m.q.top()
 	}
-	n := m.q.popN(p, m.batch[:])
-	m.qn.Store(int32(m.q.n))
-	if m.ttlQueued > 0 {
-		for _, e := range m.batch[:n] {
-			if e.deadline != 0 {
-				m.ttlQueued--
+	if n == 0 {
+		n = m.q.popN(p, m.batch[:])
+		m.qn.Store(int32(m.q.n))
+		if m.ttlQueued > 0 {
+			for _, e := range m.batch[:n] {
+				if e.deadline != 0 {
+					m.ttlQueued--
+				}
 			}
 		}
 	}
@@ -830,9 +858,43 @@ func (m *Mailbox) refill() bool {
 	return true
 }
 
+// takeInbox moves the published cells at the head of the inbox that share
+// the first one's priority, up to batchSize, straight into the batch, and
+// returns how many it moved and their priority (-1 if none). The caller
+// holds mu, and the queue is empty: nothing queued can come before them.
+func (m *Mailbox) takeInbox() (n, prio int) {
+	in := &m.in
+	h := in.head.Load()
+	size := uint64(len(in.cells))
+	p := int32(-1)
+	for n < batchSize {
+		c := &in.cells[h&in.mask]
+		if c.seq.Load() != h+1 || (n > 0 && c.prio != p) {
+			break
+		}
+		p = c.prio
+		m.batch[n] = c.e
+		c.e = entry{}
+		c.seq.Store(h + size)
+		h++
+		n++
+	}
+	if n > 0 {
+		in.head.Store(h)
+	}
+	return n, int(p)
+}
+
 // unbatch returns the untaken part of the batch to the front of its level.
 func (m *Mailbox) unbatch() {
 	m.mu.Lock()
+	m.unbatchLocked()
+	m.urgent.Store(-1)
+	m.mu.Unlock()
+}
+
+// unbatchLocked is unbatch for a caller that holds mu; it leaves urgent be.
+func (m *Mailbox) unbatchLocked() {
 	for i := m.batchN - 1; i >= m.batchI; i-- {
 		e := m.batch[i]
 		m.batch[i] = entry{}
@@ -846,8 +908,6 @@ func (m *Mailbox) unbatch() {
 	}
 	m.batchI, m.batchN = 0, 0
 	m.qn.Store(int32(m.q.n))
-	m.urgent.Store(-1)
-	m.mu.Unlock()
 }
 
 // classify returns the priority and deadline of a message posted through
