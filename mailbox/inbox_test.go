@@ -33,7 +33,6 @@ type inFlight struct {
 
 func startPost(t *testing.T, m *Mailbox) *inFlight {
 	t.Helper()
-	m.gate.RLock()
 	_, _, full, err := m.reserve()
 	require.NoError(t, err)
 	require.Nil(t, full)
@@ -44,7 +43,6 @@ func startPost(t *testing.T, m *Mailbox) *inFlight {
 // finish publishes it, as the preempted sender does when it runs again.
 func (f *inFlight) finish(it *item) {
 	f.c.write(f.pos, it.prio, entry{v: it})
-	f.m.gate.RUnlock()
 	f.m.announce(f.pos, it.prio, it)
 }
 
@@ -179,4 +177,21 @@ func TestCellFillsACacheLine(t *testing.T) {
 			require.Equal(t, first, last, "capacity %d: cell %d spans two lines", capacity, i)
 		}
 	}
+}
+
+// A post that saw the mailbox open and then lost the race to Close must not
+// queue anything: it checks again once it holds its slots, and gives them
+// back.
+func TestPostOvertakenByClose(t *testing.T) {
+	l := NewLimit(4)
+	m, _, drops := newSuspended(Config{Capacity: 4, Shared: l})
+	stopped := errors.New("stopped")
+	m.Close(stopped)
+	_, _, full, err := m.reserveSlots() // as a post past its first look at closed
+	assert.Nil(t, full)
+	require.ErrorIs(t, err, stopped)
+	assert.Zero(t, m.Len(), "the mailbox slot was given back")
+	assert.Zero(t, l.Used(), "the shared slot was given back")
+	assert.Zero(t, m.Posted())
+	assert.Empty(t, drops.all())
 }

@@ -152,13 +152,6 @@ type Mailbox struct {
 	room Limit
 	_    [64]byte
 
-	// gate orders posts with Close: a post holds it shared from its check
-	// of closed until its message is in the inbox, and Close holds it
-	// alone to close, so once Close has run no post can queue a message
-	// and Posted is final. Only senders and Close touch it.
-	gate sync.RWMutex
-	_    [64]byte
-
 	in inbox // padded inside: the senders' tail, the consumer's head
 
 	status   atomic.Int32
@@ -348,32 +341,46 @@ func (m *Mailbox) fullError(full *waitQueue) error {
 // the mailbox and the shared limit have room. It returns the wait queue of
 // the bound that was full, or nil and the close error (nil when queued).
 func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error) {
-	m.gate.RLock()
 	depth, expired, full, err := m.reserve()
 	if full != nil || err != nil {
-		m.gate.RUnlock()
+		m.dropExpired(expired)
 		return full, err
 	}
 	stamp := m.stamp(depth, m.in.tail.Load()+1)
 	c, pos := m.claim()
 	c.write(pos, prio, entry{msg, deadline, stamp})
-	m.gate.RUnlock() // before any callback: a Drop or middleware may post here
-	for _, e := range expired {
-		m.drop(e.v, ErrExpired)
-	}
+	m.dropExpired(expired)
 	m.announce(pos, prio, msg)
 	return nil, nil
 }
 
+// dropExpired drops messages reap removed.
+func (m *Mailbox) dropExpired(expired []entry) {
+	for _, e := range expired {
+		m.drop(e.v, ErrExpired)
+	}
+}
+
 // reserve takes a slot of the shared limit and one of the mailbox, reaping
 // expired messages if the mailbox is full, and returns how many messages
-// were queued before it and the expired messages it removed, which the
+// were queued before it, and the expired messages it removed, which the
 // caller must drop. It returns the wait queue of the bound that was full, or
-// the close error, having taken nothing. The caller holds gate shared.
+// the close error, having taken nothing.
+//
+// Holding a slot of the mailbox is what orders a post with Close: Close
+// waits until every slot taken has its message in the inbox (room.in ==
+// tail), and a post that takes its slot checks closed afterwards, so either
+// Close counts it and waits, or it sees closed and gives the slot back.
 func (m *Mailbox) reserve() (depth int64, expired []entry, full *waitQueue, err error) {
 	if m.closed.Load() {
 		return 0, nil, nil, m.closeErr
 	}
+	return m.reserveSlots()
+}
+
+// reserveSlots is reserve after its first look at closed: Close may run
+// from there on.
+func (m *Mailbox) reserveSlots() (depth int64, expired []entry, full *waitQueue, err error) {
 	if m.shared != nil && !m.shared.TryAcquire() {
 		if m.closed.Load() { // a closed mailbox refuses with its reason, not ErrFull
 			return 0, nil, nil, m.closeErr
@@ -382,13 +389,21 @@ func (m *Mailbox) reserve() (depth int64, expired []entry, full *waitQueue, err 
 	}
 	depth, ok := m.room.acquire()
 	if !ok {
-		if depth, expired = m.reap(); expired == nil {
+		if expired = m.reap(); expired != nil {
+			depth, ok = m.room.acquire() // a sender it woke may take the room first
+		}
+		if !ok {
 			m.releaseShared(1)
 			if m.closed.Load() {
-				return 0, nil, nil, m.closeErr
+				return 0, expired, nil, m.closeErr
 			}
-			return 0, nil, &m.room.wq, nil
+			return 0, expired, &m.room.wq, nil
 		}
+	}
+	if m.closed.Load() {
+		m.room.giveBack()
+		m.releaseShared(1)
+		return 0, expired, nil, m.closeErr
 	}
 	return depth, expired, nil, nil
 }
@@ -482,17 +497,16 @@ func (m *Mailbox) releaseShared(n int) {
 }
 
 // reap is the slow path of a post that found the mailbox full: it removes
-// the messages that expired meanwhile, so that they stop holding slots, and
-// returns them; the caller must drop them. If it removed any, the post takes
-// one of their slots, and reap returns how many are queued before it.
-func (m *Mailbox) reap() (depth int64, expired []entry) {
+// the messages that expired meanwhile, releases their slots and returns them;
+// the caller must drop them.
+func (m *Mailbox) reap() []entry {
 	m.mu.Lock()
 	if m.closed.Load() {
 		m.mu.Unlock()
-		return 0, nil
+		return nil
 	}
 	drained := m.drainLocked()
-	expired = m.reapLocked()
+	expired := m.reapLocked()
 	m.qn.Store(int32(m.q.n))
 	m.mu.Unlock()
 	if drained > 0 {
@@ -502,13 +516,11 @@ func (m *Mailbox) reap() (depth int64, expired []entry) {
 		// stored qn, and now reads its status.)
 		m.schedule()
 	}
-	if len(expired) == 0 {
-		return 0, nil
+	if len(expired) > 0 {
+		m.room.Release(len(expired))
+		m.releaseShared(len(expired))
 	}
-	// The slots of all but one go back; the post keeps the last.
-	m.room.Release(len(expired) - 1)
-	m.releaseShared(len(expired))
-	return m.room.depth(), expired
+	return expired
 }
 
 // reapLocked removes expired messages from the queue and returns them; the
@@ -565,22 +577,26 @@ func (m *Mailbox) Close(reason error) {
 	if reason == nil {
 		reason = ErrStopped
 	}
-	m.gate.Lock() // waits for the posts in flight to finish
 	m.mu.Lock()
 	if m.closed.Load() {
 		m.mu.Unlock()
-		m.gate.Unlock()
 		return
 	}
 	m.closeErr = reason
 	m.closed.Store(true)
-	m.drainLocked()
+	// Wait for the posts in flight: every slot taken must have its message
+	// published (see reserve). They take no lock and wait for nothing but,
+	// when the inbox is full, this lock.
+	for m.drainLocked(); m.room.in.Load() != int64(m.in.tail.Load()) || m.in.head.Load() != m.in.tail.Load(); m.drainLocked() {
+		m.mu.Unlock()
+		runtime.Gosched()
+		m.mu.Lock()
+	}
 	queued := m.q.drain()
 	m.qn.Store(0)
 	m.ttlQueued = 0
 	close(m.done)
 	m.mu.Unlock()
-	m.gate.Unlock()
 	m.discard(queued, reason)
 	m.room.wq.wakeAll()
 	// Run once more, even if suspended, so that the agent drops the batch it
