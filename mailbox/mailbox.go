@@ -124,10 +124,12 @@ const batchSize = 32
 // protoactor methods are called by the actor system as for any mailbox.
 //
 // A sender reserves a slot of the mailbox (and of the shared limit) with an
-// atomic addition and appends the message to the inbox, a lock-free ring;
-// the agent moves the inbox into the priority queue under the lock, once per
-// batch. So a sender takes no lock: only a sender that finds the mailbox full
-// (to reap expired messages) or the inbox's cells all taken does.
+// atomic addition and appends the message to the inbox, a lock-free ring.
+// The agent takes a batch under the lock: straight from the inbox while the
+// priority queue is empty (an agent that keeps up), otherwise after moving
+// the inbox into the queue. So a sender takes no lock: only a sender that
+// finds the mailbox full (to reap expired messages) or the inbox's cells all
+// taken does.
 type Mailbox struct {
 	// Read-mostly fields, on their own cache lines, away from the counters
 	// and the lock that every message writes.
