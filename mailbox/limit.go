@@ -101,10 +101,7 @@ func (l *Limit) acquire() (int64, bool) {
 	if u := i - l.seen.Load(); u <= l.max {
 		return u - 1, true
 	}
-	o := l.out.Load()
-	if o > l.seen.Load() {
-		l.seen.Store(o) // a racing sender may store an older reading: still never more than out
-	}
+	o := l.readOut()
 	if u := i - o; u <= l.max {
 		return u - 1, true
 	}
@@ -115,11 +112,18 @@ func (l *Limit) acquire() (int64, bool) {
 // depth returns how many slots are taken, reading out: for a sender whose
 // acquire reported a depth that is out of date.
 func (l *Limit) depth() int64 {
+	o := l.readOut()
+	return l.in.Load() - o - 1
+}
+
+// readOut reads out and keeps the reading in seen for the senders that
+// follow.
+func (l *Limit) readOut() int64 {
 	o := l.out.Load()
 	if o > l.seen.Load() {
-		l.seen.Store(o)
+		l.seen.Store(o) // a racing sender may store an older reading: still never more than out
 	}
-	return l.in.Load() - o - 1
+	return o
 }
 
 // giveBack returns the slot a refused acquire took past max.
