@@ -732,6 +732,16 @@ func (m *Mailbox) run() {
 				m.suspended.Store(true)
 			case *actor.ResumeMailbox:
 				m.suspended.Store(false)
+			case *actor.Restart:
+				// protoactor restarts an actor that has already stopped
+				// (its handleRestart does not look at the state), bringing
+				// it back without a name or a mailbox to serve, to stop,
+				// and report stopping, a second time. A supervisor's
+				// restart can race with a stop like that; the mailbox
+				// closes as its actor stops, so a closed one drops it.
+				if !m.closed.Load() {
+					m.invoker.InvokeSystemMessage(msg)
+				}
 			default:
 				m.invoker.InvokeSystemMessage(msg)
 			}

@@ -1206,3 +1206,22 @@ func takeQueued(m *Mailbox) bool {
 	m.qn.Store(int32(m.q.n))
 	return ok
 }
+
+// A restart that reaches a mailbox after its actor stopped (and closed it) is
+// dropped: protoactor would bring the stopped actor back to life. Before the
+// close, restarts go through.
+func TestRestartAfterCloseDropped(t *testing.T) {
+	m, inv, _ := newSuspended(Config{Capacity: 4})
+	m.PostSystemMessage(resume)
+	m.PostSystemMessage(&actor.Restart{})
+	m.Close(nil)
+	m.PostSystemMessage(&actor.Restart{})
+	m.PostSystemMessage(&actor.Stop{})
+	var sys []any
+	for _, e := range inv.log() {
+		if e.sys {
+			sys = append(sys, e.msg)
+		}
+	}
+	assert.Equal(t, []any{&actor.Restart{}, &actor.Stop{}}, sys, "only the restart before the close")
+}
