@@ -106,6 +106,7 @@ type Agent struct {
 	done    chan struct{}
 
 	unregistered atomic.Bool // see Unregister
+	stopped      atomic.Bool // the Stopped hook ran: it runs once
 
 	// What the agent's goroutine writes for every message, away from the
 	// fields above that every sender reads: an Agent is not allocated on a
@@ -214,6 +215,12 @@ func (x *agentActor) Receive(c actor.Context) {
 		x.a.restarts.Add(1)
 	case *actor.Stopping, *actor.Terminated, actor.SystemMessage:
 	case *actor.Stopped:
+		// Once: protoactor restarts an actor that has already stopped if
+		// a Restart reaches it (the bus's mailbox drops those), and it
+		// would then stop, and report it, a second time.
+		if !x.a.stopped.CompareAndSwap(false, true) {
+			return
+		}
 		x.a.cancel()
 		x.a.hooks.Stopped(x.a)
 		close(x.a.done)

@@ -368,6 +368,21 @@ func TestAgentStop(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, stopped, "Stopped is called once")
+
+	// A restart that reaches the stopped actor revives it in protoactor;
+	// stopping it again must not report the agent stopped a second time.
+	a.Mailbox().PostSystemMessage(&actor.Restart{})
+	a.Mailbox().PostSystemMessage(&actor.Stop{})
+	fut := actor.NewFuture(env.system, 10*time.Second)
+	a.Mailbox().PostSystemMessage(&actor.Watch{Watcher: fut.PID()}) // answered once the Stop is handled
+	_, err := fut.Result()
+	require.NoError(t, err)
+	for len(env.hooks.events) > 0 {
+		e := <-env.hooks.events
+		assert.NotEqual(t, "stopped", e.kind, "Stopped reported twice")
+		assert.NotEqual(t, "failed", e.kind)
+		assert.NotEqual(t, "panicked", e.kind)
+	}
 }
 
 func TestAgentContextFromParent(t *testing.T) {
