@@ -132,7 +132,7 @@ const batchSize = 32
 // taken does.
 type Mailbox struct {
 	// Read-mostly fields, on their own cache lines, away from the counters
-	// and the lock that every message writes.
+	// and the inbox that every message writes.
 	born        time.Time // the origin of stamps and LastActive, with a monotonic reading
 	latency     *Latency
 	shared      *Limit

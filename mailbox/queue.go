@@ -123,8 +123,8 @@ func (q *queue) reuse(r *ring) {
 
 // popN moves up to len(dst) of the oldest values of level p into dst, in
 // order, and returns how many it moved, with the level's bookkeeping done
-// once rather than per value: the agent calls it under the lock its senders
-// wait for.
+// once rather than per value: the agent calls it under the mailbox's lock,
+// which a sender that found the mailbox full may be waiting for.
 func (q *queue) popN(p int, dst []entry) int {
 	r := q.levels[p]
 	if r == nil || r.n == 0 {
