@@ -75,6 +75,7 @@ func NewMessage(t MessageType, sender string, payload []byte) *Message {
 type Bus struct {
 	cfg    Config
 	log    *slog.Logger
+	silent bool // log discards everything: the per-message audit skips asking it
 	system *actor.ActorSystem
 	sup    *supervisor.Supervisor // the one guardian strategy of every agent
 	events eventHub
@@ -147,6 +148,7 @@ func New(cfg Config) (*Bus, error) {
 	b := &Bus{
 		cfg:          cfg,
 		log:          logger,
+		silent:       logger.Handler() == slog.DiscardHandler,
 		system:       system,
 		shutdownDone: make(chan struct{}),
 		shared:       mailbox.NewLimit(cfg.Backpressure.MaxPending),

@@ -131,7 +131,7 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 		if ctx != republishing { // a republished message was recorded when first accepted
 			b.record(recorded)
 		}
-		if b.log.Enabled(ctx, slog.LevelDebug) { // per-message audit, Debug only
+		if !b.silent && b.log.Enabled(ctx, slog.LevelDebug) { // per-message audit, Debug only
 			b.log.LogAttrs(ctx, slog.LevelDebug, "message queued", slog.String("msg_id", msg.ID),
 				slog.String("type", msg.Type.String()), slog.String("sender", msg.Sender),
 				slog.String("agent", msg.Recipient), slog.String("topic", msg.Topic),

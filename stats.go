@@ -199,7 +199,10 @@ type BackpressureStats struct {
 // timed. Of those that queue deeper, behind an agent that falls behind (where
 // a clock read per message would slow its senders), one in 8 (every 8th
 // post) is timed and counted 8 times; Counts, Count and Sum are therefore
-// exact while agents keep up, and estimates when queues grow.
+// exact while agents keep up, and estimates when queues grow. (To spare its
+// senders a look at the agent's counters, a post takes the agent's word for
+// a deep queue from the last batch it took; which posts are timed never
+// depends on how long they wait, so the estimate stays fair.)
 type Histogram struct {
 	// Bounds are the upper bounds of every bucket but the last, ascending.
 	Bounds []time.Duration `json:"bounds_ns"`

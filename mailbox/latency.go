@@ -20,8 +20,9 @@ const latencyBase = time.Microsecond
 func LatencyBound(i int) time.Duration { return latencyBase << i }
 
 // A mailbox times every message that finds fewer than exactDepth messages
-// queued ahead of it. Of the others, one in latencySample (a power of two) is
-// timed and counted latencySample times.
+// queued ahead of it, as far as its sender and the agent can tell cheaply
+// (see stamp). Of the others, one in latencySample (a power of two) is timed
+// and counted latencySample times.
 const (
 	exactDepth    = 8
 	latencySample = 8
@@ -64,25 +65,33 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 	return counts, time.Duration(l.sum.Load())
 }
 
-// stamp returns the time stamp of a message about to be queued behind depth
-// others as the posted-th post, or 0 if it is not timed. A message that finds
-// fewer than exactDepth messages queued is always timed, and its stamp is
-// odd: it counts once. One that queues deeper, behind an actor that is
-// falling behind, where a clock read for every message would slow its
-// senders, is timed one time in latencySample (every latencySample-th post),
-// with an even stamp: it counts latencySample times. Which of those is timed
-// depends on its place among the posts, not on how long it will wait, so the
-// weighted counts estimate all of them. The clock reading is the stamp
-// shifted right by one.
+// stamp returns the time stamp of a message about to be queued as the
+// posted-th post, behind depth others as far as its sender knows (never
+// fewer than there are), or 0 if it is not timed.
+//
+// A message that finds the queue shallow, fewer than exactDepth messages
+// queued, is always timed, and its stamp is odd: it counts once. One that
+// queues deeper, behind an actor that is falling behind, where a clock read
+// for every message would slow its senders, is timed one time in
+// latencySample (every latencySample-th post), with an even stamp: it counts
+// latencySample times. Which of those is timed depends on its place among
+// the posts, not on how long it will wait, so the weighted counts estimate
+// all of them. The clock reading is the stamp shifted right by one.
+//
+// What counts as deep is decided without looking at the post's place, so
+// that the estimate stays fair: depth, if it says shallow; otherwise the
+// agent's word (deep), which costs nothing while it stays the same; and only
+// when the agent last found its queue shallow, a fresh count, which reads
+// the agent's cache line. So a sender keeping a busy agent fed reads nothing
+// the agent writes, and a queue that grows behind an agent stuck on one
+// message is still found deep.
 func (m *Mailbox) stamp(depth int64, posted uint64) int64 {
 	if m.latency == nil {
 		return 0
 	}
-	if depth >= exactDepth {
-		depth = m.room.depth() // the sender's count may lag the agent's releases
-	}
+	deep := depth >= exactDepth && (m.deep.Load() || m.room.depth() >= exactDepth)
 	switch {
-	case depth < exactDepth:
+	case !deep:
 		return m.clock()<<1 | 1
 	case posted&(latencySample-1) != 0:
 		return 0

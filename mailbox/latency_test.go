@@ -124,6 +124,72 @@ func TestLatencyBusy(t *testing.T) {
 	})
 }
 
+// TestStampDeep checks how a post decides whether it queues deep, and so is
+// sampled: its sender's count decides when it says shallow; otherwise the
+// agent's word decides when it says deep; otherwise a fresh count does. The
+// decision never looks at the post's place, which only picks the sampled
+// posts that are timed.
+func TestStampDeep(t *testing.T) {
+	const (
+		exact   = "timed, counts once"
+		sampled = "timed, counts latencySample times"
+		skipped = "not timed"
+	)
+	tests := []struct {
+		name      string
+		estimate  int64 // the sender's count of those ahead
+		agentDeep bool
+		queued    int64 // those really ahead
+		posted    uint64
+		want      string
+	}{
+		{name: "sender's count shallow", estimate: exactDepth - 1, agentDeep: true, queued: 20, posted: 1, want: exact},
+		{name: "agent said deep", estimate: exactDepth, agentDeep: true, queued: 2, posted: 1, want: skipped},
+		{name: "agent said deep, sampled place", estimate: exactDepth, agentDeep: true, queued: 2, posted: latencySample, want: sampled},
+		{name: "fresh count shallow", estimate: 20, queued: exactDepth - 1, posted: 1, want: exact},
+		{name: "fresh count shallow, sampled place", estimate: 20, queued: exactDepth - 1, posted: latencySample, want: exact},
+		{name: "fresh count deep", estimate: 20, queued: exactDepth, posted: 1, want: skipped},
+		{name: "fresh count deep, sampled place", estimate: 20, queued: exactDepth, posted: 2 * latencySample, want: sampled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(Config{Capacity: 64, Latency: &Latency{}})
+			m.deep.Store(tt.agentDeep)
+			m.room.in.Store(tt.queued + 1) // the post's own slot is taken
+			s := m.stamp(tt.estimate, tt.posted)
+			got := skipped
+			switch {
+			case s&1 == 1:
+				got = exact
+			case s != 0:
+				got = sampled
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+// TestAgentSaysDeep checks that the agent reports, with each batch it
+// takes, whether its queue was deep, and that it was not once it runs empty.
+func TestAgentSaysDeep(t *testing.T) {
+	const n = 20
+	var m *Mailbox
+	var deep []bool // written by the agent, read after it has delivered everything
+	inv := &invoker{gate: make(chan struct{}, n), onUser: func(any) { deep = append(deep, m.deep.Load()) }}
+	m, _ = newTestMailbox(Config{Capacity: 64, Latency: &Latency{}}, actor.NewDefaultDispatcher(100), inv)
+	for range n {
+		require.NoError(t, m.TryPost(prioItem(1)))
+	}
+	for range n {
+		inv.gate <- struct{}{}
+	}
+	require.Eventually(t, func() bool { return m.Len() == 0 && len(inv.delivered()) == n && !m.deep.Load() },
+		10*time.Second, time.Millisecond)
+	// The first message may have been taken alone, before the others were
+	// queued; every message after the batch of n-1 or more is deep.
+	assert.True(t, deep[n-1], "the last message was taken in a deep batch")
+}
+
 // TestLatencyOff checks that a mailbox without Latency stamps nothing.
 func TestLatencyOff(t *testing.T) {
 	inv := &invoker{}

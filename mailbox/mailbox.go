@@ -179,7 +179,12 @@ type Mailbox struct {
 	// nobody writes it and every sender's load hits its cache. recheck
 	// makes the agent look again.
 	urgent atomic.Int32
-	_      [60]byte
+	// deep is the agent's word on how deep its queue was when it last took
+	// a batch: at least exactDepth messages, counting the batch (see
+	// stamp). Like urgent, it is stored only when it changes, so under a
+	// steady load every sender's load hits its cache.
+	deep atomic.Bool
+	_    [56]byte
 
 	// The agent's side, touched only by the goroutine that runs the
 	// mailbox: a batch of entries taken from one priority level under one
@@ -783,7 +788,13 @@ func (m *Mailbox) run() {
 func (m *Mailbox) popUser() (any, bool) {
 	for {
 		if m.batchI == m.batchN {
-			if !m.refill() {
+			ok := m.refill()
+			if m.latency != nil {
+				// Once a batch, not once a message: the agent reads the
+				// senders' count.
+				m.setDeep(ok && m.room.in.Load()-m.room.out.Load() >= exactDepth)
+			}
+			if !ok {
 				return nil, false
 			}
 		} else if m.urgent.Load() > m.batchPrio {
@@ -884,6 +895,14 @@ func (m *Mailbox) refill() bool {
 	}
 	m.batchI, m.batchN, m.batchPrio = 0, n, int32(p)
 	return true
+}
+
+// setDeep stores deep if it changes. Only the goroutine running the mailbox
+// calls it.
+func (m *Mailbox) setDeep(deep bool) {
+	if m.deep.Load() != deep {
+		m.deep.Store(deep)
+	}
 }
 
 // takeInbox moves the published cells at the head of the inbox that share
