@@ -19,10 +19,10 @@ const latencyBase = time.Microsecond
 // LatencyBuckets-1). The last bucket has no bound.
 func LatencyBound(i int) time.Duration { return latencyBase << i }
 
-// A mailbox times every message that finds fewer than exactDepth messages
-// queued ahead of it, as far as its sender and the agent can tell cheaply
-// (see stamp). Of the others, one in latencySample (a power of two) is timed
-// and counted latencySample times.
+// A mailbox times every message while traffic is light: its agent has not
+// delivered exactDepth messages without a break, and fewer than exactDepth
+// are queued (see stamp). Under load, one in latencySample (a power of two)
+// is timed and counted latencySample times.
 const (
 	exactDepth    = 8
 	latencySample = 8
@@ -69,29 +69,29 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 // posted-th post, behind depth others as far as its sender knows (never
 // fewer than there are), or 0 if it is not timed.
 //
-// A message that finds the queue shallow, fewer than exactDepth messages
-// queued, is always timed, and its stamp is odd: it counts once. One that
-// queues deeper, behind an actor that is falling behind, where a clock read
-// for every message would slow its senders, is timed one time in
-// latencySample (every latencySample-th post), with an even stamp: it counts
-// latencySample times. Which of those is timed depends on its place among
-// the posts, not on how long it will wait, so the weighted counts estimate
-// all of them. The clock reading is the stamp shifted right by one.
+// Reading the clock costs about as much as the rest of a post, so only while
+// traffic is light is every message timed: its stamp is odd, and it counts
+// once. Under load, when the agent is busy or its queue deep, a message is
+// timed one time in latencySample (every latencySample-th post), with an
+// even stamp: it counts latencySample times. Which of those is timed depends
+// on its place among the posts, and whether traffic is light does not, so
+// the weighted counts estimate all of them fairly. The clock reading is the
+// stamp shifted right by one.
 //
-// What counts as deep is decided without looking at the post's place, so
-// that the estimate stays fair: depth, if it says shallow; otherwise the
-// agent's word (deep), which costs nothing while it stays the same; and only
-// when the agent last found its queue shallow, a fresh count, which reads
-// the agent's cache line. So a sender keeping a busy agent fed reads nothing
-// the agent writes, and a queue that grows behind an agent stuck on one
-// message is still found deep.
+// Traffic is light unless the agent said it was busy when it last took a
+// batch (busy: it had delivered exactDepth messages or more without a break,
+// or found that many queued), or exactDepth messages or more are queued
+// ahead. The agent's word costs a sender nothing while it stays the same.
+// The queue's depth is read from the agent's line only when the sender's
+// own count, which is never below it, says it may be deep: so a queue that
+// grows behind an agent stuck on one message is found deep.
 func (m *Mailbox) stamp(depth int64, posted uint64) int64 {
 	if m.latency == nil {
 		return 0
 	}
-	deep := depth >= exactDepth && (m.deep.Load() || m.room.depth() >= exactDepth)
+	heavy := m.busy.Load() || depth >= exactDepth && m.room.depth() >= exactDepth
 	switch {
-	case !deep:
+	case !heavy:
 		return m.clock()<<1 | 1
 	case posted&(latencySample-1) != 0:
 		return 0

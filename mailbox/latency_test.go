@@ -124,28 +124,30 @@ func TestLatencyBusy(t *testing.T) {
 	})
 }
 
-// TestStampDeep checks how a post decides whether it queues deep, and so is
-// sampled: its sender's count decides when it says shallow; otherwise the
-// agent's word decides when it says deep; otherwise a fresh count does. The
-// decision never looks at the post's place, which only picks the sampled
-// posts that are timed.
-func TestStampDeep(t *testing.T) {
+// TestStampUnderLoad checks how a post decides whether traffic is heavy, and
+// so whether it is sampled: the agent's word that it is busy decides if
+// given; otherwise its sender's count decides when it says the queue is
+// shallow; otherwise a fresh count does. The decision never looks at the
+// post's place, which only picks the sampled posts that are timed.
+func TestStampUnderLoad(t *testing.T) {
 	const (
 		exact   = "timed, counts once"
 		sampled = "timed, counts latencySample times"
 		skipped = "not timed"
 	)
 	tests := []struct {
-		name      string
-		estimate  int64 // the sender's count of those ahead
-		agentDeep bool
-		queued    int64 // those really ahead
-		posted    uint64
-		want      string
+		name     string
+		busy     bool  // the agent's word
+		estimate int64 // the sender's count of those ahead
+		queued   int64 // those really ahead
+		posted   uint64
+		want     string
 	}{
-		{name: "sender's count shallow", estimate: exactDepth - 1, agentDeep: true, queued: 20, posted: 1, want: exact},
-		{name: "agent said deep", estimate: exactDepth, agentDeep: true, queued: 2, posted: 1, want: skipped},
-		{name: "agent said deep, sampled place", estimate: exactDepth, agentDeep: true, queued: 2, posted: latencySample, want: sampled},
+		{name: "light", estimate: 1, queued: 1, posted: 1, want: exact},
+		{name: "light, sampled place", estimate: 1, queued: 1, posted: latencySample, want: exact},
+		{name: "agent busy", busy: true, queued: 1, posted: 1, want: skipped},
+		{name: "agent busy, sampled place", busy: true, queued: 1, posted: latencySample, want: sampled},
+		{name: "sender's count shallow", estimate: exactDepth - 1, queued: 20, posted: 1, want: exact},
 		{name: "fresh count shallow", estimate: 20, queued: exactDepth - 1, posted: 1, want: exact},
 		{name: "fresh count shallow, sampled place", estimate: 20, queued: exactDepth - 1, posted: latencySample, want: exact},
 		{name: "fresh count deep", estimate: 20, queued: exactDepth, posted: 1, want: skipped},
@@ -154,7 +156,7 @@ func TestStampDeep(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := New(Config{Capacity: 64, Latency: &Latency{}})
-			m.deep.Store(tt.agentDeep)
+			m.busy.Store(tt.busy)
 			m.room.in.Store(tt.queued + 1) // the post's own slot is taken
 			s := m.stamp(tt.estimate, tt.posted)
 			got := skipped
@@ -169,25 +171,65 @@ func TestStampDeep(t *testing.T) {
 	}
 }
 
-// TestAgentSaysDeep checks that the agent reports, with each batch it
-// takes, whether its queue was deep, and that it was not once it runs empty.
-func TestAgentSaysDeep(t *testing.T) {
-	const n = 20
-	var m *Mailbox
-	var deep []bool // written by the agent, read after it has delivered everything
-	inv := &invoker{gate: make(chan struct{}, n), onUser: func(any) { deep = append(deep, m.deep.Load()) }}
-	m, _ = newTestMailbox(Config{Capacity: 64, Latency: &Latency{}}, actor.NewDefaultDispatcher(100), inv)
-	for range n {
+// TestAgentSaysBusy checks that the agent says it is busy once it has
+// delivered exactDepth messages without finding its queue empty, even one
+// at a time, or when it finds exactDepth queued; and that it is not once its
+// queue runs empty.
+func TestAgentSaysBusy(t *testing.T) {
+	t.Run("a long streak of single messages", func(t *testing.T) {
+		const n = 2 * exactDepth
+		var m *Mailbox
+		var busy []bool            // written by the agent, read after it has delivered everything
+		handling := make(chan int) // the agent is handling message i
+		next := 0
+		inv := &invoker{gate: make(chan struct{}, n), onUser: func(any) {
+			busy = append(busy, m.busy.Load())
+			next++
+			handling <- next
+		}}
+		m, _ = newTestMailbox(Config{Capacity: 64, Latency: &Latency{}}, actor.NewDefaultDispatcher(100), inv)
 		require.NoError(t, m.TryPost(prioItem(1)))
-	}
-	for range n {
-		inv.gate <- struct{}{}
-	}
-	require.Eventually(t, func() bool { return m.Len() == 0 && len(inv.delivered()) == n && !m.deep.Load() },
-		10*time.Second, time.Millisecond)
-	// The first message may have been taken alone, before the others were
-	// queued; every message after the batch of n-1 or more is deep.
-	assert.True(t, deep[n-1], "the last message was taken in a deep batch")
+		for i := range n {
+			require.Equal(t, i+1, <-handling)
+			if i+1 < n {
+				require.NoError(t, m.TryPost(prioItem(1))) // queued behind the one being handled: one at a time
+			}
+			inv.gate <- struct{}{}
+		}
+		require.Eventually(t, func() bool { return len(inv.delivered()) == n && !m.busy.Load() },
+			10*time.Second, time.Millisecond, "not busy once the queue runs empty")
+		want := make([]bool, n)
+		for i := exactDepth; i < n; i++ {
+			want[i] = true // taken when exactDepth had been delivered before it
+		}
+		assert.Equal(t, want, busy)
+	})
+	t.Run("a deep queue", func(t *testing.T) {
+		const n = exactDepth + 2
+		var m *Mailbox
+		var busy []bool
+		handling := make(chan struct{}, n)
+		inv := &invoker{gate: make(chan struct{}, n), onUser: func(any) {
+			busy = append(busy, m.busy.Load())
+			handling <- struct{}{}
+		}}
+		m, _ = newTestMailbox(Config{Capacity: 64, Latency: &Latency{}}, actor.NewDefaultDispatcher(100), inv)
+		require.NoError(t, m.TryPost(prioItem(1)))
+		<-handling // taken alone
+		for range n - 1 {
+			require.NoError(t, m.TryPost(prioItem(1)))
+		}
+		for range n {
+			inv.gate <- struct{}{}
+		}
+		require.Eventually(t, func() bool { return len(inv.delivered()) == n && !m.busy.Load() },
+			10*time.Second, time.Millisecond, "not busy once the queue runs empty")
+		want := make([]bool, n)
+		for i := 1; i < n; i++ {
+			want[i] = true // taken in one batch, with n-1 queued
+		}
+		assert.Equal(t, want, busy)
+	})
 }
 
 // TestLatencyOff checks that a mailbox without Latency stamps nothing.

@@ -179,11 +179,12 @@ type Mailbox struct {
 	// nobody writes it and every sender's load hits its cache. recheck
 	// makes the agent look again.
 	urgent atomic.Int32
-	// deep is the agent's word on how deep its queue was when it last took
-	// a batch: at least exactDepth messages, counting the batch (see
-	// stamp). Like urgent, it is stored only when it changes, so under a
-	// steady load every sender's load hits its cache.
-	deep atomic.Bool
+	// busy is the agent's word that a clock read for every message would
+	// cost too much (see stamp): when it last took a batch, it had been
+	// delivering without a break for exactDepth messages or more, or found
+	// that many queued. Like urgent, it is stored only when it changes, so
+	// under a steady load every sender's load hits its cache.
+	busy atomic.Bool
 	_    [56]byte
 
 	// The agent's side, touched only by the goroutine that runs the
@@ -193,6 +194,7 @@ type Mailbox struct {
 	delivered  atomic.Uint64 // user messages handed to the actor
 	lastActive atomic.Int64  // see LastActive; nanoseconds since born
 	curStamp   int64         // the stamp of the message being delivered
+	streak     int           // user messages delivered since the queue was last found empty
 	untimed    bool          // a message without a stamp was delivered since the last clock read
 	batch      [batchSize]entry
 	batchI     int
@@ -790,9 +792,7 @@ func (m *Mailbox) popUser() (any, bool) {
 		if m.batchI == m.batchN {
 			ok := m.refill()
 			if m.latency != nil {
-				// Once a batch, not once a message: the agent reads the
-				// senders' count.
-				m.setDeep(ok && m.room.in.Load()-m.room.out.Load() >= exactDepth)
+				m.sayBusy(ok)
 			}
 			if !ok {
 				return nil, false
@@ -820,6 +820,7 @@ func (m *Mailbox) popUser() (any, bool) {
 			return nil, true
 		}
 		m.curStamp = e.stamp
+		m.streak++
 		return e.v, true
 	}
 }
@@ -897,11 +898,17 @@ func (m *Mailbox) refill() bool {
 	return true
 }
 
-// setDeep stores deep if it changes. Only the goroutine running the mailbox
-// calls it.
-func (m *Mailbox) setDeep(deep bool) {
-	if m.deep.Load() != deep {
-		m.deep.Store(deep)
+// sayBusy updates busy once the agent has tried to take a batch and found
+// one (ok) or nothing. Only the goroutine running the mailbox calls it.
+func (m *Mailbox) sayBusy(ok bool) {
+	if !ok {
+		m.streak = 0
+	}
+	// The count of what is queued reads the senders' line: once a batch,
+	// and only while the streak is short.
+	busy := ok && (m.streak >= exactDepth || m.room.in.Load()-m.room.out.Load() >= exactDepth)
+	if m.busy.Load() != busy {
+		m.busy.Store(busy)
 	}
 }
 
