@@ -242,8 +242,7 @@ func (m *Message) DecodePayload(v any) error {
 	return nil
 }
 
-// Deadline returns when m expires, or the zero time if it has no TTL. It
-// implements mailbox.Item.
+// Deadline returns when m expires, or the zero time if it has no TTL.
 func (m *Message) Deadline() time.Time {
 	if m.TTL <= 0 {
 		return time.Time{}
@@ -261,8 +260,14 @@ func (m *Message) Expired(now time.Time) bool {
 // the goroutine protoactor's own throttle starts per log window).
 func (m *Message) IgnoreDeadLetterLogging() {}
 
-// MailboxPriority implements mailbox.Item.
-func (m *Message) MailboxPriority() int { return int(m.Priority) }
+// MailboxKey implements mailbox.Item: m's priority, and its deadline in
+// Unix nanoseconds, or 0 if it has no TTL.
+func (m *Message) MailboxKey() (priority int, deadline int64) {
+	if m.TTL <= 0 {
+		return int(m.Priority), 0
+	}
+	return int(m.Priority), max(m.Timestamp.Add(m.TTL).UnixNano(), 1)
+}
 
 // ReplyTo returns the protoactor PID that sent m as a request with
 // protoactor's Request or RequestFuture, or nil.

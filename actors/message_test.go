@@ -109,9 +109,17 @@ func TestBuilder(t *testing.T) {
 }
 
 func TestMessageIsMailboxItem(t *testing.T) {
-	var it mailbox.Item = actors.NewMessage(actors.TypeBroadcast, "a", nil).WithPriority(7)
-	assert.Equal(t, 7, it.MailboxPriority())
-	assert.True(t, it.Deadline().IsZero())
+	m := actors.NewMessage(actors.TypeBroadcast, "a", nil).WithPriority(7)
+	var it mailbox.Item = m
+	prio, deadline := it.MailboxKey()
+	assert.Equal(t, 7, prio)
+	assert.Zero(t, deadline, "no ttl, no deadline")
+
+	m.TTL = time.Minute
+	prio, deadline = it.MailboxKey()
+	assert.Equal(t, 7, prio)
+	assert.Equal(t, m.Timestamp.Add(time.Minute).UnixNano(), deadline)
+	assert.Equal(t, m.Deadline().UnixNano(), deadline)
 }
 
 func TestSize(t *testing.T) {

@@ -61,11 +61,11 @@ var (
 // Item is implemented by messages that carry a priority and an expiry. A
 // message that does not implement it gets DefaultPriority and never expires.
 type Item interface {
-	// MailboxPriority returns the priority, 0 to MaxPriority; values out
-	// of range are clamped.
-	MailboxPriority() int
-	// Deadline returns when the message expires; the zero time means never.
-	Deadline() time.Time
+	// MailboxKey returns the priority, 0 to MaxPriority (values out of
+	// range are clamped), and when the message expires, in Unix
+	// nanoseconds: 0 means never, and a negative time has long passed.
+	// It is called once a post.
+	MailboxKey() (priority int, deadline int64)
 }
 
 // DropFunc receives every message the mailbox does not deliver, with the
@@ -979,16 +979,9 @@ func classify(msg any) (int, int64) {
 // itemKey returns it's priority, clamped to [0, MaxPriority], and its
 // deadline in Unix nanoseconds (0: none).
 func itemKey(it Item) (int, int64) {
-	p := it.MailboxPriority()
-	switch {
-	case p < 0:
-		p = 0
-	case p > MaxPriority:
-		p = MaxPriority
+	p, deadline := it.MailboxKey()
+	if deadline < 0 {
+		deadline = 1 // before 1970: long expired, not never
 	}
-	var deadline int64
-	if d := it.Deadline(); !d.IsZero() {
-		deadline = max(d.UnixNano(), 1)
-	}
-	return p, deadline
+	return min(max(p, 0), MaxPriority), deadline
 }

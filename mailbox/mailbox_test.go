@@ -40,9 +40,13 @@ type item struct {
 	src, seq int
 }
 
-func (i *item) MailboxPriority() int { return i.prio }
-func (i *item) Deadline() time.Time  { return i.deadline }
-func (i *item) String() string       { return i.name }
+func (i *item) MailboxKey() (int, int64) {
+	if i.deadline.IsZero() {
+		return i.prio, 0
+	}
+	return i.prio, max(i.deadline.UnixNano(), 1)
+}
+func (i *item) String() string { return i.name }
 
 func prioItem(p int) *item { return &item{name: fmt.Sprintf("p%d", p), prio: p} }
 
@@ -1224,4 +1228,30 @@ func TestRestartAfterCloseDropped(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []any{&actor.Restart{}, &actor.Stop{}}, sys, "only the restart before the close")
+}
+
+// keyed is an Item that returns a fixed key.
+type keyed struct{ prio, deadline int64 }
+
+func (k keyed) MailboxKey() (int, int64) { return int(k.prio), k.deadline }
+
+func TestItemKey(t *testing.T) {
+	tests := []struct {
+		name           string
+		give           keyed
+		prio, deadline int64
+	}{
+		{name: "in range, no deadline", give: keyed{prio: 7}, prio: 7},
+		{name: "priority below 0 is clamped", give: keyed{prio: -3}, prio: 0},
+		{name: "priority above the top is clamped", give: keyed{prio: MaxPriority + 1}, prio: MaxPriority},
+		{name: "a deadline is kept", give: keyed{prio: 1, deadline: 42}, prio: 1, deadline: 42},
+		{name: "a deadline before 1970 has passed, it is not never", give: keyed{prio: 1, deadline: -5}, prio: 1, deadline: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, d := itemKey(tt.give)
+			assert.Equal(t, int(tt.prio), p)
+			assert.Equal(t, tt.deadline, d)
+		})
+	}
 }
