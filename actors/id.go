@@ -16,8 +16,11 @@ var lastStamp atomic.Uint64
 // time; within a process they are strictly increasing: the 12 bits after the
 // millisecond timestamp are a counter (RFC 9562 §6.2, method 1) and the last 62
 // bits are random. It is safe for concurrent use and does not block.
-func NewID() string {
-	now := uint64(time.Now().UnixMilli()) << 12
+func NewID() string { return newIDAt(time.Now()) }
+
+// newIDAt is NewID for a caller that has just read the clock: t is now.
+func newIDAt(t time.Time) string {
+	now := uint64(t.UnixMilli()) << 12
 	for {
 		last := lastStamp.Load()
 		next := max(now, last+1) // a full counter carries into the milliseconds

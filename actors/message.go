@@ -148,13 +148,14 @@ func (m *Message) markPayloadChecked() {
 // NewMessage returns a message of type t from sender with payload, a fresh ID,
 // the current time and DefaultPriority. It does not validate; Send does.
 func NewMessage(t MessageType, sender string, payload json.RawMessage) *Message {
+	now := time.Now() // one clock read for both: it costs as much as the rest
 	return &Message{
-		ID:        NewID(),
+		ID:        newIDAt(now),
 		Type:      t,
 		Sender:    sender,
 		Payload:   payload,
 		Priority:  DefaultPriority,
-		Timestamp: time.Now().UTC(),
+		Timestamp: now.UTC(),
 	}
 }
 
