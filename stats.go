@@ -195,14 +195,13 @@ type BackpressureStats struct {
 // bounds double from 1 µs to about 9 minutes, and a last bucket counts what is
 // longer. It maps directly onto a Prometheus histogram.
 //
-// A message that finds fewer than 8 messages queued for its agent is always
-// timed. Of those that queue deeper, behind an agent that falls behind (where
-// a clock read per message would slow its senders), one in 8 (every 8th
-// post) is timed and counted 8 times; Counts, Count and Sum are therefore
-// exact while agents keep up, and estimates when queues grow. (To spare its
-// senders a look at the agent's counters, a post takes the agent's word for
-// a deep queue from the last batch it took; which posts are timed never
-// depends on how long they wait, so the estimate stays fair.)
+// Every message is timed while traffic is light. Under load, when its agent
+// has delivered 8 messages or more without finding its queue empty, or 8 or
+// more are queued ahead of it (where a clock read per message would slow its
+// senders), one in 8 (every 8th post) is timed and counted 8 times. Counts,
+// Count and Sum are therefore exact for sparse traffic and short bursts, and
+// fair estimates for sustained streams: which posts are timed never depends
+// on how long they wait.
 type Histogram struct {
 	// Bounds are the upper bounds of every bucket but the last, ascending.
 	Bounds []time.Duration `json:"bounds_ns"`

@@ -31,8 +31,10 @@ const (
 // Latency is a histogram of how long user messages took from being queued to
 // the actor returning from them, with fixed exponential buckets (see
 // LatencyBound). Mailboxes configured with it record into it; several
-// mailboxes may share one. It is safe for concurrent use and never blocks:
-// each observation is two atomic additions. The zero value is empty and ready.
+// mailboxes may share one. A mailbox times every message while its traffic
+// is light, and under load one in 8, observed with a weight of 8 (see
+// exactDepth). It is safe for concurrent use and never blocks: each
+// observation is two atomic additions. The zero value is empty and ready.
 type Latency struct {
 	counts [LatencyBuckets]atomic.Uint64
 	sum    atomic.Int64 // nanoseconds
