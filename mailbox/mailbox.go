@@ -904,9 +904,11 @@ func (m *Mailbox) sayBusy(ok bool) {
 	if !ok {
 		m.streak = 0
 	}
-	// The count of what is queued reads the senders' line: once a batch,
-	// and only while the streak is short.
-	busy := ok && (m.streak >= exactDepth || m.room.in.Load()-m.room.out.Load() >= exactDepth)
+	// What was queued is the batch just taken and what refill left in the
+	// queue, having moved the inbox there: counted without reading a line
+	// that senders write, which for an agent taking one message at a time
+	// would cost its senders and itself a cache miss a message.
+	busy := ok && (m.streak >= exactDepth || m.batchN+int(m.qn.Load()) >= exactDepth)
 	if m.busy.Load() != busy {
 		m.busy.Store(busy)
 	}
