@@ -791,6 +791,9 @@ func (m *Mailbox) popUser() (any, bool) {
 	for {
 		if m.batchI == m.batchN {
 			ok := m.refill()
+			if !ok {
+				m.streak = 0
+			}
 			if m.latency != nil {
 				m.sayBusy(ok)
 			}
@@ -901,9 +904,6 @@ func (m *Mailbox) refill() bool {
 // sayBusy updates busy once the agent has tried to take a batch and found
 // one (ok) or nothing. Only the goroutine running the mailbox calls it.
 func (m *Mailbox) sayBusy(ok bool) {
-	if !ok {
-		m.streak = 0
-	}
 	// What was queued is the batch just taken and what refill left in the
 	// queue, having moved the inbox there: counted without reading a line
 	// that senders write, which for an agent taking one message at a time
