@@ -75,8 +75,9 @@ func (l *Latency) Load() (counts [LatencyBuckets]uint64, sum time.Duration) {
 // traffic is light is every message timed: its stamp is odd, and it counts
 // once. Under load, when the agent is busy or its queue deep, a message is
 // timed one time in latencySample (every latencySample-th post), with an
-// even stamp: it counts latencySample times. Which of those is timed depends
-// on its place among the posts, and whether traffic is light does not, so
+// even stamp: it counts latencySample times. Which posts under load are
+// timed depends only on their place among the posts, and whether traffic is
+// light never depends on that place (nor on how long a post will wait), so
 // the weighted counts estimate all of them fairly. The clock reading is the
 // stamp shifted right by one.
 //
