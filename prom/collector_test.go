@@ -1,4 +1,4 @@
-package agentbus_test
+package prom_test
 
 import (
 	"context"
@@ -16,8 +16,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/prom"
 	"github.com/descartes/agentbus/routing"
 	"github.com/descartes/agentbus/supervisor"
 )
@@ -89,7 +91,7 @@ func TestMetricsScrape(t *testing.T) {
 	ctx := t.Context()
 	bus := newBus(t, agentbus.Config{})
 	reg := prometheus.NewRegistry()
-	require.NoError(t, bus.RegisterMetrics(reg))
+	require.NoError(t, prom.Register(reg, bus))
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
 
@@ -200,12 +202,12 @@ func TestMetricsLint(t *testing.T) {
 	require.NoError(t, err)
 	quiet(t, bus)
 
-	problems, err := testutil.CollectAndLint(bus.Collector())
+	problems, err := testutil.CollectAndLint(prom.NewCollector(bus))
 	require.NoError(t, err)
 	assert.Empty(t, problems)
 	// Once an agent and a routing handler have handled a message, every
 	// family is present, and a pedantic registry accepts them.
-	assert.Len(t, familyNames(t, bus.Collector()), 30)
+	assert.Len(t, familyNames(t, prom.NewCollector(bus)), 30)
 }
 
 func familyNames(t *testing.T, c prometheus.Collector) map[string]bool {
@@ -228,20 +230,20 @@ func TestRegisterMetrics(t *testing.T) {
 		give    prometheus.Registerer
 		wantErr error
 	}{
-		{name: "nil", give: nil, wantErr: agentbus.ErrInvalidConfig},
-		{name: "nil registry", give: (*prometheus.Registry)(nil), wantErr: agentbus.ErrInvalidConfig},
+		{name: "nil", give: nil, wantErr: prom.ErrNilRegisterer},
+		{name: "nil registry", give: (*prometheus.Registry)(nil), wantErr: prom.ErrNilRegisterer},
 		{name: "fresh registry", give: prometheus.NewRegistry()},
 		{name: "pedantic registry", give: prometheus.NewPedanticRegistry()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := bus.RegisterMetrics(tt.give)
+			err := prom.Register(tt.give, bus)
 			if tt.wantErr != nil {
 				require.ErrorIs(t, err, tt.wantErr)
 				return
 			}
 			require.NoError(t, err)
-			err = bus.RegisterMetrics(tt.give)
+			err = prom.Register(tt.give, bus)
 			var already prometheus.AlreadyRegisteredError
 			require.ErrorAs(t, err, &already, "registered twice")
 		})
@@ -250,8 +252,9 @@ func TestRegisterMetrics(t *testing.T) {
 	// Two buses on one registry, told apart by a label.
 	other := newBus(t, agentbus.Config{})
 	reg := prometheus.NewRegistry()
-	require.NoError(t, bus.RegisterMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "a"}, reg)))
-	require.NoError(t, other.RegisterMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "b"}, reg)))
+	require.NoError(t, prom.Register(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "a"}, reg), bus))
+	require.NoError(t, prom.Register(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "b"}, reg), other))
+	require.ErrorIs(t, prom.Register(prometheus.NewRegistry(), nil), prom.ErrNilBus)
 	_, err := reg.Gather()
 	require.NoError(t, err)
 }
@@ -260,7 +263,7 @@ func TestRegisterMetrics(t *testing.T) {
 // registry and http.DefaultServeMux alone.
 func TestMetricsTouchNoGlobals(t *testing.T) {
 	bus := newBus(t, agentbus.Config{})
-	require.NoError(t, bus.RegisterMetrics(prometheus.NewRegistry()))
+	require.NoError(t, prom.Register(prometheus.NewRegistry(), bus))
 	_, err := bus.Spawn("worker", agentbus.HandlerFunc(sink))
 	require.NoError(t, err)
 
@@ -284,7 +287,7 @@ func TestMetricsAfterShutdown(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, bus.Shutdown(t.Context()))
 
-	c := bus.Collector()
+	c := prom.NewCollector(bus)
 	assert.Equal(t, 1.0, testutil.ToFloat64(filter{c, "agentbus_messages_delivered_total"}))
 	assert.Zero(t, testutil.CollectAndCount(c, "agentbus_mailbox_depth"), "no agents left")
 }
@@ -305,4 +308,65 @@ func (f filter) Collect(ch chan<- prometheus.Metric) {
 			ch <- m
 		}
 	}
+}
+
+// TestNilBusCollector checks that a collector made for a nil bus reports an
+// error on scrape instead of panicking.
+func TestNilBusCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(prom.NewCollector(nil)))
+	_, err := reg.Gather()
+	require.ErrorContains(t, err, prom.ErrNilBus.Error())
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newBus(t testing.TB, cfg agentbus.Config) *agentbus.Bus {
+	t.Helper()
+	b, err := agentbus.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, b.Shutdown(ctx))
+	})
+	return b
+}
+
+// quiet waits until every delivery is accounted for.
+func quiet(t testing.TB, bus *agentbus.Bus) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		a := bus.Accounting()
+		return a.InFlight == 0 && a.Balanced()
+	}, 10*time.Second, time.Millisecond, "the bus did not settle: %+v", bus.Accounting())
+}
+
+// sink is a handler that takes every message.
+func sink(context.Context, *agentbus.Message) error { return nil }
+
+func from(sender, to, payload string) *agentbus.Message {
+	return agentbus.NewMessage(agentbus.TypeDirect, sender, []byte(payload)).WithRecipient(to)
+}
+
+// gate holds its first message until open is closed, then passes the rest
+// to inner.
+type gate struct {
+	entered, open chan struct{}
+	inner         agentbus.Handler
+	first         bool
+}
+
+func newGate(inner agentbus.Handler) *gate {
+	return &gate{entered: make(chan struct{}), open: make(chan struct{}), inner: inner, first: true}
+}
+
+func (g *gate) Handle(ctx context.Context, m *agentbus.Message) error {
+	if g.first {
+		g.first = false
+		close(g.entered)
+		<-g.open
+		return nil
+	}
+	return g.inner.Handle(ctx, m)
 }
