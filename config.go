@@ -3,6 +3,7 @@ package agentbus
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -70,6 +71,12 @@ type Config struct {
 	StatsMaxKeys int
 	// Logger receives the bus's logs and protoactor's. Nil discards them.
 	Logger *slog.Logger
+	// Observers are told the outcome of every message and delivery (see
+	// Observer and OutcomeKind), after the bus's own observers, in order.
+	// Integrations (tracing, durability, metrics of your own) plug in
+	// here. A nil entry makes New fail with ErrInvalidConfig. With none,
+	// the bus does not report each queued delivery's Handled outcome.
+	Observers []Observer
 }
 
 // BackpressureConfig says how much may be queued and how senders wait.
@@ -148,5 +155,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	for i, o := range c.Observers {
+		if f, isFunc := o.(ObserverFunc); o == nil || isFunc && f == nil {
+			return c, fmt.Errorf("%w: Observers[%d] is nil", ErrInvalidConfig, i)
+		}
+	}
+	c.Observers = slices.Clone(c.Observers) // the caller's slice may change later
 	return c, nil
 }

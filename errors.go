@@ -57,6 +57,11 @@ var (
 	ErrInvalidConfig = errors.New("agentbus: invalid config")
 	// ErrNotPending: an Ack named a message that has no redelivery pending.
 	ErrNotPending = errors.New("agentbus: no redelivery pending")
+	// ErrDeadLettered: Send accepted the message (it returns its ID) and
+	// dead-lettered it at once; the error also wraps the cause, such as
+	// ErrMailboxFull. It is returned only inside handlers, whose sends do
+	// not wait long for room (see Send).
+	ErrDeadLettered = errors.New("agentbus: dead-lettered")
 	// ErrShutdown is the reason given to messages still queued when a
 	// Shutdown's context ran out; they are dead-lettered with it.
 	ErrShutdown = errors.New("agentbus: shut down before delivery")

@@ -85,8 +85,7 @@ func (b *Bus) subscription(msg *Message) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b.completeDelivery()
-	b.record(msg)
+	b.completed(msg, "topic "+msg.Topic)
 	return msg.ID, nil
 }
 
@@ -217,7 +216,7 @@ func (b *Bus) topicDropped(t *topicRef, v any, why error) {
 		}
 		why = mailbox.ErrStopped
 	}
-	b.dropped("topic "+t.subject, v, why)
+	b.dropped("topic "+t.subject, v, why, false)
 }
 
 // stopTopics stops every topic actor and waits until each has finished the
@@ -267,5 +266,6 @@ func (d topicDirectory) Undeliverable(m *actors.Message, subscriber string, err 
 	case errors.Is(err, topics.ErrSubscriberGone):
 		reason = deadletter.NoRecipient
 	}
-	d.b.rejectDelivery(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: subscriber}, nil)
+	d.b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: subscriber},
+		Err: err})
 }
