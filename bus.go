@@ -110,18 +110,18 @@ type Bus struct {
 	topicsMu  sync.Mutex
 	topicRefs map[string]*topicRef // running topic actors by subject
 
-	shared   *mailbox.Limit
-	ledger   ledger
-	retries  retries
-	dlq      *deadletter.Queue
-	dlqPID   *actor.PID
-	calls    sync.Map // request ID → *call
-	ncalls   atomic.Int64
-	late     *recent[struct{}]
-	askers   *recent[*actor.PID]
-	history  *history // nil unless Config.EnableHistory
-	dlSub    *eventstream.Subscription
-	stats    statsState
+	shared  *mailbox.Limit
+	ledger  ledger
+	retries retries
+	dlq     *deadletter.Queue
+	dlqPID  *actor.PID
+	calls   sync.Map // request ID → *call
+	ncalls  atomic.Int64
+	late    *recent[struct{}]
+	askers  *recent[*actor.PID]
+	history *history // nil unless Config.EnableHistory
+	dlSub   *eventstream.Subscription
+	stats   statsState
 
 	observers     observers // who is told each outcome (see observe)
 	reportHandled bool      // some observer wants every queued delivery's Handled
@@ -526,4 +526,3 @@ func (b *Bus) stopAgents(ctx context.Context, self *actors.Agent) error {
 	}
 	return nil
 }
-

@@ -52,7 +52,6 @@ func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent,
 	return a, nil
 }
 
-
 // routerTap offers every accepted message to the router, when a rule is
 // enabled; a copy the router cannot queue is dead-lettered for "$router"
 // (the message's own delivery is unaffected).
