@@ -29,7 +29,7 @@ type Accounting struct {
 	Handled      uint64 `json:"handled"`       // deliveries that completed
 	DeadLettered uint64 `json:"dead_lettered"` // deliveries that went to the dead-letter queue
 	Retried      uint64 `json:"retried"`       // failed deliveries of RequiresAck messages whose redelivery was scheduled
-	InFlight     int    `json:"in_flight"`     // deliveries queued in a mailbox right now
+	InFlight     int    `json:"in_flight"`     // deliveries queued in a mailbox, or being handled, right now
 	Scheduled    int    `json:"scheduled"`     // redeliveries waiting for their timer, not yet accepted
 }
 
@@ -78,9 +78,11 @@ func (l *ledger) Observe(o Outcome) {
 }
 
 // Accounting returns the ledger. Counters of live agents are read one after
-// another without a global lock, so while messages flow the sum is only
-// approximately balanced; once no message moves it is exact. It does not
-// block.
+// another without a global lock, so while messages move (from a mailbox to
+// a handler, from a handler to the dead-letter queue) the sum can be off by
+// the few moving at that instant; otherwise, whether the bus is idle, holds
+// queued messages, runs long handlers or waits to redeliver, it balances. It
+// does not block.
 func (b *Bus) Accounting() Accounting { return b.accounting(b.snapshot(), nil) }
 
 // agentCounts are the counters of one agent that the ledger reads.
@@ -105,6 +107,9 @@ func (b *Bus) accounting(agents []*actors.Agent, each func(ag *actors.Agent, han
 		a.Accepted += c.posted
 		a.Handled += c.handled
 		a.InFlight += c.queued
+		if ag.Current() != nil { // taken from its mailbox, not yet handled
+			a.InFlight++
+		}
 		if each != nil {
 			each(ag, handler, c)
 		}

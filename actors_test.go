@@ -186,6 +186,8 @@ func TestConfigRejectsNegativeValues(t *testing.T) {
 		{"DLQMaxSize", agentbus.Config{DLQMaxSize: -1}},
 		{"DLQMaxBytes", agentbus.Config{DLQMaxBytes: -1}},
 		{"MaxHistorySize", agentbus.Config{MaxHistorySize: -1}},
+		{"Observers[0]", agentbus.Config{Observers: []agentbus.Observer{nil}}},
+		{"Observers[1]", agentbus.Config{Observers: []agentbus.Observer{&outcomeLog{}, agentbus.ObserverFunc(nil)}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -773,4 +775,92 @@ func TestSendReachesTheAgentNowHoldingAName(t *testing.T) {
 		recv(r1, "agent-a-1")
 		recv(r2, "agent-b-1")
 	}
+}
+
+// TestSendFromHandlerToFullMailbox checks that a handler's send that the bus
+// accepted and then dead-lettered (its recipient had no room) is told from a
+// refused one: its ID and an error wrapping ErrDeadLettered and the cause.
+func TestSendFromHandlerToFullMailbox(t *testing.T) {
+	bus := newBus(t, agentbus.Config{Backpressure: agentbus.BackpressureConfig{WaitDuration: time.Millisecond}})
+	g := newGate(agentbus.HandlerFunc(sink))
+	_, err := bus.Spawn("full", g, agentbus.WithMailboxSize(1))
+	require.NoError(t, err)
+	_, err = bus.Send(t.Context(), direct("full", `"hold"`))
+	require.NoError(t, err)
+	<-g.entered
+	_, err = bus.Send(t.Context(), direct("full", `"fills it"`))
+	require.NoError(t, err)
+
+	type result struct {
+		id  string
+		err error
+	}
+	got := make(chan result, 2)
+	_, err = bus.Spawn("sender", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+		id, err := bus.Send(ctx, direct("full", `"overflow"`))
+		got <- result{id, err}
+		_, err = bus.Send(ctx, direct("nobody", `"refused"`))
+		got <- result{"", err}
+		return nil
+	}))
+	require.NoError(t, err)
+	_, err = bus.Send(t.Context(), direct("sender", `"go"`))
+	require.NoError(t, err)
+
+	dead := recv(t, got)
+	require.NotEmpty(t, dead.id, "accepted: it has an ID")
+	require.ErrorIs(t, dead.err, agentbus.ErrDeadLettered)
+	require.ErrorIs(t, dead.err, agentbus.ErrMailboxFull)
+	assert.Contains(t, dead.err.Error(), "mailbox_full")
+	refused := recv(t, got)
+	require.ErrorIs(t, refused.err, agentbus.ErrNoRecipient)
+	assert.NotErrorIs(t, refused.err, agentbus.ErrDeadLettered)
+
+	letters := bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.MailboxFull})
+	require.Len(t, letters, 1)
+	assert.Equal(t, dead.id, letters[0].Message.ID)
+	close(g.open)
+	quiet(t, bus)
+	assert.EqualValues(t, 1, bus.Stats().Rejected["no_recipient"], "the dead-lettered one is not counted as refused")
+	assert.EqualValues(t, 1, bus.Stats().Totals.Rejected)
+}
+
+// TestStopBusyAgent stops an agent whose handler is busy, with a deadline
+// that ends first: the stop is in effect at once (no new message is taken,
+// the queue is dead-lettered) and Stop says the agent is still finishing;
+// it completes once the handler returns.
+func TestStopBusyAgent(t *testing.T) {
+	bus := newBus(t, agentbus.Config{})
+	g := newGate(agentbus.HandlerFunc(sink))
+	_, err := bus.Spawn("busy", g)
+	require.NoError(t, err)
+	_, err = bus.Send(t.Context(), direct("busy", `"hold"`))
+	require.NoError(t, err)
+	<-g.entered
+	queued, err := bus.Send(t.Context(), direct("busy", `"queued"`))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	err = bus.Stop(ctx, "busy")
+	require.ErrorIs(t, err, agentbus.ErrStopping)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	_, err = bus.Send(t.Context(), direct("busy", `"after"`))
+	require.ErrorIs(t, err, agentbus.ErrNoRecipient, "the stop is in effect")
+	letters := bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.AgentStopped})
+	require.Len(t, letters, 1)
+	assert.Equal(t, queued, letters[0].Message.ID)
+
+	again, cancel2 := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel2()
+	require.ErrorIs(t, bus.Stop(again, "busy"), agentbus.ErrStopping, "still stopping, not gone")
+	sub, err := bus.Watch("busy", 8)
+	require.NoError(t, err)
+	close(g.open)
+	assert.ErrorIs(t, nextEvent(t, sub, agentbus.EventStopped).Err, agentbus.ErrAgentStopped)
+	_, ok := bus.PID("busy")
+	assert.False(t, ok)
+	_, err = bus.Spawn("busy", agentbus.HandlerFunc(sink))
+	require.NoError(t, err, "the name is free")
 }

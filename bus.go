@@ -380,11 +380,17 @@ func (b *Bus) unregister(a *actors.Agent) {
 	b.agentsMu.Unlock()
 }
 
-// Stop stops the agent named name and waits until it has stopped. A message
-// it is handling completes; messages still queued are dead-lettered with
-// reason agent_stopped. Its name is free again once Stop returns. It returns
-// ErrNoRecipient if there is no such agent, or ctx's error if ctx ends first
-// (the agent still stops).
+// Stop stops the agent named name and waits until it has stopped. The stop
+// takes effect at once: the agent takes no new message (a Send to it returns
+// ErrNoRecipient) and the messages queued for it are dead-lettered with reason
+// agent_stopped. A message its handler is handling completes, and the agent
+// has stopped once the handler returns; its name is free again once Stop
+// returns nil.
+//
+// It returns ErrNoRecipient if there is no such agent. If ctx ends while the
+// handler is still running, it returns an error wrapping ErrStopping and
+// ctx's error: the stop is in effect and completes when the handler returns;
+// call Stop again to wait for it.
 func (b *Bus) Stop(ctx context.Context, name string) error {
 	return b.StopCause(ctx, name, nil)
 }
@@ -399,17 +405,19 @@ func (b *Bus) StopCause(ctx context.Context, name string, cause error) error {
 	if a == nil {
 		return fmt.Errorf("%w: %q", ErrNoRecipient, name)
 	}
-	if cause != nil {
-		// Close first, so everything queued gets cause; the agent's own
-		// Close on Stopped is then a no-op and only drops its batch.
-		a.Mailbox().Close(cause)
+	if cause == nil {
+		cause = ErrAgentStopped
 	}
+	// Close first, so that the stop is in effect at once and everything
+	// queued gets cause; the agent's own Close on Stopped is then a no-op
+	// and only drops its batch.
+	a.Mailbox().Close(cause)
 	b.system.Root.Stop(a.PID())
 	select {
 	case <-a.Done():
 		return nil
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return fmt.Errorf("%w: %q is finishing its handler: %w", ErrStopping, name, context.Cause(ctx))
 	}
 }
 

@@ -27,11 +27,14 @@ import (
 // message was not accepted; the caller still holds it). Inside a handler
 // (ctx is the handler's), it waits at most Backpressure.WaitDuration, since
 // agents that wait on each other could otherwise deadlock; then the message is
-// dead-lettered with reason mailbox_full and Send returns its ID with an error
-// wrapping ErrMailboxFull.
+// accepted and dead-lettered with reason mailbox_full, and Send returns its
+// ID with an error wrapping both ErrDeadLettered and ErrMailboxFull.
 //
-// Other errors, each meaning msg was not accepted: ErrInvalidMessage,
-// ErrMessageTooLarge, ErrExpired (its TTL already ran out), ErrNoRecipient,
+// So a nil error means accepted; an error wrapping ErrDeadLettered (always
+// with the ID) means accepted and already in the dead-letter queue; any other
+// error (with an empty ID) means refused, and the caller still holds msg:
+// ErrInvalidMessage, ErrMessageTooLarge, ErrExpired (its TTL already ran out),
+// ErrNoRecipient (also for an agent that is stopping), ErrBackpressureTimeout,
 // ErrClosed.
 func (b *Bus) Send(ctx context.Context, msg *Message) (string, error) {
 	return b.send(ctx, msg, actors.FromContext(ctx))
@@ -102,9 +105,12 @@ func (b *Bus) accept(msg *Message, self *actors.Agent) error {
 
 // post queues msg in a's mailbox under the backpressure rules of Send.
 func (b *Bus) post(ctx context.Context, a *actors.Agent, msg *Message, self *actors.Agent) (string, error) {
-	id, err := b.postTo(ctx, a.Mailbox(), a.Name(), msg, self)
-	if errors.Is(err, mailbox.ErrStopped) {
-		return "", fmt.Errorf("%w: %q stopped", ErrNoRecipient, a.Name())
+	mb := a.Mailbox()
+	id, err := b.postTo(ctx, mb, a.Name(), msg, self)
+	if err != nil && id == "" && mb.Closed() && errors.Is(err, mb.CloseReason()) && !errors.Is(err, ErrShutdown) {
+		// Its agent stopped, or is stopping (by Stop, by its supervisor,
+		// with its connection): as if it were gone already.
+		return "", fmt.Errorf("%w: %q stopped: %w", ErrNoRecipient, a.Name(), err)
 	}
 	return id, err
 }

@@ -626,6 +626,15 @@ func (m *Mailbox) CloseFromActor(reason error) {
 // Closed reports whether Close was called.
 func (m *Mailbox) Closed() bool { return m.closed.Load() }
 
+// CloseReason returns the reason the mailbox was closed with, or nil if it
+// is open.
+func (m *Mailbox) CloseReason() error {
+	if !m.closed.Load() {
+		return nil
+	}
+	return m.closeErr // written before closed is set, never after
+}
+
 // PostUserMessage implements actor.Mailbox for protoactor senders. It never
 // waits: a message that finds no room is dropped with ErrFull (after expired
 // messages are reaped), and one that finds the mailbox closed is dropped with

@@ -116,7 +116,7 @@ func newCollector(b *agentbus.Bus) *collector {
 		handled:      d("deliveries_handled_total", "Accepted deliveries that completed."),
 		deadLettered: d("deliveries_dead_lettered_total", "Accepted deliveries that were dead-lettered."),
 		retried:      d("deliveries_retried_total", "Failed deliveries of messages requiring an ack that were scheduled again."),
-		inFlight:     d("deliveries_in_flight", "Deliveries queued or waiting to be redelivered."),
+		inFlight:     d("deliveries_in_flight", "Deliveries queued in a mailbox or being handled (redeliveries waiting for their timer are agentbus_pending_retries)."),
 
 		depth:           d("mailbox_depth", "Messages queued in the agent's mailbox.", "agent"),
 		capacity:        d("mailbox_capacity", "Capacity of the agent's mailbox.", "agent"),
