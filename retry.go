@@ -7,6 +7,7 @@ import (
 
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/backoff"
 )
 
 // RetryConfig says how messages that require acknowledgement are
@@ -48,12 +49,9 @@ type retry struct {
 	timer *time.Timer
 }
 
+// delay returns the wait before redelivering a message tried attempt times.
 func (c RetryConfig) delay(attempt int) time.Duration {
-	d := c.Backoff
-	for i := 1; i < attempt && d < c.MaxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, c.MaxBackoff)
+	return min(backoff.Policy{Initial: c.Backoff, Max: c.MaxBackoff}.Delay(attempt), c.MaxBackoff)
 }
 
 // failed handles a failed delivery of m to agent a (a handler error or

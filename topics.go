@@ -10,6 +10,7 @@ import (
 
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/backoff"
 	"github.com/descartes/agentbus/mailbox"
 	"github.com/descartes/agentbus/topics"
 )
@@ -101,7 +102,8 @@ func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (st
 		patience = bp.WaitDuration
 	}
 	var timer *time.Timer
-	until, backoff := time.Now().Add(patience), min(time.Millisecond, bp.WaitDuration)
+	wait := backoff.Policy{Initial: min(time.Millisecond, bp.WaitDuration), Max: bp.WaitDuration}
+	until, delay := time.Now().Add(patience), wait.Initial
 	for retired := 0; retired < 8; { // a topic actor may retire between lookup and post
 		t, err := b.topicActor(msg.Topic)
 		if errors.Is(err, errTopicsBusy) {
@@ -113,17 +115,17 @@ func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (st
 				return "", fmt.Errorf("%w after %v: %w", ErrBackpressureTimeout, patience, err)
 			}
 			if timer == nil {
-				timer = time.NewTimer(min(backoff, left))
+				timer = time.NewTimer(min(delay, left))
 				defer timer.Stop()
 			} else {
-				timer.Reset(min(backoff, left))
+				timer.Reset(min(delay, left))
 			}
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
 				return "", fmt.Errorf("%w: %w", ErrBackpressureTimeout, context.Cause(ctx))
 			}
-			backoff = min(2*backoff, bp.WaitDuration)
+			delay = wait.Next(delay)
 			continue
 		}
 		if err != nil {

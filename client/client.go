@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/backoff"
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/transport"
 )
@@ -391,16 +391,17 @@ func (c *Client) readLoop(t transport.Conn, gen uint64) {
 // then registers the agents and their subscriptions again.
 func (c *Client) reconnect() {
 	defer c.wg.Done()
-	wait := c.opts.MinBackoff
+	policy := backoff.Policy{Initial: c.opts.MinBackoff, Max: c.opts.MaxBackoff}
+	wait := policy.Initial
 	for attempt := 1; ; attempt++ {
-		timer := time.NewTimer(wait/2 + rand.N(wait/2+1)) // jitter: [wait/2, wait]
+		timer := time.NewTimer(backoff.Jitter(wait))
 		select {
 		case <-c.ctx.Done():
 			timer.Stop()
 			return
 		case <-timer.C:
 		}
-		wait = min(2*wait, c.opts.MaxBackoff)
+		wait = policy.Next(wait)
 		t, err := c.opts.Dial(c.ctx)
 		if err == nil {
 			err = c.attach(c.ctx, t)
