@@ -28,7 +28,7 @@ func quiet(t testing.TB, bus *agentbus.Bus) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		a := bus.Accounting()
-		return a.InFlight == 0 && a.Balanced()
+		return a.Idle() && a.Balanced()
 	}, 10*time.Second, time.Millisecond, "the bus did not settle: %+v", bus.Accounting())
 }
 
