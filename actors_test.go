@@ -188,6 +188,7 @@ func TestConfigRejectsNegativeValues(t *testing.T) {
 		{"MaxHistorySize", agentbus.Config{MaxHistorySize: -1}},
 		{"Observers[0]", agentbus.Config{Observers: []agentbus.Observer{nil}}},
 		{"Observers[1]", agentbus.Config{Observers: []agentbus.Observer{&outcomeLog{}, agentbus.ObserverFunc(nil)}}},
+		{"Stampers[0]", agentbus.Config{Stampers: []agentbus.Stamper{agentbus.StamperFunc(nil)}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -77,6 +77,10 @@ type Config struct {
 	// here. A nil entry makes New fail with ErrInvalidConfig. With none,
 	// the bus does not report each queued delivery's Handled outcome.
 	Observers []Observer
+	// Stampers prepare every message before the bus accepts it (see
+	// Stamper), in order. A nil entry makes New fail with
+	// ErrInvalidConfig.
+	Stampers []Stamper
 }
 
 // BackpressureConfig says how much may be queued and how senders wait.
@@ -160,6 +164,12 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("%w: Observers[%d] is nil", ErrInvalidConfig, i)
 		}
 	}
-	c.Observers = slices.Clone(c.Observers) // the caller's slice may change later
+	for i, s := range c.Stampers {
+		if f, isFunc := s.(StamperFunc); s == nil || isFunc && f == nil {
+			return c, fmt.Errorf("%w: Stampers[%d] is nil", ErrInvalidConfig, i)
+		}
+	}
+	// The caller's slices may change later.
+	c.Observers, c.Stampers = slices.Clone(c.Observers), slices.Clone(c.Stampers)
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package agentbus
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/descartes/agentbus/deadletter"
@@ -114,6 +115,27 @@ type ObserverFunc func(o Outcome)
 
 // Observe calls f(o).
 func (f ObserverFunc) Observe(o Outcome) { f(o) }
+
+// Stamper prepares each message that Send (Publish, Request, Reply) is about
+// to accept: it is called on the sender's goroutine, with the sender's ctx (a
+// handler's ctx inside handlers), after the bus has stamped the message's ID,
+// Timestamp, Sender and inherited trace context, and before it validates it.
+// It is where a tracer starts its producer span and puts its context in
+// Metadata. It may change the message's Metadata (give it a new map: the
+// message's may be shared with the one it was cloned from), not its ID, type
+// or addresses; a change that makes the message invalid gets it refused. It
+// must be quick, must not block, and must be safe for concurrent use.
+// Redeliveries and replays of a message already accepted are not stamped
+// again.
+type Stamper interface {
+	Stamp(ctx context.Context, msg *Message)
+}
+
+// StamperFunc adapts a function to Stamper.
+type StamperFunc func(ctx context.Context, msg *Message)
+
+// Stamp calls f(ctx, msg).
+func (f StamperFunc) Stamp(ctx context.Context, msg *Message) { f(ctx, msg) }
 
 // observers are the observers of each outcome kind, in the order they are
 // told. They are set at New and never change, so report reads them without

@@ -216,3 +216,45 @@ func TestObserversComeAfterTheBus(t *testing.T) {
 		assert.Equal(t, want, k.String())
 	}
 }
+
+// TestStampers checks that stampers see every message before it is
+// accepted, with the sender's ctx, and that what they change is validated.
+func TestStampers(t *testing.T) {
+	type key struct{}
+	var bus *agentbus.Bus
+	stamp := agentbus.StamperFunc(func(ctx context.Context, m *agentbus.Message) {
+		from := "outside"
+		if v, ok := ctx.Value(key{}).(string); ok {
+			from = v
+		}
+		if string(m.Payload) == `"break"` {
+			m.Priority = 200
+		}
+		md := map[string]string{"stamped": from + ":" + m.Sender}
+		for k, v := range m.Metadata {
+			md[k] = v
+		}
+		m.Metadata = md
+	})
+	bus = newBus(t, agentbus.Config{Stampers: []agentbus.Stamper{stamp}})
+	rec := newRecorder(4)
+	_, err := bus.Spawn("sink", rec)
+	require.NoError(t, err)
+	_, err = bus.Spawn("relay", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+		_, err := bus.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "", []byte(`"relayed"`)).WithRecipient("sink"))
+		return err
+	}))
+	require.NoError(t, err)
+
+	_, err = bus.Send(context.WithValue(t.Context(), key{}, "main"), from("planner", "sink", `"direct"`))
+	require.NoError(t, err)
+	assert.Equal(t, "main:planner", rec.next(t).Metadata["stamped"])
+
+	_, err = bus.Send(t.Context(), from("planner", "relay", `"go"`))
+	require.NoError(t, err)
+	got := rec.next(t)
+	assert.Equal(t, "outside:relay", got.Metadata["stamped"], "a handler's send is stamped with its name, after the bus's own stamps")
+
+	_, err = bus.Send(t.Context(), from("planner", "sink", `"break"`))
+	require.ErrorIs(t, err, agentbus.ErrInvalidMessage, "a stamper's change is validated")
+}

@@ -215,7 +215,7 @@ func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, 
 	resp := req.NewResponse(from, payload)
 	if pid := req.ReplyTo(); pid != nil {
 		b.askers.take(requestKey(req))
-		if err := b.accept(resp, nil); err != nil {
+		if err := b.accept(ctx, resp, nil); err != nil {
 			return "", b.refused(resp, err)
 		}
 		b.completed(resp, resp.Recipient)

@@ -50,7 +50,7 @@ func (b *Bus) send(ctx context.Context, msg *Message, self *actors.Agent) (strin
 
 // dispatch accepts msg and hands it on by type.
 func (b *Bus) dispatch(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
-	if err := b.accept(msg, self); err != nil {
+	if err := b.accept(ctx, msg, self); err != nil {
 		return "", err
 	}
 	switch msg.Type {
@@ -74,8 +74,9 @@ func (b *Bus) dispatch(ctx context.Context, msg *Message, self *actors.Agent) (s
 	return b.post(ctx, a, msg, self)
 }
 
-// accept stamps and validates msg.
-func (b *Bus) accept(msg *Message, self *actors.Agent) error {
+// accept stamps and validates msg: the bus's own stamps, then the
+// Config.Stampers'.
+func (b *Bus) accept(ctx context.Context, msg *Message, self *actors.Agent) error {
 	if msg == nil {
 		return fmt.Errorf("%w: nil message", ErrInvalidMessage)
 	}
@@ -93,6 +94,9 @@ func (b *Bus) accept(msg *Message, self *actors.Agent) error {
 			msg.Sender = self.Name()
 		}
 		msg.InheritTrace(self.Current()) // one request, one trace, across agents
+	}
+	for _, s := range b.cfg.Stampers {
+		s.Stamp(ctx, msg)
 	}
 	if err := msg.Validate(b.cfg.MaxMessageSize); err != nil {
 		return err
