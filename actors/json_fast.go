@@ -34,6 +34,7 @@ const (
 	seenTimestamp
 	seenAttempts
 	seenRequiresAck
+	seenRedelivered
 	seenTTL
 	seenMetadata
 )
@@ -87,6 +88,7 @@ func (m *Message) unmarshalFast(data []byte) bool {
 		ts          time.Time
 		attempts    int
 		requiresAck bool
+		redelivered bool
 		ttl         time.Duration
 		hasMeta     bool
 	)
@@ -216,6 +218,19 @@ func (m *Message) unmarshalFast(data []byte) bool {
 			default:
 				return false
 			}
+		case "redelivered":
+			bit = seenRedelivered
+			switch {
+			case isNull:
+				i += 4
+			case hasLiteral(data, i, "true"):
+				redelivered = true
+				i += 4
+			case hasLiteral(data, i, "false"):
+				i += 5
+			default:
+				return false
+			}
 		case "ttl_ms":
 			bit = seenTTL
 			if isNull {
@@ -311,6 +326,7 @@ func (m *Message) unmarshalFast(data []byte) bool {
 		Timestamp:     ts,
 		Attempts:      attempts,
 		RequiresAck:   requiresAck,
+		Redelivered:   redelivered,
 		TTL:           ttl,
 		Metadata:      md,
 	}
