@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -392,22 +393,34 @@ func (b *Bus) repost(x *durableAgent, msgs []*Message) {
 	}
 }
 
-// Detach detaches the handler of the durable agent named name: the agent
-// stays, messages keep queueing for it (bounded by its mailbox and the
-// store, then backpressure), and what it had been handed and had not
-// settled is handed again, marked Redelivered, to the handler the next Spawn
-// with WithDurable attaches. It does not block. It returns ErrNoRecipient if
-// there is no such agent, ErrNotDurable if it is not durable.
-func (b *Bus) Detach(name string) error {
+// Detach detaches h, the handler attached to the durable agent named name
+// (nil: whatever handler is attached; a different one stays attached): the
+// agent stays, messages keep queueing for it (bounded by its mailbox and
+// the store, then backpressure), and what it had been handed and had not
+// settled is handed again, marked Redelivered, to the handler that the next
+// Spawn with WithDurable attaches. h is compared with ==, so it must be of a
+// comparable type (a pointer, not a HandlerFunc). It does not block. It
+// returns ErrNoRecipient if there is no such agent, ErrNotDurable if it is
+// not durable, ErrInvalidAgent for an h that cannot be compared.
+func (b *Bus) Detach(name string, h Handler) error {
+	if h != nil && !reflect.TypeOf(h).Comparable() {
+		return fmt.Errorf("%w: Detach needs a comparable handler, not a %T", ErrInvalidAgent, h)
+	}
 	x, err := b.durableAgent(name)
 	if err != nil {
 		return err
 	}
-	if x.h.Swap(nil) != nil {
-		x.a.Mailbox().PostSystemMessage(&actor.SuspendMailbox{})
-		b.log.Info("durable agent detached", "agent", name)
+	for {
+		at := x.h.Load()
+		if at == nil || h != nil && at.h != h {
+			return nil
+		}
+		if x.h.CompareAndSwap(at, nil) {
+			x.a.Mailbox().PostSystemMessage(&actor.SuspendMailbox{})
+			b.log.Info("durable agent detached", "agent", name)
+			return nil
+		}
 	}
-	return nil
 }
 
 // Settle tells the bus that the durable agent named agent, spawned

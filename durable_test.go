@@ -76,8 +76,8 @@ func TestDurableSendLeavesStoreWhenHandled(t *testing.T) {
 	require.NoError(t, err)
 	durable, _ = b.Durable("plain")
 	assert.False(t, durable)
-	require.ErrorIs(t, b.Detach("plain"), agentbus.ErrNotDurable)
-	require.ErrorIs(t, b.Detach("nobody"), agentbus.ErrNoRecipient)
+	require.ErrorIs(t, b.Detach("plain", nil), agentbus.ErrNotDurable)
+	require.ErrorIs(t, b.Detach("nobody", nil), agentbus.ErrNoRecipient)
 }
 
 // TestDurableRecovery: what a durable agent had queued when the bus stopped
@@ -91,7 +91,7 @@ func TestDurableRecovery(t *testing.T) {
 	_, err = b.Spawn("worker", collector(make(chan *agentbus.Message)), agentbus.WithDurable())
 	require.NoError(t, err)
 	require.NoError(t, b.Subscribe("jobs.*", "worker"))
-	require.NoError(t, b.Detach("worker")) // nothing is handled from here on
+	require.NoError(t, b.Detach("worker", nil)) // nothing is handled from here on
 	_, attached := b.Durable("worker")
 	require.False(t, attached)
 	want := map[string]uint8{}
@@ -251,7 +251,7 @@ func TestDurableStoreFull(t *testing.T) {
 		Durability: agentbus.DurabilityConfig{Store: st}})
 	_, err := b.Spawn("worker", collector(make(chan *agentbus.Message)), agentbus.WithDurable())
 	require.NoError(t, err)
-	require.NoError(t, b.Detach("worker"))
+	require.NoError(t, b.Detach("worker", nil))
 	var sent int
 	for {
 		_, err = b.Send(t.Context(), direct("worker", `"fill"`))
@@ -287,8 +287,8 @@ func TestDurableHandOff(t *testing.T) {
 	require.NoError(t, st.Commit())
 	assert.Len(t, records(t, st), 1, "the unsettled one stays")
 
-	require.NoError(t, b.Detach("remote"))
-	require.NoError(t, b.Detach("remote"), "twice is fine")
+	require.NoError(t, b.Detach("remote", nil))
+	require.NoError(t, b.Detach("remote", nil), "twice is fine")
 	id3, err := b.Send(t.Context(), direct("remote", `3`))
 	require.NoError(t, err)
 	again := make(chan *agentbus.Message, 8)
@@ -341,7 +341,7 @@ func TestDurableStop(t *testing.T) {
 	_, err = b.Spawn("worker", collector(make(chan *agentbus.Message)), agentbus.WithDurable())
 	require.NoError(t, err)
 	require.NoError(t, b.Subscribe("jobs.>", "worker"))
-	require.NoError(t, b.Detach("worker"))
+	require.NoError(t, b.Detach("worker", nil))
 	_, err = b.Send(t.Context(), direct("worker", `1`))
 	require.NoError(t, err)
 	require.NoError(t, b.Stop(t.Context(), "worker"))
