@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,8 +71,10 @@ type request struct {
 }
 
 // Open opens (or creates) the store in dir, creating dir with mode 0700 and
-// its file with mode 0600, and checks every record. It returns an error
-// wrapping ErrPermissions if dir or the file is open to other users,
+// its file with mode 0600 (and making them so if they are open to others),
+// and checks every record. It returns an error wrapping ErrPermissions if
+// dir or the file is open to others and belongs to another user (or cannot
+// be changed), or dir is not a directory,
 // ErrLocked if another process has it open, ErrCorrupt (naming the file) if
 // the file or a record in it is damaged or truncated, ErrInvalidOp for a bad
 // policy, or the I/O error. It never panics on a damaged file.
@@ -92,9 +95,8 @@ func Open(dir string, o Options) (*Disk, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory", ErrPermissions, dir)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: data directory %s has mode %04o; make it 0700 (chmod 700 %s)", ErrPermissions,
-			dir, fi.Mode().Perm(), dir)
+	if err := private(dir, fi, 0o700); err != nil {
+		return nil, err
 	}
 	path := filepath.Join(dir, FileName)
 	created := false
@@ -105,9 +107,10 @@ func Open(dir string, o Options) (*Disk, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	case !fi.Mode().IsRegular():
 		return nil, fmt.Errorf("%w: %s is not a regular file", ErrCorrupt, path)
-	case fi.Mode().Perm()&0o077 != 0:
-		return nil, fmt.Errorf("%w: %s has mode %04o; make it 0600 (chmod 600 %s)", ErrPermissions, path,
-			fi.Mode().Perm(), path)
+	default:
+		if err := private(path, fi, 0o600); err != nil {
+			return nil, err
+		}
 	}
 	d := &Disk{path: path, policy: o.Policy, max: o.MaxBytes, onErr: o.OnError,
 		reqs: make(chan *request, o.Queue), done: make(chan struct{})}
@@ -122,6 +125,24 @@ func Open(dir string, o Options) (*Disk, error) {
 	}
 	go d.writer()
 	return d, nil
+}
+
+// private makes path (described by fi) accessible to its owner only, with
+// mode perm, if it is open to others: it must then be owned by this
+// process's user, or it is refused with ErrPermissions.
+func private(path string, fi os.FileInfo, perm os.FileMode) error {
+	if fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("%w: %s has mode %04o and belongs to uid %d, not to this user", ErrPermissions, path,
+			fi.Mode().Perm(), st.Uid)
+	}
+	if err := os.Chmod(path, perm); err != nil {
+		return fmt.Errorf("%w: %s has mode %04o and cannot be made %04o: %w", ErrPermissions, path,
+			fi.Mode().Perm(), perm, err)
+	}
+	return nil
 }
 
 // open opens the bbolt file and checks every record, turning a panic or a

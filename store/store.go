@@ -20,7 +20,7 @@ var (
 	// bucket name longer than MaxBucketName.
 	ErrInvalidOp = errors.New("store: invalid operation")
 	// ErrPermissions: the data directory or file is open to other users
-	// (its mode allows group or other access), or is not a directory.
+	// and belongs to another user, or the data directory is not one.
 	ErrPermissions = errors.New("store: unsafe permissions")
 	// ErrLocked: another process has the store open.
 	ErrLocked = errors.New("store: in use by another process")

@@ -65,16 +65,27 @@ func TestDiskPermissions(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 
+	// Ours, but open to others: made private again.
 	require.NoError(t, os.Chmod(filepath.Join(dir, store.FileName), 0o644))
-	_, err = store.Open(dir, store.Options{})
-	require.ErrorIs(t, err, store.ErrPermissions)
-	assert.ErrorContains(t, err, store.FileName)
-	require.NoError(t, os.Chmod(filepath.Join(dir, store.FileName), 0o600))
-
 	require.NoError(t, os.Chmod(dir, 0o755))
-	_, err = store.Open(dir, store.Options{})
-	require.ErrorIs(t, err, store.ErrPermissions)
-	assert.ErrorContains(t, err, dir)
+	d, err = store.Open(dir, store.Options{})
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+	fi, err = os.Stat(dir)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	fi, err = os.Stat(filepath.Join(dir, store.FileName))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+
+	if os.Getuid() == 0 { // someone else's, open to others: refused
+		other := filepath.Join(root, "other")
+		require.NoError(t, os.Mkdir(other, 0o755))
+		require.NoError(t, os.Chown(other, 12345, 12345))
+		_, err = store.Open(other, store.Options{})
+		require.ErrorIs(t, err, store.ErrPermissions)
+		assert.ErrorContains(t, err, other)
+	}
 
 	file := filepath.Join(root, "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))

@@ -71,7 +71,9 @@ func startProc(t *testing.T, socket string, args ...string) *proc {
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	p := &proc{socket: socket, done: make(chan error, 1)}
-	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket}, args...)...)
+	// A data directory of its own (args may name another): daemons that run
+	// together do not share one.
+	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket, "--data-dir", t.TempDir()}, args...)...)
 	p.cmd.Env = append(os.Environ(), "AGENTBUS_TEST_MAIN=1")
 	p.cmd.Stderr = &p.stderr
 	require.NoError(t, p.cmd.Start())
@@ -275,7 +277,7 @@ func TestSocketOwnership(t *testing.T) {
 	// A second daemon on the same socket refuses to start and leaves the
 	// first one serving.
 	var errb bytes.Buffer
-	code := run([]string{"serve", "--socket", d.socket}, strings.NewReader(""), io.Discard, &errb)
+	code := run([]string{"serve", "--socket", d.socket, "--data-dir", ""}, strings.NewReader(""), io.Discard, &errb)
 	assert.Equal(t, exitFailed, code)
 	assert.Contains(t, errb.String(), "in use")
 	_, err := dialClient(t, d.socket).Ping(context.Background())
@@ -298,7 +300,7 @@ func TestSocketOwnership(t *testing.T) {
 	}, 20*time.Second, 5*time.Millisecond, p.log())
 
 	// A socket path in a missing directory is a clear error.
-	code = run([]string{"serve", "--socket", filepath.Join(dir, "no", "such", "dir.sock")}, strings.NewReader(""),
+	code = run([]string{"serve", "--data-dir", "", "--socket", filepath.Join(dir, "no", "such", "dir.sock")}, strings.NewReader(""),
 		io.Discard, &errb)
 	assert.Equal(t, exitFailed, code)
 	assert.Contains(t, errb.String(), "no/such")

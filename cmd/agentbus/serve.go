@@ -28,6 +28,7 @@ import (
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/server"
 	"github.com/descartes/agentbus/prom"
+	"github.com/descartes/agentbus/store"
 	"github.com/descartes/agentbus/transport"
 )
 
@@ -62,6 +63,11 @@ type serveConfig struct {
 	MaxRequests   int    `json:"max_requests"`
 	MaxConns      int    `json:"max_conns"`
 	AckTimeout    string `json:"ack_timeout"`
+
+	DataDir       string `json:"data_dir"`
+	Commit        string `json:"commit"`
+	MaxStoreBytes int64  `json:"max_store_bytes"`
+	DedupWindow   string `json:"dedup_window"`
 }
 
 // flagNames maps config keys to flag names: the JSON key with '-' for '_'.
@@ -79,6 +85,15 @@ dead daemon is replaced; a live daemon's socket is never taken.
 
 On SIGINT or SIGTERM it stops accepting, lets queued messages drain to their clients
 (up to --drain-timeout), dead-letters what is left, and removes the socket.
+
+Durable agents (registered with "durable": true) keep their messages, pending
+redeliveries, subscriptions and the dead-letter queue in --data-dir (mode 0700, its
+file 0600), committed as --commit says: batch (default: group commit, fsync'd),
+always (an fsync per message) or none (no fsync: survives a crash of the daemon,
+not of the machine). At start the daemon recovers them: durable agents come back
+detached and take messages until a client registers them again. A damaged store
+file stops the daemon at start with an error naming it. --data-dir "" keeps
+everything in memory.
 
 Every flag can also be given in a JSON config file (--config) under the flag's name
 with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags win.`,
@@ -117,6 +132,10 @@ with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags w
 	f.IntVar(&cfg.MaxRequests, "max-requests", server.DefaultMaxRequests, "requests one connection may have in flight")
 	f.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "connections served at once")
 	f.StringVar(&cfg.AckTimeout, "ack-timeout", "30s", "how long a requires_ack delivery waits for the client's ack")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), `the durable store's directory ("": memory only)`)
+	f.StringVar(&cfg.Commit, "commit", "batch", "when a durable message counts as stored: batch, always or none")
+	f.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", defaultMaxStoreBytes, "bytes the durable store may hold; then senders are pushed back (store_full)")
+	f.StringVar(&cfg.DedupWindow, "dedup-window", "2m", "how long a durable message's ID is remembered to accept a resend once")
 	return cmd
 }
 
@@ -145,8 +164,28 @@ func loadConfig(path string, cfg *serveConfig, flags *pflag.FlagSet, socketGiven
 	return nil
 }
 
+// defaultMaxStoreBytes bounds the durable store unless --max-store-bytes
+// says otherwise: 1 GiB.
+const defaultMaxStoreBytes = 1 << 30
+
+// defaultDataDir is $XDG_STATE_HOME/agentbus, else ~/.local/state/agentbus
+// (the XDG base directory for state), else "" (memory only) when there is no
+// home directory.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "agentbus")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".local", "state", "agentbus")
+}
+
 // daemon is what serveConfig turns into.
 type daemon struct {
+	dataDir      string
+	storeOpts    store.Options
 	bus          agentbus.Config
 	srv          server.Config
 	unix         transport.UnixOptions
@@ -230,6 +269,16 @@ func (c serveConfig) daemon() (daemon, error) {
 		maxFrame = agentbus.DefaultMaxMessageSize
 	}
 	d.unix.MaxFrameSize = maxFrame + 64<<10
+	d.dataDir = c.DataDir
+	policy, err := store.ParsePolicy(c.Commit)
+	if err != nil {
+		errs = append(errs, usagef("--commit: %q is not batch, always or none", c.Commit))
+	}
+	if c.MaxStoreBytes < 0 {
+		errs = append(errs, usagef("--max-store-bytes: %d is negative", c.MaxStoreBytes))
+	}
+	d.storeOpts = store.Options{Policy: policy, MaxBytes: c.MaxStoreBytes}
+	d.bus.Durability.DedupWindow = dur("dedup-window", c.DedupWindow)
 	d.srv = server.Config{Name: "agentbus/" + version, MaxFrameSize: d.unix.MaxFrameSize,
 		OutboundQueue: c.OutboundQueue, MaxAgents: c.MaxAgents, MaxRequests: c.MaxRequests, MaxConns: c.MaxConns,
 		AckTimeout: dur("ack-timeout", c.AckTimeout)}
@@ -248,7 +297,26 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 	if err := ensureSocketDir(d.socket); err != nil {
 		return err
 	}
+	st, err := openStore(d, log)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		d.bus.Durability.Store = st
+		defer func() {
+			if err := st.Close(); err != nil {
+				log.Error("durable store not closed cleanly", "error", err)
+			}
+		}()
+	}
+	recoverStart := time.Now()
 	bus, err := agentbus.New(d.bus)
+	if err == nil && st != nil {
+		log.Info("durable state recovered", "took", time.Since(recoverStart))
+	}
+	if errors.Is(err, store.ErrCorrupt) {
+		return err // not the command line's fault
+	}
 	if err != nil {
 		return usageError{err}
 	}
@@ -302,6 +370,28 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 	log.Info("agentbus daemon stopped", "accepted", acc.Accepted, "handled", acc.Handled,
 		"dead_lettered", acc.DeadLettered)
 	return serveErr
+}
+
+// openStore opens the durable store of d, or returns nil for --data-dir "".
+// Recovery happens in agentbus.New; how long opening and recovery take is
+// logged.
+func openStore(d daemon, log *slog.Logger) (*store.Disk, error) {
+	if d.dataDir == "" {
+		log.Info("durable store: none (--data-dir \"\"): durable agents last until the daemon stops")
+		return nil, nil
+	}
+	start := time.Now()
+	d.storeOpts.OnError = func(err error) { log.Error("durable store write failed", "error", err) }
+	st, err := store.Open(d.dataDir, d.storeOpts)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("%w (another daemon uses this data directory: give this one --data-dir DIR, or --data-dir \"\" for memory only)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.Info("durable store opened", "path", st.Path(), "commit", st.Policy().String(), "bytes", st.Size(),
+		"took", time.Since(start))
+	return st, nil
 }
 
 // ensureSocketDir creates the fallback socket directory (mode 0700) when it
