@@ -520,7 +520,9 @@ func record(seq uint64, due int64, m *Message) ([]byte, error) {
 // duplicate (a replay sends a message again with its ID).
 type noDedupKey struct{}
 
-func withoutDedup(ctx context.Context) context.Context { return context.WithValue(ctx, noDedupKey{}, true) }
+func withoutDedup(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noDedupKey{}, true)
+}
 
 // postDurable is post for a durable agent: the message is committed to the
 // store before it is queued (and deleted again if it is refused). A message

@@ -101,10 +101,10 @@ type agent struct {
 	live    bool // registered with the daemon at least once; guarded by Client.mu
 	durable bool // registered with "durable" (see Durable)
 	name    string
-	h      agentbus.Handler
-	in     chan delivery
-	done   chan struct{} // closed on unregister
-	topics []string      // subscriptions, to restore after a reconnect
+	h       agentbus.Handler
+	in      chan delivery
+	done    chan struct{} // closed on unregister
+	topics  []string      // subscriptions, to restore after a reconnect
 }
 
 type agentKey struct{}

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
+	"github.com/descartes/agentbus/store"
 )
 
 // crashLedger is what the crash test knows: the messages whose Send (or
@@ -263,4 +267,27 @@ func TestCrashRecovery(t *testing.T) {
 	t.Logf("crash test: %d messages accepted, %d handled, %d handled again (marked redelivered), %d dead-lettered",
 		len(all), len(l.handled)+len(l.marked), dups, len(l.lettered))
 	require.Positive(t, len(all))
+}
+
+// TestDamagedStoreRefused: a daemon whose store file is damaged refuses to
+// start, with an error that names the file; one whose data directory is
+// held by another daemon says so.
+func TestDamagedStoreRefused(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, "--data-dir", dir)
+	var errb bytes.Buffer
+	code := run([]string{"serve", "--socket", filepath.Join(shortDir(t), "other.sock"), "--data-dir", dir},
+		strings.NewReader(""), io.Discard, &errb)
+	assert.Equal(t, exitFailed, code)
+	assert.Contains(t, errb.String(), "another daemon uses this data directory")
+	require.NoError(t, d.stop(t))
+
+	path := filepath.Join(dir, store.FileName)
+	require.NoError(t, os.WriteFile(path, []byte("not a store at all, but long enough to look like one?"), 0o600))
+	errb.Reset()
+	code = run([]string{"serve", "--socket", filepath.Join(shortDir(t), "s.sock"), "--data-dir", dir},
+		strings.NewReader(""), io.Discard, &errb)
+	assert.Equal(t, exitFailed, code)
+	assert.Contains(t, errb.String(), "corrupt")
+	assert.Contains(t, errb.String(), path)
 }

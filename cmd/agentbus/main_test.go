@@ -237,6 +237,9 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"bad uid", []string{"serve", "--allow-uids", "root"}, exitUsage, "--allow-uids"},
 		{"negative size", []string{"serve", "--mailbox-size", "-1"}, exitUsage, "negative"},
 		{"missing config", []string{"serve", "--config", "/nonexistent.json"}, exitUsage, "config"},
+		{"bad commit policy", []string{"serve", "--commit", "sometimes"}, exitUsage, "--commit"},
+		{"negative store bound", []string{"serve", "--max-store-bytes", "-1"}, exitUsage, "--max-store-bytes"},
+		{"bad dedup window", []string{"serve", "--dedup-window", "a while"}, exitUsage, "--dedup-window"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := cli(t, missing, tc.args...)
