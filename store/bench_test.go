@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,4 +150,100 @@ func benchJetStream(b *testing.B, syncAlways bool) {
 		_, err := js.Publish(ctx, "work.review", benchPayload, jetstream.WithMsgID(fmt.Sprint(n.Add(1))))
 		return err
 	})
+}
+
+// BenchmarkRecovery measures a restart with a backlog: opening the disk
+// store (which checks every record) and recovering it in agentbus.New (the
+// durable agents, detached, with every message queued again). The backlog
+// is 10,000 messages over 100 durable agents; AGENTBUS_RECOVERY_MESSAGES
+// sets another size (docs/durability.md gives the figure for 1,000,000).
+func BenchmarkRecovery(b *testing.B) {
+	n := 10_000
+	if s := os.Getenv("AGENTBUS_RECOVERY_MESSAGES"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 100 {
+			b.Fatalf("AGENTBUS_RECOVERY_MESSAGES=%q: want a number of at least 100", s)
+		}
+		n = v
+	}
+	const agents = 100
+	cfg := agentbus.Config{MailboxSize: n/agents + 1, Backpressure: agentbus.BackpressureConfig{MaxPending: n + agents}}
+	dir := filepath.Join(b.TempDir(), "data")
+	fill(b, dir, cfg, n, agents)
+	b.Run(fmt.Sprintf("messages=%d", n), func(b *testing.B) {
+		for b.Loop() {
+			st, err := store.Open(dir, store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg.Durability.Store = st
+			bus, err := agentbus.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if got := bus.Accounting().InFlight; got != n {
+				b.Fatalf("recovered %d messages, want %d", got, n)
+			}
+			if err := bus.Shutdown(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			if err := st.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
+
+// fill stores n messages for agents durable agents, none handled, through
+// the bus (with the none policy, to be quick).
+func fill(b *testing.B, dir string, cfg agentbus.Config, n, agents int) {
+	b.Helper()
+	st, err := store.Open(dir, store.Options{Policy: store.None})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Durability.Store = st
+	bus, err := agentbus.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range agents {
+		name := fmt.Sprintf("agent-%03d", i)
+		if _, err := bus.Spawn(name, agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error { return nil }),
+			agentbus.WithDurable()); err != nil {
+			b.Fatal(err)
+		}
+		if err := bus.Detach(name, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, benchSenders)
+	for range benchSenders {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				m := agentbus.NewMessage(agentbus.TypeDirect, "bench", benchPayload).
+					WithRecipient(fmt.Sprintf("agent-%03d", i%int64(agents))).WithPriority(uint8(i % 101))
+				if _, err := bus.Send(context.Background(), m); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	if err := bus.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		b.Fatal(err)
+	}
 }
