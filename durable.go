@@ -811,22 +811,23 @@ func (b *Bus) durableStopped(a *actors.Agent) {
 	d.submit(ops...)
 }
 
-// shutdownDurable runs as Shutdown starts: the durable agents' queued
-// messages are cut at once (dead-lettered as shutdown in memory only; they
-// stay in the store and come back at the next start), so the drain does
-// not wait for agents that may have no handler attached.
+// shutdownDurable runs as Shutdown starts: the queues of durable agents
+// that have no handler attached are cut at once (dead-lettered as shutdown
+// in memory only: they stay in the store and come back at the next start),
+// since they could only hold up the drain. Attached ones drain as any agent;
+// what the drain does not reach stays stored too.
 func (b *Bus) shutdownDurable() {
 	d := b.durable
 	d.mu.Lock()
 	d.closing = true
-	agents := make([]*durableAgent, 0, len(d.agents))
+	var detached []*durableAgent
 	for _, x := range d.agents {
-		if x != nil {
-			agents = append(agents, x)
+		if x != nil && x.h.Load() == nil {
+			detached = append(detached, x)
 		}
 	}
 	d.mu.Unlock()
-	for _, x := range agents {
+	for _, x := range detached {
 		x.a.Mailbox().Close(ErrShutdown)
 		b.system.Root.Stop(x.a.PID())
 	}
