@@ -475,20 +475,15 @@ func (d *durability) hold(x *durableAgent, m *Message) {
 	d.mu.Unlock()
 }
 
-// unhold forgets that id was handed to agent, and reports whether it was.
-func (d *durability) unhold(agent, id string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	x := d.agents[agent]
-	if x == nil {
-		return false
-	}
-	_, ok := x.held[id]
-	delete(x.held, id)
-	return ok
-}
+// unhold forgets that id was handed to agent.
+func (d *durability) unhold(agent, id string) { d.held(agent, id, true) }
 
-func (d *durability) isHeld(agent, id string) bool {
+// isHeld reports whether id was handed to agent and not settled.
+func (d *durability) isHeld(agent, id string) bool { return d.held(agent, id, false) }
+
+// held reports whether id was handed to agent and not settled, and forgets
+// it if forget is set.
+func (d *durability) held(agent, id string, forget bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	x := d.agents[agent]
@@ -496,6 +491,9 @@ func (d *durability) isHeld(agent, id string) bool {
 		return false
 	}
 	_, ok := x.held[id]
+	if forget {
+		delete(x.held, id)
+	}
 	return ok
 }
 

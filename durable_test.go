@@ -47,6 +47,20 @@ func openDisk(t *testing.T, dir string) *store.Disk {
 	return d
 }
 
+// detachedWorker returns a bus on a disk store in dir with a durable agent
+// "worker", subscribed to topic and detached, so nothing is handled.
+func detachedWorker(t *testing.T, dir, topic string) (*agentbus.Bus, *store.Disk) {
+	t.Helper()
+	st := openDisk(t, dir)
+	b, err := agentbus.New(agentbus.Config{Durability: agentbus.DurabilityConfig{Store: st}})
+	require.NoError(t, err)
+	_, err = b.Spawn("worker", collector(make(chan *agentbus.Message)), agentbus.WithDurable())
+	require.NoError(t, err)
+	require.NoError(t, b.Subscribe(topic, "worker"))
+	require.NoError(t, b.Detach("worker", nil))
+	return b, st
+}
+
 func shutdown(t *testing.T, b *agentbus.Bus) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -85,13 +99,7 @@ func TestDurableSendLeavesStoreWhenHandled(t *testing.T) {
 // handler that attaches gets the backlog in priority order, marked.
 func TestDurableRecovery(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	st := openDisk(t, dir)
-	b, err := agentbus.New(agentbus.Config{Durability: agentbus.DurabilityConfig{Store: st}})
-	require.NoError(t, err)
-	_, err = b.Spawn("worker", collector(make(chan *agentbus.Message)), agentbus.WithDurable())
-	require.NoError(t, err)
-	require.NoError(t, b.Subscribe("jobs.*", "worker"))
-	require.NoError(t, b.Detach("worker", nil)) // nothing is handled from here on
+	b, st := detachedWorker(t, dir, "jobs.*")
 	_, attached := b.Durable("worker")
 	require.False(t, attached)
 	want := map[string]uint8{}
@@ -335,14 +343,8 @@ func TestDurableTransportClosed(t *testing.T) {
 // store, and is not recovered.
 func TestDurableStop(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	st := openDisk(t, dir)
-	b, err := agentbus.New(agentbus.Config{Durability: agentbus.DurabilityConfig{Store: st}})
-	require.NoError(t, err)
-	_, err = b.Spawn("worker", collector(make(chan *agentbus.Message)), agentbus.WithDurable())
-	require.NoError(t, err)
-	require.NoError(t, b.Subscribe("jobs.>", "worker"))
-	require.NoError(t, b.Detach("worker", nil))
-	_, err = b.Send(t.Context(), direct("worker", `1`))
+	b, st := detachedWorker(t, dir, "jobs.>")
+	_, err := b.Send(t.Context(), direct("worker", `1`))
 	require.NoError(t, err)
 	require.NoError(t, b.Stop(t.Context(), "worker"))
 	shutdown(t, b)
