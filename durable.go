@@ -701,7 +701,7 @@ func (d *durability) forget(key string, e *dedupEntry) {
 // submit queues ops for the store. A closed store (after Shutdown) takes
 // nothing more: what is still stored then is recovered at the next start.
 func (d *durability) submit(ops ...store.Op) {
-	if err := d.st.Submit(ops...); err != nil && !errors.Is(err, store.ErrClosed) {
+	if err := d.st.Submit(ops...); err != nil && !errors.Is(err, store.ErrClosed) && d.b != nil {
 		d.b.log.Warn("durable store", "error", err)
 	}
 }
