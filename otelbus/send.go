@@ -1,0 +1,101 @@
+package otelbus
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/descartes/agentbus"
+)
+
+// Stamper returns the agentbus.Stamper that starts a producer span for every
+// message the bus is about to accept, and writes the span's context into a
+// new Metadata map of the message. The span's parent is the span in the
+// sender's ctx (a handler's consumer span, when the handler is wrapped by
+// Handler) or else the trace context the message already carries (inherited
+// by the bus from the message being handled, or set by the sender). The
+// Tracer's Observer ends the span when the bus accepts or refuses the
+// message: put both in the bus's Config (Config does). The Stamper is safe
+// for concurrent use and does not block.
+func (t *Tracer) Stamper() agentbus.Stamper { return stamper{t} }
+
+type stamper struct{ t *Tracer }
+
+func (s stamper) Stamp(ctx context.Context, msg *agentbus.Message) {
+	t := s.t
+	parent := ctx
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		parent = t.prop.Extract(ctx, propagation.MapCarrier(msg.Metadata))
+	}
+	op, dest := operation(msg)
+	name := op
+	if dest != "" {
+		name = op + " " + dest
+	}
+	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs = append(attrs, systemAttr, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName(op))
+	if dest != "" {
+		attrs = append(attrs, semconv.MessagingDestinationName(dest))
+	}
+	attrs = messageAttrs(attrs, msg)
+	ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+
+	// A new map: the message's may be shared with the one it was cloned
+	// from. The propagator's keys are replaced, never merged (a stale
+	// tracestate must not outlive its traceparent).
+	md := make(map[string]string, len(msg.Metadata)+len(t.fields))
+	for k, v := range msg.Metadata {
+		md[k] = v
+	}
+	for _, f := range t.fields {
+		delete(md, f)
+	}
+	t.prop.Inject(ctx, propagation.MapCarrier(md))
+	msg.Metadata = md
+	hold(t, &t.producers, msg.ID, span)
+}
+
+// operation returns the messaging.operation.name of a send of msg, and its
+// destination (messaging.destination.name): the topic of a publish or a
+// subscription change, else the recipient, if any.
+func operation(msg *agentbus.Message) (op, dest string) {
+	dest = msg.Recipient
+	switch msg.Type {
+	case agentbus.TypePublish:
+		return "publish", msg.Topic
+	case agentbus.TypeSubscribe, agentbus.TypeUnsubscribe:
+		return msg.Type.String(), msg.Topic
+	case agentbus.TypeBroadcast:
+		return "broadcast", ""
+	case agentbus.TypeRequest:
+		return "request", dest
+	case agentbus.TypeResponse:
+		return "reply", dest
+	case agentbus.TypeAck:
+		return "ack", dest
+	}
+	return "send", dest
+}
+
+// messageAttrs appends the attributes every span of msg has.
+func messageAttrs(attrs []attribute.KeyValue, msg *agentbus.Message) []attribute.KeyValue {
+	attrs = append(attrs,
+		semconv.MessagingMessageID(msg.ID),
+		semconv.MessagingMessageBodySize(len(msg.Payload)),
+		MessageTypeKey.String(msg.Type.String()),
+		PriorityKey.Int(int(msg.Priority)),
+	)
+	if msg.Sender != "" {
+		attrs = append(attrs, SenderKey.String(msg.Sender))
+	}
+	if msg.CorrelationID != "" {
+		attrs = append(attrs, semconv.MessagingMessageConversationID(msg.CorrelationID))
+	}
+	if msg.RequestID != "" {
+		attrs = append(attrs, RequestIDKey.String(msg.RequestID))
+	}
+	return attrs
+}
