@@ -62,6 +62,9 @@ type serveConfig struct {
 	MaxRequests   int    `json:"max_requests"`
 	MaxConns      int    `json:"max_conns"`
 	AckTimeout    string `json:"ack_timeout"`
+
+	OTLPEndpoint string `json:"otlp_endpoint"` // see otel.go
+	OTLPInsecure bool   `json:"otlp_insecure"`
 }
 
 // flagNames maps config keys to flag names: the JSON key with '-' for '_'.
@@ -117,6 +120,8 @@ with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags w
 	f.IntVar(&cfg.MaxRequests, "max-requests", server.DefaultMaxRequests, "requests one connection may have in flight")
 	f.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "connections served at once")
 	f.StringVar(&cfg.AckTimeout, "ack-timeout", "30s", "how long a requires_ack delivery waits for the client's ack")
+	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/HTTP to this collector HOST:PORT, e.g. 127.0.0.1:4318")
+	f.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", false, "with --otlp-endpoint: plain HTTP instead of HTTPS")
 	return cmd
 }
 
@@ -245,6 +250,12 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: d.level}))
 	d.bus.Logger = log
 	d.srv.Logger = log
+	traces, err := startTracing(c.OTLPEndpoint, c.OTLPInsecure)
+	if err != nil {
+		return err
+	}
+	defer traces.shutdown(log, 5*time.Second) // after the bus's shutdown: its last spans too
+	d.bus = traces.config(d.bus)
 	if err := ensureSocketDir(d.socket); err != nil {
 		return err
 	}
