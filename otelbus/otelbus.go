@@ -79,7 +79,7 @@ type Tracer struct {
 	fields []string // the propagator's Metadata keys, replaced on every stamp
 	max    int
 
-	producers table[string]             // open producer spans, by message ID
+	producers table[string]            // open producer spans, by message ID
 	failing   table[*agentbus.Message] // consumer spans of failed deliveries, until their outcome
 
 	observed atomic.Bool   // Observer or Config was called: failed deliveries await their outcome
