@@ -161,7 +161,7 @@ func attr(s tracetest.SpanStub, k attribute.Key) (attribute.Value, bool) {
 func attrs(s tracetest.SpanStub) map[attribute.Key]string {
 	m := map[attribute.Key]string{}
 	for _, kv := range s.Attributes {
-		m[kv.Key] = kv.Value.Emit()
+		m[kv.Key] = kv.Value.String()
 	}
 	return m
 }
@@ -189,7 +189,7 @@ func event(s tracetest.SpanStub, name string) (sdktrace.Event, bool) {
 func eventAttrs(e sdktrace.Event) map[attribute.Key]string {
 	m := map[attribute.Key]string{}
 	for _, kv := range e.Attributes {
-		m[kv.Key] = kv.Value.Emit()
+		m[kv.Key] = kv.Value.String()
 	}
 	return m
 }
