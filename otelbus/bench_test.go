@@ -86,3 +86,48 @@ func BenchmarkSend(b *testing.B) {
 	b.Run("unsampled", run(sdktrace.NeverSample()))
 	b.Run("unsampled-floor", run(nil))
 }
+
+// BenchmarkSpans is the Tracer's own work per message, without a bus: a
+// producer span (Stamp, then the Observer's Accepted) and a consumer span
+// (the Handler around a handler that does nothing), sampled (batched to an
+// exporter that discards them) or not.
+func BenchmarkSpans(b *testing.B) {
+	for _, sampled := range []bool{true, false} {
+		sampler, label := sdktrace.AlwaysSample(), "sampled"
+		if !sampled {
+			sampler, label = sdktrace.NeverSample(), "unsampled"
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		tr, err := otelbus.New(tp)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stamper, observer := tr.Stamper(), tr.Observer()
+		payload := []byte(`{"task":"summarize","doc":"reports/q3.md"}`)
+		b.Run("producer/"+label, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				m := agentbus.NewMessage(agentbus.TypeDirect, "bench", payload).WithRecipient("sink")
+				stamper.Stamp(ctx, m)
+				observer.Observe(agentbus.Outcome{Kind: agentbus.OutcomeAccepted, Message: m})
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+		b.Run("consumer/"+label, func(b *testing.B) {
+			h := tr.Handler(agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error { return nil }))
+			m := agentbus.NewMessage(agentbus.TypeDirect, "bench", payload).WithRecipient("sink")
+			stamper.Stamp(context.Background(), m)
+			observer.Observe(agentbus.Outcome{Kind: agentbus.OutcomeAccepted, Message: m})
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := h.Handle(ctx, m); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

@@ -52,20 +52,25 @@ func (x handler) Handle(ctx context.Context, msg *agentbus.Message) (err error) 
 	if dest != "" {
 		name = "process " + dest
 	}
-	attrs := make([]attribute.KeyValue, 0, 13)
-	attrs = append(attrs, systemAttr, semconv.MessagingOperationTypeProcess, semconv.MessagingOperationName("process"))
+	var buf [8]attribute.KeyValue
+	attrs := append(buf[:0], systemAttr, semconv.MessagingOperationTypeProcess, semconv.MessagingOperationName("process"))
 	if dest != "" {
 		attrs = append(attrs, semconv.MessagingDestinationName(dest))
-	}
-	if agent != "" {
-		attrs = append(attrs, AgentKey.String(agent))
-	}
-	if msg.RequiresAck {
-		attrs = append(attrs, AttemptsKey.Int(msg.Attempts))
 	}
 	attrs = messageAttrs(attrs, msg)
 	ctx = t.prop.Extract(ctx, propagation.MapCarrier(msg.Metadata))
 	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	if span.IsRecording() {
+		var more [2]attribute.KeyValue
+		extra := more[:0]
+		if agent != "" {
+			extra = append(extra, AgentKey.String(agent))
+		}
+		if msg.RequiresAck {
+			extra = append(extra, AttemptsKey.Int(msg.Attempts))
+		}
+		busAttrs(span, msg, extra...)
+	}
 
 	panicked := true
 	defer func() {

@@ -93,17 +93,19 @@ func (t *Tracer) deadLetterSpan(oc agentbus.Outcome) {
 	if dest != "" {
 		name = "dead_letter " + dest
 	}
-	attrs := make([]attribute.KeyValue, 0, 13)
-	attrs = append(attrs, systemAttr, semconv.MessagingOperationTypeSettle, semconv.MessagingOperationName("dead_letter"))
+	var buf [8]attribute.KeyValue
+	attrs := append(buf[:0], systemAttr, semconv.MessagingOperationTypeSettle, semconv.MessagingOperationName("dead_letter"))
 	if dest != "" {
 		attrs = append(attrs, semconv.MessagingDestinationName(dest))
-	}
-	if oc.Dest != "" {
-		attrs = append(attrs, AgentKey.String(oc.Dest))
 	}
 	attrs = messageAttrs(attrs, m)
 	ctx := t.prop.Extract(context.Background(), propagation.MapCarrier(m.Metadata))
 	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+	if oc.Dest != "" {
+		busAttrs(span, m, AgentKey.String(oc.Dest))
+	} else {
+		busAttrs(span, m)
+	}
 	deadLettered(span, oc)
 	span.End()
 }

@@ -35,13 +35,14 @@ func (s stamper) Stamp(ctx context.Context, msg *agentbus.Message) {
 	if dest != "" {
 		name = op + " " + dest
 	}
-	attrs := make([]attribute.KeyValue, 0, 12)
-	attrs = append(attrs, systemAttr, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName(op))
+	var buf [8]attribute.KeyValue
+	attrs := append(buf[:0], systemAttr, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName(op))
 	if dest != "" {
 		attrs = append(attrs, semconv.MessagingDestinationName(dest))
 	}
 	attrs = messageAttrs(attrs, msg)
 	ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	busAttrs(span, msg)
 
 	// A new map: the message's may be shared with the one it was cloned
 	// from. The propagator's keys are replaced, never merged (a stale
@@ -80,22 +81,29 @@ func operation(msg *agentbus.Message) (op, dest string) {
 	return "send", dest
 }
 
-// messageAttrs appends the attributes every span of msg has.
+// messageAttrs appends the messaging attributes every span of msg starts
+// with (what a sampler may look at).
 func messageAttrs(attrs []attribute.KeyValue, msg *agentbus.Message) []attribute.KeyValue {
-	attrs = append(attrs,
-		semconv.MessagingMessageID(msg.ID),
-		semconv.MessagingMessageBodySize(len(msg.Payload)),
-		MessageTypeKey.String(msg.Type.String()),
-		PriorityKey.Int(int(msg.Priority)),
-	)
-	if msg.Sender != "" {
-		attrs = append(attrs, SenderKey.String(msg.Sender))
-	}
+	attrs = append(attrs, semconv.MessagingMessageID(msg.ID), semconv.MessagingMessageBodySize(len(msg.Payload)))
 	if msg.CorrelationID != "" {
 		attrs = append(attrs, semconv.MessagingMessageConversationID(msg.CorrelationID))
+	}
+	return attrs
+}
+
+// busAttrs sets the bus's own attributes of msg on span, if it records:
+// an unsampled span is spared building them.
+func busAttrs(span trace.Span, msg *agentbus.Message, more ...attribute.KeyValue) {
+	if !span.IsRecording() {
+		return
+	}
+	var buf [8]attribute.KeyValue
+	attrs := append(buf[:0], MessageTypeKey.String(msg.Type.String()), PriorityKey.Int(int(msg.Priority)))
+	if msg.Sender != "" {
+		attrs = append(attrs, SenderKey.String(msg.Sender))
 	}
 	if msg.RequestID != "" {
 		attrs = append(attrs, RequestIDKey.String(msg.RequestID))
 	}
-	return attrs
+	span.SetAttributes(append(attrs, more...)...)
 }
