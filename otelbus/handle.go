@@ -40,7 +40,7 @@ type handler struct {
 
 func (x handler) Handle(ctx context.Context, msg *agentbus.Message) (err error) {
 	t := x.t
-	agent := ""
+	agent := msg.Recipient // outside a bus's agent (a client's handler, say), the message says
 	if a := actors.FromContext(ctx); a != nil {
 		agent = a.Name()
 	}
