@@ -63,14 +63,17 @@ type conn struct {
 	// otherwise it joins the queue, so frames never overtake each other.
 	wmu    sync.Mutex
 	queued atomic.Int64
+	lane   chan ordered        // ordered operations, carried out by laneLoop
 	reqs   chan struct{}       // semaphore of requests in flight
 	idle   chan pendingRequest // unbuffered: to the idle request goroutine, if one waits
 	idlers atomic.Int32        // request goroutines waiting for a request
 	wg     sync.WaitGroup      // the writer and request goroutines
 
-	// Touched only by the reader goroutine.
-	hello  bool
-	client string
+	// Touched only by the reader goroutine (version is written once, at
+	// hello, before any ordered operation goes to the lane).
+	hello   bool
+	version int
+	client  string
 	bad    int  // bad frames in a row
 	more   bool // more of the client's frames wait to be read (see answer)
 
@@ -115,6 +118,7 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 		s: s, t: t, id: id, log: s.log.With("conn", id),
 		ctx: ctx, cancel: cancel,
 		out:    make(chan item, s.cfg.OutboundQueue),
+		lane:   make(chan ordered, s.cfg.MaxQueuedOps),
 		reqs:   make(chan struct{}, s.cfg.MaxRequests),
 		idle:   make(chan pendingRequest),
 		agents: map[string]*remote{},
@@ -125,8 +129,9 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 func (c *conn) run() {
 	p := c.t.Peer()
 	c.log.Info("client connected", "uid", p.UID, "pid", p.PID)
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.writeLoop()
+	go c.laneLoop()
 	why := c.readLoop()
 	c.cancel()
 	c.cleanup(why)
@@ -342,7 +347,11 @@ func (c *conn) readLoop() error {
 		}
 		id := f.ID // also from a frame that decoded in part
 		c.log.Debug("operation failed", "id", id, "error", err)
-		if !c.answer(protocol.ErrorFrame(id, err)) {
+		ef := protocol.ErrorFrame(id, err)
+		if f.Message != nil {
+			ef.MessageID = f.Message.ID // a quiet send has no id: its message names it
+		}
+		if !c.answer(ef) {
 			return c.ctx.Err()
 		}
 		if isBadFrame(err) {
@@ -407,10 +416,13 @@ func (c *conn) handle(f *protocol.Frame) error {
 	bus := c.s.bus
 	switch f.Op {
 	case protocol.OpHello:
+		if c.hello {
+			return fmt.Errorf("%w: hello already received (version %d)", protocol.ErrInvalidFrame, c.version)
+		}
 		if f.Version < 1 || f.Version > protocol.Version {
 			return fmt.Errorf("%w: %d (this daemon speaks 1..%d)", protocol.ErrUnsupportedVersion, f.Version, protocol.Version)
 		}
-		c.hello, c.client = true, f.Client
+		c.hello, c.version, c.client = true, f.Version, f.Client
 		c.log.Info("client hello", "client", f.Client, "version", f.Version)
 		c.answer(&protocol.Frame{Op: protocol.OpWelcome, ID: f.ID, Version: f.Version, Server: c.s.cfg.Name,
 			MaxFrame: c.s.cfg.MaxFrameSize})
@@ -422,27 +434,17 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return c.register(f)
 	case protocol.OpUnregister:
 		return c.unregister(f)
-	case protocol.OpSend, protocol.OpPublish, protocol.OpRespond:
+	case protocol.OpSend, protocol.OpPublish, protocol.OpRespond, protocol.OpRequest:
 		m, err := c.message(f)
 		if err != nil {
 			return err
 		}
-		id, err := bus.Send(c.ctx, m)
-		if f.Op == protocol.OpRespond {
-			// The responding agent is free again, whether or not the
-			// requester still waited.
-			c.settle(m.Sender, func(w *waiting) bool { return w.respond && w.id == m.RequestID }, nil)
+		if f.Op == protocol.OpRequest && f.TimeoutMS < 0 {
+			return fmt.Errorf("%w: negative timeout_ms", protocol.ErrInvalidFrame)
 		}
-		if err != nil {
-			return err
-		}
-		return c.ok(f.ID, id)
-	case protocol.OpRequest:
-		m, err := c.message(f)
-		if err != nil {
-			return err
-		}
-		return c.request(f, m)
+		return c.order(ordered{op: f.Op, id: f.ID, m: m, timeoutMS: f.TimeoutMS})
+	case protocol.OpSync:
+		return c.order(ordered{op: f.Op, id: f.ID})
 	case protocol.OpSubscribe, protocol.OpUnsubscribe:
 		agent, err := c.agentOf(f.Agent)
 		if err != nil {
@@ -909,17 +911,13 @@ func (c *conn) refuse(agent, msgID string, result error) bool {
 // request runs a request in a goroutine of its own, so the connection goes
 // on reading (the response may come from this very connection): an idle
 // request goroutine of the connection if one waits, else a new one.
-func (c *conn) request(f *protocol.Frame, m *agentbus.Message) error {
+func (c *conn) request(id string, timeoutMS int64, m *agentbus.Message) error {
 	select {
 	case c.reqs <- struct{}{}:
 	default:
 		return fmt.Errorf("%w: %d", protocol.ErrTooManyRequests, c.s.cfg.MaxRequests)
 	}
-	if f.TimeoutMS < 0 {
-		<-c.reqs
-		return fmt.Errorf("%w: negative timeout_ms", protocol.ErrInvalidFrame)
-	}
-	r := pendingRequest{id: f.ID, timeout: time.Duration(f.TimeoutMS) * time.Millisecond, m: m}
+	r := pendingRequest{id: id, timeout: time.Duration(timeoutMS) * time.Millisecond, m: m}
 	select {
 	case c.idle <- r:
 	default:

@@ -84,6 +84,14 @@ type Config struct {
 	// MaxConns bounds the connections served at once (default 1024). One
 	// more is sent an error frame (too_many_connections) and closed.
 	MaxConns int
+	// MaxQueuedOps bounds the ordered operations (send, publish, respond,
+	// request, sync) of one connection that wait to be carried out
+	// (default 1024). They are carried out one at a time, in order; while
+	// one waits for room in a full mailbox, the connection's other
+	// operations go on, and new ordered ones queue up to this bound, after
+	// which the daemon reads nothing more from the connection until room
+	// frees.
+	MaxQueuedOps int
 }
 
 func (c *Config) withDefaults() error {
@@ -91,7 +99,7 @@ func (c *Config) withDefaults() error {
 		return fmt.Errorf("%w: nil Bus", ErrInvalidConfig)
 	}
 	if c.OutboundQueue < 0 || c.MaxAgents < 0 || c.MaxRequests < 0 || c.AckTimeout < 0 || c.MaxBadFrames < 0 ||
-		c.MaxList < 0 || c.MaxFrameSize < 0 || c.MaxConns < 0 {
+		c.MaxList < 0 || c.MaxFrameSize < 0 || c.MaxConns < 0 || c.MaxQueuedOps < 0 {
 		return fmt.Errorf("%w: negative limit", ErrInvalidConfig)
 	}
 	if c.Logger == nil {
@@ -108,6 +116,7 @@ func (c *Config) withDefaults() error {
 	setDefault(&c.MaxBadFrames, DefaultMaxBadFrames)
 	setDefault(&c.MaxList, DefaultMaxList)
 	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.MaxQueuedOps, DefaultMaxQueuedOps)
 	return nil
 }
 
