@@ -74,8 +74,8 @@ type conn struct {
 	hello   bool
 	version int
 	client  string
-	bad    int  // bad frames in a row
-	more   bool // more of the client's frames wait to be read (see answer)
+	bad     int  // bad frames in a row
+	more    bool // more of the client's frames wait to be read (see answer)
 
 	mu     sync.Mutex
 	agents map[string]*remote // registered by this connection
