@@ -85,6 +85,9 @@ type conn struct {
 type remote struct {
 	name string
 	pid  *actor.PID
+	// gone is closed when the client unregisters the agent: its handler,
+	// waiting for a credit or an answer, gives up at once.
+	gone chan struct{}
 	wait *waiting // the delivery waiting for the client's answer, if any; guarded by conn.mu
 	// w and timer serve the deliveries that wait for an answer, one at a
 	// time (the agent handles one message at a time); touched only by its
@@ -582,7 +585,7 @@ func (c *conn) register(f *protocol.Frame) error {
 	if f.Window < 0 || f.Window > maxWindow {
 		return fmt.Errorf("%w: window %d not in 0..%d", protocol.ErrInvalidFrame, f.Window, maxWindow)
 	}
-	r := &remote{name: f.Agent}
+	r := &remote{name: f.Agent, gone: make(chan struct{})}
 	if f.Window > 0 {
 		r.slots = make(chan struct{}, f.Window)
 	}
@@ -614,7 +617,12 @@ func (c *conn) unregister(f *protocol.Frame) error {
 	r := c.agents[name]
 	delete(c.agents, name)
 	c.mu.Unlock()
-	c.stopAgent(name, r, nil)
+	// Its handler lets go of the message it holds (see deliver), and the
+	// mailbox is closed before the agent stops: what is queued is
+	// dead-lettered as agent_stopped at once, and a send to it from now on
+	// is refused, so the name is free when the ok goes out.
+	close(r.gone)
+	c.stopAgent(name, r, agentbus.ErrAgentStopped)
 	c.log.Info("agent unregistered", "agent", name, "client", c.client)
 	return c.ok(f.ID, "")
 }
@@ -653,7 +661,7 @@ func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
 // deliver is the handler of remote agent r, named name; see forward.
 func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 	if r.slots != nil && !c.takeSlot(r) { // flow control: wait for the client's credit
-		return errClosedBefore(name)
+		return c.stopped(name, r, m)
 	}
 	var w *waiting
 	if m.Type == agentbus.TypeRequest || m.RequiresAck {
@@ -687,7 +695,39 @@ func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 	}
 	err := c.answerOf(name, r, w, m)
 	c.unwait(r, w)
+	if errors.Is(err, errUnregistered) {
+		return c.stopped(name, r, m)
+	}
 	return err
+}
+
+// errUnregistered: the client unregistered the agent while its handler
+// waited.
+var errUnregistered = errors.New("agentbus daemon: agent unregistered")
+
+// stopped is what the handler of r returns for m, which it held when the
+// client unregistered r or the connection ended. After an unregister, m
+// is dead-lettered as agent_stopped, as what was queued for the agent is
+// (a letter the daemon records: the bus counts m as handled by the
+// agent), except a request: its requester is failed at once with
+// agent_stopped, and the bus dead-letters it (as transport_closed: the
+// reason the bus gives a delivery its remote agent's end let go of).
+//
+//go:noinline
+func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
+	select {
+	case <-r.gone:
+	default:
+		return errClosedBefore(name)
+	}
+	if m.Type == agentbus.TypeRequest {
+		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w (%w)", name,
+			agentbus.ErrAgentStopped, agentbus.ErrTransportClosed)
+	}
+	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: m,
+		Reason: deadletter.AgentStopped, Agent: name, Attempts: m.Attempts,
+		Err: fmt.Sprintf("agentbus daemon: %q was unregistered while it held this message: %v", name, agentbus.ErrAgentStopped)})
+	return nil
 }
 
 // takeSlot takes one of r's window slots, waiting for the client's credit;
@@ -698,6 +738,8 @@ func (c *conn) takeSlot(r *remote) bool {
 	select {
 	case r.slots <- struct{}{}:
 		return true
+	case <-r.gone:
+		return false
 	case <-c.ctx.Done():
 		return false
 	}
@@ -771,6 +813,8 @@ func (c *conn) answerOf(name string, r *remote, w *waiting, m *agentbus.Message)
 		return err
 	case <-r.timer.C:
 		return noAnswer(name, w, m, c.s.cfg.AckTimeout)
+	case <-r.gone:
+		return errUnregistered
 	case <-c.ctx.Done():
 		return closedBeforeAnswer(name, w, m)
 	}
