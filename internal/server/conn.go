@@ -96,8 +96,11 @@ type remote struct {
 	timer *time.Timer
 	// slots, when the client asked for a window, holds one token per
 	// delivery in flight: the forwarder takes one before it queues a
-	// delivery, a credit frame gives them back.
+	// delivery, a credit frame gives them back. held reports that the
+	// handler has taken the token of the next delivery already; touched
+	// only by the handler.
 	slots chan struct{}
+	held  bool
 	// inflight lists, oldest first, the deliveries in the window that the
 	// client has not credited yet (nil for one that waits for an ack or a
 	// response: its own failure accounts for it). A client credits what
@@ -339,7 +342,9 @@ func (c *conn) readLoop() error {
 		case err != nil:
 			return err
 		default:
-			err = protocol.DecodeInto(f, data)
+			if err = protocol.DecodeInto(f, data); err != nil {
+				err = diagnose(data, err)
+			}
 		}
 		if err == nil {
 			err = c.handle(f)
@@ -359,7 +364,7 @@ func (c *conn) readLoop() error {
 		}
 		if isBadFrame(err) {
 			c.bad++
-			if c.bad > c.s.cfg.MaxBadFrames {
+			if c.bad >= c.s.cfg.MaxBadFrames {
 				c.answer(protocol.ErrorFrame("", fmt.Errorf("%w: %d bad frames in a row; closing",
 					protocol.ErrTooManyErrors, c.bad)))
 				ctx, cancel := context.WithTimeout(c.ctx, time.Second)
@@ -570,7 +575,7 @@ func (c *conn) agentOf(name string) (string, error) {
 
 func (c *conn) register(f *protocol.Frame) error {
 	if f.Agent == "" {
-		return fmt.Errorf("%w: register needs an agent name", protocol.ErrInvalidFrame)
+		return fmt.Errorf("%w: register needs an agent name", agentbus.ErrInvalidAgent)
 	}
 	c.mu.Lock()
 	n := len(c.agents)
@@ -659,10 +664,16 @@ func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
 }
 
 // deliver is the handler of remote agent r, named name; see forward.
+//
+// A windowed agent's handler takes the window slot for the next delivery
+// before it returns (see holdSlot), so that while the window is full the
+// agent is busy and what it has no room for stays in its mailbox, in
+// priority order, rather than in its handler.
 func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
-	if r.slots != nil && !c.takeSlot(r) { // flow control: wait for the client's credit
+	if r.slots != nil && !r.held && !c.takeSlot(r) { // flow control: wait for the client's credit
 		return c.stopped(name, r, m)
 	}
+	r.held = false
 	var w *waiting
 	if m.Type == agentbus.TypeRequest || m.RequiresAck {
 		w = c.await(r, m)
@@ -691,6 +702,7 @@ func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 		return errClosedBefore(name)
 	}
 	if w == nil {
+		c.holdSlot(r)
 		return nil
 	}
 	err := c.answerOf(name, r, w, m)
@@ -698,7 +710,20 @@ func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 	if errors.Is(err, errUnregistered) {
 		return c.stopped(name, r, m)
 	}
+	if err == nil {
+		c.holdSlot(r)
+	}
 	return err
+}
+
+// holdSlot takes, for a windowed agent r, the slot of its next delivery,
+// waiting for the client's credit while the window is full; the handler
+// returns only then. It gives up if the client unregisters r or the
+// connection ends (m, delivered, needs nothing more).
+func (c *conn) holdSlot(r *remote) {
+	if r.slots != nil && c.takeSlot(r) {
+		r.held = true
+	}
 }
 
 // errUnregistered: the client unregistered the agent while its handler
@@ -835,7 +860,7 @@ func errClosedBefore(name string) error {
 
 //go:noinline
 func noAnswer(name string, w *waiting, m *agentbus.Message, d time.Duration) error {
-	return fmt.Errorf("agentbus daemon: %q sent no %s to %s within %v", name, w.what(), m.ID, d)
+	return fmt.Errorf("%w: %q sent no %s to %s within %v", protocol.ErrAckTimeout, name, w.what(), m.ID, d)
 }
 
 //go:noinline
@@ -1026,13 +1051,16 @@ func (c *conn) runRequest(r pendingRequest) {
 }
 
 func (c *conn) limit(n int) int {
-	if n <= 0 || n > c.s.cfg.MaxList {
+	if n == 0 || n > c.s.cfg.MaxList {
 		return c.s.cfg.MaxList
 	}
 	return n
 }
 
 func (c *conn) deadLetters(f *protocol.Frame) error {
+	if f.Limit < 0 {
+		return fmt.Errorf("%w: limit %d is negative", protocol.ErrInvalidFrame, f.Limit)
+	}
 	if f.Reason != "" && !validReason(f.Reason) {
 		return fmt.Errorf("%w: unknown reason %q", protocol.ErrInvalidFrame, f.Reason)
 	}
@@ -1042,8 +1070,21 @@ func (c *conn) deadLetters(f *protocol.Frame) error {
 	for i, l := range letters {
 		out[i] = protocol.FromLetter(l)
 	}
+	if len(out) == 0 {
+		c.emit(emptyList(protocol.OpDeadLetters, f.ID, "letters"), c.more)
+		return nil
+	}
 	c.answer(&protocol.Frame{Op: protocol.OpDeadLetters, ID: f.ID, Letters: out})
 	return nil
+}
+
+// emptyList is the answer op with an empty list named field: the frame
+// encoder leaves an empty list out, and the protocol sends [].
+func emptyList(op, id, field string) item {
+	it := encode(&protocol.Frame{Op: op, ID: id})
+	b := it.frame.B[:len(it.frame.B)-1] // without its closing brace
+	it.frame.B = append(append(b, `,"`+field+`":[]`...), '}')
+	return it
 }
 
 func validReason(r string) bool {
@@ -1056,6 +1097,9 @@ func validReason(r string) bool {
 }
 
 func (c *conn) history(f *protocol.Frame) error {
+	if f.Limit < 0 {
+		return fmt.Errorf("%w: limit %d is negative", protocol.ErrInvalidFrame, f.Limit)
+	}
 	q := agentbus.HistoryQuery{Sender: f.Sender, Recipient: f.Recipient, Topic: f.Topic, Limit: c.limit(f.Limit)}
 	if f.Type != "" {
 		var t agentbus.MessageType
@@ -1065,8 +1109,9 @@ func (c *conn) history(f *protocol.Frame) error {
 		q.Type = t
 	}
 	msgs := c.s.bus.QueryHistory(q)
-	if msgs == nil {
-		msgs = []*agentbus.Message{}
+	if len(msgs) == 0 {
+		c.emit(emptyList(protocol.OpHistory, f.ID, "messages"), c.more)
+		return nil
 	}
 	c.answer(&protocol.Frame{Op: protocol.OpHistory, ID: f.ID, Messages: msgs})
 	return nil

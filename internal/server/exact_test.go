@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +36,7 @@ func TestUnregisterBusyAgent(t *testing.T) {
 			send: func(p *peer, i int) {
 				p.ok(fmt.Sprintf(`{"op":"send","message":{"recipient":"w","payload":%d}}`, i))
 			},
-			queued: 2, // one delivered (the client may still handle it), one held, one queued
+			queued: 2, // one delivered (the client may still handle it), two queued
 		},
 		{
 			name:     "unacked delivery",
@@ -99,8 +101,85 @@ func TestPingNotHeldUpBySends(t *testing.T) {
 	start := time.Now()
 	require.Equal(t, protocol.OpPong, s.do(`{"op":"ping"}`).Op)
 	assert.Less(t, time.Since(start), atOnce)
-	w.write(`{"op":"credit","agent":"w","n":3}`)
+	w.write(`{"op":"credit","agent":"w","n":1}`)
+	for range 3 {
+		w.deliver()
+		w.write(`{"op":"credit","agent":"w","n":1}`)
+	}
 	for i := range 4 {
 		assert.Equal(t, protocol.OpOK, s.answer(fmt.Sprint("s", i)).Op)
 	}
+}
+
+// A windowed agent takes no more out of its mailbox than its window has
+// room for, so what waits there keeps its priority order.
+func TestWindowKeepsPriorityOrder(t *testing.T) {
+	e := newEnv(t, agentbus.Config{}, server.Config{})
+	w, s := e.hello(), e.hello()
+	w.ok(`{"op":"register","agent":"w","window":1}`)
+	s.ok(`{"op":"send","message":{"recipient":"w","payload":"blocker"}}`)
+	require.Equal(t, `"blocker"`, string(w.deliver().Message.Payload))
+	s.ok(`{"op":"send","message":{"recipient":"w","payload":"low","priority":0}}`)
+	s.ok(`{"op":"send","message":{"recipient":"w","payload":"high","priority":100}}`)
+	w.write(`{"op":"credit","agent":"w","n":1}`)
+	assert.Equal(t, `"high"`, string(w.deliver().Message.Payload))
+	w.write(`{"op":"credit","agent":"w","n":1}`)
+	assert.Equal(t, `"low"`, string(w.deliver().Message.Payload))
+}
+
+// Every bad field value of a message is invalid_message, with an error
+// that names the field and says it once.
+func TestBadMessageFields(t *testing.T) {
+	e := newEnv(t, agentbus.Config{}, server.Config{})
+	p := e.hello()
+	p.ok(`{"op":"register","agent":"me"}`)
+	tests := []struct {
+		name, message, mention string
+	}{
+		{"priority 101", `{"recipient":"me","payload":1,"priority":101}`, "priority"},
+		{"priority 1000", `{"recipient":"me","payload":1,"priority":1000}`, "priority"},
+		{"priority -1", `{"recipient":"me","payload":1,"priority":-1}`, "priority"},
+		{"priority string", `{"recipient":"me","payload":1,"priority":"high"}`, "priority"},
+		{"unknown type", `{"recipient":"me","payload":1,"type":"telegram"}`, "type"},
+		{"empty type", `{"recipient":"me","payload":1,"type":""}`, "type"},
+		{"recipient number", `{"recipient":7,"payload":1}`, "recipient"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := p.do(`{"op":"send","message":` + tt.message + `}`)
+			require.Equal(t, protocol.OpError, f.Op)
+			assert.Equal(t, protocol.CodeInvalidMessage, f.Code, f.Error)
+			assert.Contains(t, f.Error, tt.mention)
+			assert.NotContains(t, f.Error, "wireMessage")
+			assert.Equal(t, 1, strings.Count(f.Error, "invalid message"), f.Error)
+		})
+	}
+}
+
+// Empty lists are sent as [], a negative limit is refused, and a request
+// whose agent never answers fails with ack_timeout.
+func TestAnswersAsDocumented(t *testing.T) {
+	e := newEnv(t, agentbus.Config{}, server.Config{AckTimeout: 50 * time.Millisecond})
+	p := e.hello()
+	raw := func(op string) string {
+		p.write(`{"op":"` + op + `","id":"x"}`)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		data, err := p.c.Recv(ctx)
+		require.NoError(t, err)
+		return string(data)
+	}
+	assert.Contains(t, raw("dead_letters"), `"letters":[]`)
+	assert.Contains(t, raw("history"), `"messages":[]`)
+	p.fails(`{"op":"dead_letters","limit":-1}`, protocol.CodeInvalidFrame)
+	p.fails(`{"op":"history","limit":-1}`, protocol.CodeInvalidFrame)
+	p.fails(`{"op":"register","agent":""}`, protocol.CodeInvalidAgent)
+
+	w := e.hello()
+	w.ok(`{"op":"register","agent":"w"}`)
+	p.write(`{"op":"request","id":"q","message":{"recipient":"w","payload":1}}`)
+	w.deliver() // and never answered
+	f := p.answer("q")
+	require.Equal(t, protocol.OpError, f.Op)
+	assert.Equal(t, protocol.CodeAckTimeout, f.Code, f.Error)
 }
