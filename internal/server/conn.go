@@ -64,6 +64,7 @@ type conn struct {
 	wmu    sync.Mutex
 	queued atomic.Int64
 	lane   chan ordered        // ordered operations, carried out by laneLoop
+	laneN  atomic.Int32        // ordered operations queued or being carried out by laneLoop
 	reqs   chan struct{}       // semaphore of requests in flight
 	idle   chan pendingRequest // unbuffered: to the idle request goroutine, if one waits
 	idlers atomic.Int32        // request goroutines waiting for a request

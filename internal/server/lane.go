@@ -26,7 +26,17 @@ type ordered struct {
 // connection is not read until it has room: a client cannot queue more
 // than Config.MaxQueuedOps operations in the daemon). It returns an error
 // only when the connection ends first.
+//
+// A request or a sync that finds the lane idle (nothing queued or being
+// carried out before it) is carried out at once by the reader, saving a
+// hand-off: neither waits for anything (a request is handed to a request
+// goroutine), so the reader is never held up by it.
 func (c *conn) order(o ordered) error {
+	if (o.op == protocol.OpRequest || o.op == protocol.OpSync) && c.laneN.Load() == 0 {
+		c.carryOut(o, c.more)
+		return nil
+	}
+	c.laneN.Add(1)
 	select {
 	case c.lane <- o:
 		return nil
@@ -36,6 +46,7 @@ func (c *conn) order(o ordered) error {
 	case c.lane <- o:
 		return nil
 	case <-c.ctx.Done():
+		c.laneN.Add(-1)
 		return fmt.Errorf("agentbus daemon: %w", agentbus.ErrTransportClosed)
 	}
 }
@@ -50,18 +61,18 @@ func (c *conn) laneLoop() {
 	for {
 		select {
 		case o := <-c.lane:
-			c.carryOut(o)
+			c.carryOut(o, len(c.lane) > 0)
+			c.laneN.Add(-1)
 		case <-c.ctx.Done():
 			return
 		}
 	}
 }
 
-// carryOut runs one ordered operation and answers it. Its answers are left
-// to the writer while more operations wait in the lane, so that they go
+// carryOut runs one ordered operation and answers it. With more (more
+// operations wait), its answers are left to the writer, so that they go
 // out together (see emit).
-func (c *conn) carryOut(o ordered) {
-	more := len(c.lane) > 0
+func (c *conn) carryOut(o ordered, more bool) {
 	switch o.op {
 	case protocol.OpSync:
 		c.emit(encode(&protocol.Frame{Op: protocol.OpOK, ID: o.id}), more)
