@@ -4,6 +4,24 @@
 // daemon's bus. It reconnects with backoff when the connection drops and
 // registers its agents and subscriptions again.
 //
+// # Pipelining
+//
+// Sends go through a pipeline: frames are queued and written in batches
+// (one system call for many), and at most Options.Window sends, publishes
+// and replies are unconfirmed at a time; a sender waits while the window is
+// full. SendAsync and PublishAsync return a Pending at once; Send and
+// Publish return once the daemon has answered, and concurrent ones share
+// the pipeline. Flush waits until everything sent before it is settled and
+// reports every refusal. Guarantees: the sends of one Client are carried
+// out by the daemon in the order they were queued; each is settled exactly
+// once (accepted, refused with the daemon's error, or ErrDisconnected when
+// its connection dropped first, whether or not the daemon carried it out);
+// memory for sends in flight is bounded by the window. With a daemon that
+// speaks protocol version 2, an asynchronous send gets no answer of its
+// own: the sync that ends each write confirms the batch, and a refusal
+// names its message, so a stream costs one answer per write, not per
+// message.
+//
 // Errors from the daemon wrap the same sentinels as the library
 // (agentbus.ErrNoRecipient, agentbus.ErrBackpressureTimeout, …), so
 // errors.Is works across the socket.

@@ -1,9 +1,16 @@
 // Package server is the agentbus daemon's core: it serves the protocol of
 // PROTOCOL.md over any transport.Listener, on top of one agentbus.Bus.
 //
-// Each connection has a reader goroutine that runs its operations in order,
-// a writer goroutine, and at most Config.MaxRequests goroutines for
-// requests in flight (one of which stays, idle, for the next request). Each
+// Each connection has a reader goroutine, a lane goroutine, a writer
+// goroutine, and at most Config.MaxRequests goroutines for requests in
+// flight (one of which stays, idle, for the next request). The reader
+// decodes frames and carries out most operations at once; the ordered ones
+// (send, publish, respond, request, sync) go to the lane, which carries
+// them out one at a time in the order they came, so that a send waiting
+// for room in a full mailbox holds up only the ordered operations behind
+// it (at most Config.MaxQueuedOps), never a ping, a credit or an ack. A
+// request or sync that finds the lane idle is carried out by the reader
+// itself. Each
 // agent a client registers is a real agent of the bus whose handler
 // forwards its messages to the connection, so mailbox bounds, priority
 // order, supervision, TTL and dead letters apply to remote agents exactly
