@@ -2,8 +2,8 @@ package python_agent_test
 
 import (
 	"context"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
