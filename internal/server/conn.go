@@ -735,9 +735,9 @@ var errUnregistered = errors.New("agentbus daemon: agent unregistered")
 // client unregistered r or the connection ended. After an unregister, m
 // is dead-lettered as agent_stopped, as what was queued for the agent is
 // (a letter the daemon records: the bus counts m as handled by the
-// agent), except a request: its requester is failed at once with
-// agent_stopped, and the bus dead-letters it (as transport_closed: the
-// reason the bus gives a delivery its remote agent's end let go of).
+// agent), except a request: the bus dead-letters it as agent_stopped (a
+// handler error wrapping ErrAgentStopped is not the handler's fault), and
+// its requester fails at once with that cause.
 //
 //go:noinline
 func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
@@ -747,8 +747,7 @@ func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
 		return errClosedBefore(name)
 	}
 	if m.Type == agentbus.TypeRequest {
-		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w (%w)", name,
-			agentbus.ErrAgentStopped, agentbus.ErrTransportClosed)
+		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w", name, agentbus.ErrAgentStopped)
 	}
 	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: m,
 		Reason: deadletter.AgentStopped, Agent: name, Attempts: m.Attempts,
