@@ -149,7 +149,7 @@ func (b *Broker) Close() error {
 func (b *Broker) queueFor(ctx context.Context, group, topic string) (*queue, error) {
 	name := queueName(group, topic)
 	b.mu.Lock()
-	q, closed, n := b.queues[name], b.closed, len(b.queues)
+	q, closed := b.queues[name], b.closed
 	b.mu.Unlock()
 	if closed {
 		return nil, ErrClosed
@@ -160,7 +160,7 @@ func (b *Broker) queueFor(ctx context.Context, group, topic string) (*queue, err
 	b.createMu.Lock()
 	defer b.createMu.Unlock()
 	b.mu.Lock()
-	q, closed, n = b.queues[name], b.closed, len(b.queues)
+	q, closed, n := b.queues[name], b.closed, len(b.queues)
 	b.mu.Unlock()
 	switch {
 	case closed:
