@@ -2,7 +2,6 @@ package mcpbus_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"net"
 	"os"
@@ -106,17 +105,7 @@ func testStdio(t *testing.T, bin, socket string) {
 
 	// bob subscribes, then alice asks him and he replies.
 	bob.ok("subscribe", map[string]any{"topic": "progress.>"}, nil)
-	answered := make(chan *mcp.CallToolResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		r, err := alice.cs.CallTool(ctx, &mcp.CallToolParams{Name: "request",
-			Arguments: map[string]any{"to": "bob", "payload": map[string]any{"q": "2+2"}}})
-		if err != nil {
-			r = &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}
-		}
-		answered <- r
-	}()
+	answered := alice.callAsync("request", map[string]any{"to": "bob", "payload": map[string]any{"q": "2+2"}})
 	req := bob.inboxN(1)[0]
 	require.Equal(t, "request", req.Type)
 	assert.Equal(t, "alice", req.Sender)
@@ -125,12 +114,7 @@ func testStdio(t *testing.T, bin, socket string) {
 	var resp struct {
 		Response message `json:"response"`
 	}
-	select {
-	case r := <-answered:
-		okResult(t, r, "request", &resp)
-	case <-time.After(20 * time.Second):
-		t.Fatal("no response")
-	}
+	okResult(t, await(t, answered), "request", &resp)
 	assert.Equal(t, "bob", resp.Response.Sender)
 	assert.Equal(t, "4", string(resp.Response.Payload))
 

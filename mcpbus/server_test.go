@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,10 +15,9 @@ import (
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/daemontest"
 	"github.com/descartes/agentbus/internal/server"
 	"github.com/descartes/agentbus/mcpbus"
-	"github.com/descartes/agentbus/transport"
-	"github.com/descartes/agentbus/transport/transporttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,26 +30,7 @@ type daemon struct {
 
 func newDaemon(t *testing.T, cfg agentbus.Config, scfg server.Config) *daemon {
 	t.Helper()
-	socket := filepath.Join(transporttest.ShortDir(t), "bus.sock")
-	l, err := transport.ListenUnix(socket, transport.UnixOptions{})
-	require.NoError(t, err)
-	bus, err := agentbus.New(cfg)
-	require.NoError(t, err)
-	scfg.Bus = bus
-	srv, err := server.New(scfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		require.NoError(t, srv.Close(sctx))
-		require.NoError(t, bus.Shutdown(sctx))
-		require.NoError(t, l.Close())
-	})
+	bus, socket := daemontest.Serve(t, cfg, scfg)
 	return &daemon{bus: bus, socket: socket}
 }
 
@@ -108,6 +87,34 @@ func call(ctx context.Context, t *testing.T, cs *mcp.ClientSession, tool string,
 	r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
 	require.NoError(t, err, tool)
 	return r
+}
+
+// callAsync calls tool in a goroutine of its own and returns the channel its
+// result comes on; a protocol error comes as a tool error result.
+func (s *session) callAsync(tool string, args any) <-chan *mcp.CallToolResult {
+	ch := make(chan *mcp.CallToolResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		r, err := s.cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+		if err != nil {
+			r = &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+// await returns the result of a callAsync.
+func await(t *testing.T, ch <-chan *mcp.CallToolResult) *mcp.CallToolResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(20 * time.Second):
+		t.Fatal("no result")
+		return nil
+	}
 }
 
 // ok calls tool and decodes its structured result into out (if not nil).
@@ -198,17 +205,8 @@ func TestRequestReplyAndPublish(t *testing.T) {
 	type response struct {
 		Response message `json:"response"`
 	}
-	answered := make(chan *mcp.CallToolResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		r, err := alice.cs.CallTool(ctx, &mcp.CallToolParams{Name: "request", Arguments: map[string]any{
-			"to": "bob", "payload": map[string]any{"task": "lint"}, "priority": 80, "timeout_ms": 9000}})
-		if err != nil {
-			r = &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}
-		}
-		answered <- r
-	}()
+	answered := alice.callAsync("request", map[string]any{
+		"to": "bob", "payload": map[string]any{"task": "lint"}, "priority": 80, "timeout_ms": 9000})
 	req := bob.inboxN(1)[0]
 	assert.Equal(t, "request", req.Type)
 	assert.Equal(t, "alice", req.Sender)
@@ -216,7 +214,7 @@ func TestRequestReplyAndPublish(t *testing.T) {
 	assert.JSONEq(t, `{"task":"lint"}`, string(req.Payload))
 	bob.ok("reply", map[string]any{"request_id": req.RequestID, "payload": map[string]any{"ok": true}}, nil)
 	var resp response
-	okResult(t, <-answered, "request", &resp)
+	okResult(t, await(t, answered), "request", &resp)
 	assert.Equal(t, "response", resp.Response.Type)
 	assert.Equal(t, "bob", resp.Response.Sender)
 	assert.JSONEq(t, `{"ok":true}`, string(resp.Response.Payload))
@@ -336,24 +334,11 @@ func TestInboxAcksAndWaits(t *testing.T) {
 	before := d.bus.Stats().Ledger.Handled
 
 	// An inbox call that waits gets a message sent after it started.
-	got := make(chan []message, 1)
-	go func() {
-		var r inboxResult
-		res, err := bob.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "inbox",
-			Arguments: map[string]any{"max": 5, "wait_ms": 8000}})
-		if err == nil && !res.IsError {
-			data, _ := json.Marshal(res.StructuredContent)
-			_ = json.Unmarshal(data, &r)
-		}
-		got <- r.Messages
-	}()
+	waiting := bob.callAsync("inbox", map[string]any{"max": 5, "wait_ms": 8000})
 	alice.ok("send", map[string]any{"to": "bob", "payload": "ack me", "requires_ack": true}, nil)
-	var msgs []message
-	select {
-	case msgs = <-got:
-	case <-time.After(10 * time.Second):
-		t.Fatal("inbox did not return")
-	}
+	var got inboxResult
+	okResult(t, await(t, waiting), "inbox", &got)
+	msgs := got.Messages
 	require.Len(t, msgs, 1)
 	assert.True(t, msgs[0].RequiresAck)
 	// Taking it acknowledged it: the bus counts it handled, with no retry.

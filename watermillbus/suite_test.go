@@ -2,7 +2,6 @@ package watermillbus_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,9 +11,8 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
+	"github.com/descartes/agentbus/internal/daemontest"
 	"github.com/descartes/agentbus/internal/server"
-	"github.com/descartes/agentbus/transport"
-	"github.com/descartes/agentbus/transport/transporttest"
 	"github.com/descartes/agentbus/watermillbus"
 )
 
@@ -67,30 +65,14 @@ func TestPubSubLocal(t *testing.T) {
 }
 
 func TestPubSubRemote(t *testing.T) {
-	socket := filepath.Join(transporttest.ShortDir(t), "bus.sock")
-	l, err := transport.ListenUnix(socket, transport.UnixOptions{})
-	require.NoError(t, err)
-	bus, err := agentbus.New(suiteBusConfig())
-	require.NoError(t, err)
-	srv, err := server.New(server.Config{Bus: bus, MaxAgents: 1024})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, l) }()
+	_, socket := daemontest.Serve(t, suiteBusConfig(), server.Config{MaxAgents: 1024})
 	c, err := client.Dial(context.Background(), socket, client.Options{})
 	require.NoError(t, err)
 	b, err := watermillbus.NewRemote(c, watermillbus.Config{})
 	require.NoError(t, err)
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before the daemon's own cleanup
 		require.NoError(t, b.Close())
 		require.NoError(t, c.Close())
-		cancel()
-		require.NoError(t, <-served)
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		require.NoError(t, srv.Close(sctx))
-		require.NoError(t, bus.Shutdown(sctx))
-		require.NoError(t, l.Close())
 	})
 	pubsub, group := constructors(b)
 	tests.TestPubSub(t, features, pubsub, group)
