@@ -495,6 +495,9 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return c.ok(f.ID, id)
 	case protocol.OpHistory:
 		return c.history(f)
+	case protocol.OpTopics:
+		c.answer(&protocol.Frame{Op: protocol.OpTopics, ID: f.ID, Topics: c.topics(f.Limit)})
+		return nil
 	default:
 		return fmt.Errorf("%w: %q", protocol.ErrUnknownOp, f.Op)
 	}
@@ -1115,6 +1118,18 @@ func (c *conn) history(f *protocol.Frame) error {
 	}
 	c.answer(&protocol.Frame{Op: protocol.OpHistory, ID: f.ID, Messages: msgs})
 	return nil
+}
+
+// topics lists the bus's subscribed topics, at most limit of them (capped
+// like dead_letters), each with its subscribers.
+func (c *conn) topics(limit int) []protocol.TopicInfo {
+	all := c.s.bus.Topics()
+	all = all[:min(len(all), c.limit(limit))]
+	out := make([]protocol.TopicInfo, 0, len(all))
+	for _, t := range all {
+		out = append(out, protocol.TopicInfo{Topic: t, Subscribers: c.s.bus.Subscribers(t)})
+	}
+	return out
 }
 
 // cleanup runs once the reader has returned and the context is canceled:
