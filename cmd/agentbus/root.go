@@ -50,7 +50,7 @@ Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 daemon unreachable
 	pf.BoolVar(&g.json, "json", false, "print JSON instead of human-readable output")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "give up on the daemon after this long")
 	pf.StringVar(&g.name, "as", "", "the agent name this command registers, when it needs one (default cli-<pid>)")
-	root.AddCommand(newServe(g), newSend(g), newPub(g), newSub(g), newReq(g), newStats(g), newDLQ(g), newHistory(g))
+	root.AddCommand(newServe(g), newSend(g), newPub(g), newSub(g), newReq(g), newStats(g), newDLQ(g), newHistory(g), newMCP(g))
 	return root
 }
 
