@@ -48,18 +48,8 @@ func (x handler) Handle(ctx context.Context, msg *agentbus.Message) (err error) 
 	if msg.Type == agentbus.TypePublish {
 		dest = msg.Topic
 	}
-	name := "process"
-	if dest != "" {
-		name = "process " + dest
-	}
-	var buf [8]attribute.KeyValue
-	attrs := append(buf[:0], systemAttr, semconv.MessagingOperationTypeProcess, semconv.MessagingOperationName("process"))
-	if dest != "" {
-		attrs = append(attrs, semconv.MessagingDestinationName(dest))
-	}
-	attrs = messageAttrs(attrs, msg)
 	ctx = t.prop.Extract(ctx, propagation.MapCarrier(msg.Metadata))
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	ctx, span := t.start(ctx, trace.SpanKindConsumer, semconv.MessagingOperationTypeProcess, "process", dest, msg)
 	if span.IsRecording() {
 		var more [2]attribute.KeyValue
 		extra := more[:0]

@@ -89,18 +89,8 @@ func (t *Tracer) deadLetterSpan(oc agentbus.Outcome) {
 	if m.Type == agentbus.TypePublish && m.Topic != "" {
 		dest = m.Topic
 	}
-	name := "dead_letter"
-	if dest != "" {
-		name = "dead_letter " + dest
-	}
-	var buf [8]attribute.KeyValue
-	attrs := append(buf[:0], systemAttr, semconv.MessagingOperationTypeSettle, semconv.MessagingOperationName("dead_letter"))
-	if dest != "" {
-		attrs = append(attrs, semconv.MessagingDestinationName(dest))
-	}
-	attrs = messageAttrs(attrs, m)
 	ctx := t.prop.Extract(context.Background(), propagation.MapCarrier(m.Metadata))
-	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+	_, span := t.start(ctx, trace.SpanKindInternal, semconv.MessagingOperationTypeSettle, "dead_letter", dest, m)
 	if oc.Dest != "" {
 		busAttrs(span, m, AgentKey.String(oc.Dest))
 	} else {

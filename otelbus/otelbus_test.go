@@ -158,9 +158,11 @@ func attr(s tracetest.SpanStub, k attribute.Key) (attribute.Value, bool) {
 	return attribute.Value{}, false
 }
 
-func attrs(s tracetest.SpanStub) map[attribute.Key]string {
+func attrs(s tracetest.SpanStub) map[attribute.Key]string { return kvs(s.Attributes) }
+
+func kvs(list []attribute.KeyValue) map[attribute.Key]string {
 	m := map[attribute.Key]string{}
-	for _, kv := range s.Attributes {
+	for _, kv := range list {
 		m[kv.Key] = kv.Value.String()
 	}
 	return m
@@ -184,14 +186,6 @@ func event(s tracetest.SpanStub, name string) (sdktrace.Event, bool) {
 		}
 	}
 	return sdktrace.Event{}, false
-}
-
-func eventAttrs(e sdktrace.Event) map[attribute.Key]string {
-	m := map[attribute.Key]string{}
-	for _, kv := range e.Attributes {
-		m[kv.Key] = kv.Value.String()
-	}
-	return m
 }
 
 func recv[T any](t *testing.T, ch <-chan T) T {
@@ -446,7 +440,7 @@ func TestDeadLettersAndFailures(t *testing.T) {
 			last := failed[len(failed)-1]
 			e, ok := event(last, otelbus.EventDeadLetter)
 			require.True(t, ok, "the dead letter is an event of %s: %v", last.Name, last.Events)
-			ea := eventAttrs(e)
+			ea := kvs(e.Attributes)
 			assert.Equal(t, tt.wantReason, ea[otelbus.ReasonKey])
 			assert.Contains(t, ea[otelbus.ErrorKey], tt.wantErr)
 			assert.NotEmpty(t, ea[otelbus.SeqKey], "the letter's seq, to replay it by")

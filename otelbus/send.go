@@ -31,17 +31,7 @@ func (s stamper) Stamp(ctx context.Context, msg *agentbus.Message) {
 		parent = t.prop.Extract(ctx, propagation.MapCarrier(msg.Metadata))
 	}
 	op, dest := operation(msg)
-	name := op
-	if dest != "" {
-		name = op + " " + dest
-	}
-	var buf [8]attribute.KeyValue
-	attrs := append(buf[:0], systemAttr, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName(op))
-	if dest != "" {
-		attrs = append(attrs, semconv.MessagingDestinationName(dest))
-	}
-	attrs = messageAttrs(attrs, msg)
-	ctx, span := t.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	ctx, span := t.start(parent, trace.SpanKindProducer, semconv.MessagingOperationTypeSend, op, dest, msg)
 	busAttrs(span, msg)
 
 	// A new map: the message's may be shared with the one it was cloned
@@ -81,14 +71,22 @@ func operation(msg *agentbus.Message) (op, dest string) {
 	return "send", dest
 }
 
-// messageAttrs appends the messaging attributes every span of msg starts
-// with (what a sampler may look at).
-func messageAttrs(attrs []attribute.KeyValue, msg *agentbus.Message) []attribute.KeyValue {
-	attrs = append(attrs, semconv.MessagingMessageID(msg.ID), semconv.MessagingMessageBodySize(len(msg.Payload)))
+// start starts a span of msg of kind, named "OP DEST" (or "OP" without a
+// destination), with the messaging attributes, which a sampler may look at.
+func (t *Tracer) start(ctx context.Context, kind trace.SpanKind, opType attribute.KeyValue, op, dest string,
+	msg *agentbus.Message) (context.Context, trace.Span) {
+	name := op
+	var buf [8]attribute.KeyValue
+	attrs := append(buf[:0], systemAttr, opType, semconv.MessagingOperationName(op),
+		semconv.MessagingMessageID(msg.ID), semconv.MessagingMessageBodySize(len(msg.Payload)))
+	if dest != "" {
+		name = op + " " + dest
+		attrs = append(attrs, semconv.MessagingDestinationName(dest))
+	}
 	if msg.CorrelationID != "" {
 		attrs = append(attrs, semconv.MessagingMessageConversationID(msg.CorrelationID))
 	}
-	return attrs
+	return t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
 }
 
 // busAttrs sets the bus's own attributes of msg on span, if it records:
