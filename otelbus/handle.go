@@ -49,18 +49,14 @@ func (x handler) Handle(ctx context.Context, msg *agentbus.Message) (err error) 
 		dest = msg.Topic
 	}
 	ctx = t.prop.Extract(ctx, propagation.MapCarrier(msg.Metadata))
-	ctx, span := t.start(ctx, trace.SpanKindConsumer, semconv.MessagingOperationTypeProcess, "process", dest, msg)
-	if span.IsRecording() {
-		var more [2]attribute.KeyValue
-		extra := more[:0]
-		if agent != "" {
-			extra = append(extra, AgentKey.String(agent))
-		}
-		if msg.RequiresAck {
-			extra = append(extra, AttemptsKey.Int(msg.Attempts))
-		}
-		busAttrs(span, msg, extra...)
+	var extra []attribute.KeyValue
+	if agent != "" {
+		extra = append(extra, AgentKey.String(agent))
 	}
+	if msg.RequiresAck {
+		extra = append(extra, AttemptsKey.Int(msg.Attempts))
+	}
+	ctx, span := t.start(ctx, trace.SpanKindConsumer, semconv.MessagingOperationTypeProcess, "process", dest, msg, extra...)
 
 	panicked := true
 	defer func() {

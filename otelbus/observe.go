@@ -90,12 +90,11 @@ func (t *Tracer) deadLetterSpan(oc agentbus.Outcome) {
 		dest = m.Topic
 	}
 	ctx := t.prop.Extract(context.Background(), propagation.MapCarrier(m.Metadata))
-	_, span := t.start(ctx, trace.SpanKindInternal, semconv.MessagingOperationTypeSettle, "dead_letter", dest, m)
+	var extra []attribute.KeyValue
 	if oc.Dest != "" {
-		busAttrs(span, m, AgentKey.String(oc.Dest))
-	} else {
-		busAttrs(span, m)
+		extra = append(extra, AgentKey.String(oc.Dest))
 	}
+	_, span := t.start(ctx, trace.SpanKindInternal, semconv.MessagingOperationTypeSettle, "dead_letter", dest, m, extra...)
 	deadLettered(span, oc)
 	span.End()
 }

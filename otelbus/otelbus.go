@@ -78,6 +78,7 @@ type Tracer struct {
 	prop   propagation.TextMapPropagator
 	fields []string // the propagator's Metadata keys, replaced on every stamp
 	max    int
+	kinds  [trace.SpanKindConsumer + 1]trace.SpanStartOption // made once: an option costs an allocation
 
 	producers table[string]            // open producer spans, by message ID
 	failing   table[*agentbus.Message] // consumer spans of failed deliveries, until their outcome
@@ -144,6 +145,9 @@ func New(tp trace.TracerProvider, opts ...Option) (*Tracer, error) {
 		}
 	}
 	t.fields = t.prop.Fields()
+	for k := range t.kinds {
+		t.kinds[k] = trace.WithSpanKind(trace.SpanKind(k))
+	}
 	t.producers.init(t.max)
 	t.failing.init(t.max)
 	return t, nil

@@ -32,7 +32,6 @@ func (s stamper) Stamp(ctx context.Context, msg *agentbus.Message) {
 	}
 	op, dest := operation(msg)
 	ctx, span := t.start(parent, trace.SpanKindProducer, semconv.MessagingOperationTypeSend, op, dest, msg)
-	busAttrs(span, msg)
 
 	// A new map: the message's may be shared with the one it was cloned
 	// from. The propagator's keys are replaced, never merged (a stale
@@ -72,36 +71,35 @@ func operation(msg *agentbus.Message) (op, dest string) {
 }
 
 // start starts a span of msg of kind, named "OP DEST" (or "OP" without a
-// destination), with the messaging attributes, which a sampler may look at.
+// destination). It starts with the attributes that the messaging
+// conventions call relevant to sampling (system, operation, destination);
+// a span that records then gets the others, and extra: an unsampled span is
+// spared building them.
 func (t *Tracer) start(ctx context.Context, kind trace.SpanKind, opType attribute.KeyValue, op, dest string,
-	msg *agentbus.Message) (context.Context, trace.Span) {
+	msg *agentbus.Message, extra ...attribute.KeyValue) (context.Context, trace.Span) {
 	name := op
-	var buf [8]attribute.KeyValue
-	attrs := append(buf[:0], systemAttr, opType, semconv.MessagingOperationName(op),
-		semconv.MessagingMessageID(msg.ID), semconv.MessagingMessageBodySize(len(msg.Payload)))
+	var buf [4]attribute.KeyValue
+	attrs := append(buf[:0], systemAttr, opType, semconv.MessagingOperationName(op))
 	if dest != "" {
 		name = op + " " + dest
 		attrs = append(attrs, semconv.MessagingDestinationName(dest))
 	}
-	if msg.CorrelationID != "" {
-		attrs = append(attrs, semconv.MessagingMessageConversationID(msg.CorrelationID))
-	}
-	return t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
-}
-
-// busAttrs sets the bus's own attributes of msg on span, if it records:
-// an unsampled span is spared building them.
-func busAttrs(span trace.Span, msg *agentbus.Message, more ...attribute.KeyValue) {
+	ctx, span := t.tracer.Start(ctx, name, t.kinds[kind], trace.WithAttributes(attrs...))
 	if !span.IsRecording() {
-		return
+		return ctx, span
 	}
-	var buf [8]attribute.KeyValue
-	attrs := append(buf[:0], MessageTypeKey.String(msg.Type.String()), PriorityKey.Int(int(msg.Priority)))
+	more := make([]attribute.KeyValue, 0, 8+len(extra))
+	more = append(more, semconv.MessagingMessageID(msg.ID), semconv.MessagingMessageBodySize(len(msg.Payload)),
+		MessageTypeKey.String(msg.Type.String()), PriorityKey.Int(int(msg.Priority)))
+	if msg.CorrelationID != "" {
+		more = append(more, semconv.MessagingMessageConversationID(msg.CorrelationID))
+	}
 	if msg.Sender != "" {
-		attrs = append(attrs, SenderKey.String(msg.Sender))
+		more = append(more, SenderKey.String(msg.Sender))
 	}
 	if msg.RequestID != "" {
-		attrs = append(attrs, RequestIDKey.String(msg.RequestID))
+		more = append(more, RequestIDKey.String(msg.RequestID))
 	}
-	span.SetAttributes(append(attrs, more...)...)
+	span.SetAttributes(append(more, extra...)...)
+	return ctx, span
 }
