@@ -33,7 +33,7 @@ func (s *sink) Handle(context.Context, *agentbus.Message) error {
 // nothing: the trace context is still propagated), each beside its floor,
 // the same bus without otelbus. Compare with internal/benchratio:
 //
-//	go test -run '^$' -bench Send -count 6 ./otelbus | go run ./internal/benchratio
+//	go test -run '^$' -bench . -count 8 ./otelbus | go run ./internal/benchratio
 func BenchmarkSend(b *testing.B) {
 	run := func(sampler sdktrace.Sampler) func(*testing.B) {
 		return func(b *testing.B) {

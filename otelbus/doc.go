@@ -57,7 +57,10 @@
 // the message's producer span, with status error and the EventDeadLetter
 // event.
 //
-// Every span has messaging.system "agentbus", messaging.message.id,
+// A span starts with the attributes relevant to sampling (messaging.system,
+// messaging.operation.type and .name, messaging.destination.name); one that
+// records then gets the rest. Every recorded span has messaging.system
+// "agentbus", messaging.message.id,
 // messaging.operation.name, messaging.message.body.size, and where they
 // apply messaging.destination.name (the recipient, or the topic of a
 // publish), messaging.message.conversation_id (the correlation ID) and the
