@@ -107,7 +107,7 @@ func (p *proc) stop(t *testing.T) error {
 func cli(t *testing.T, socket string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code = run(append([]string{"--socket", socket, "--timeout", "10s"}, args...), strings.NewReader(""), &out, &errb)
+	code = run(append([]string{"--socket", socket}, args...), strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -175,7 +175,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	assert.NotEmpty(t, strings.TrimSpace(out))
 	code, _, errOut = cli(t, d.socket, "send", "--to", "nobody", "{}")
 	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, errOut, "no such recipient")
+	assert.Contains(t, errOut, `send to "nobody": no agent of that name is registered`)
 
 	// Publishing to nobody dead-letters; dlq list shows it, replay resends.
 	code, _, errOut = cli(t, d.socket, "pub", "void.topic", `1`)
@@ -192,7 +192,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	code, _, errOut = cli(t, d.socket, "dlq", "replay", "999999")
 	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, errOut, "unknown dead letter")
+	assert.Contains(t, errOut, "replay dead letter 999999: the dead-letter queue does not hold it")
 
 	// history and stats.
 	code, out, errOut = cli(t, d.socket, "history", "--topic", "progress.>")
@@ -222,13 +222,13 @@ func TestUsageAndExitCodes(t *testing.T) {
 	}{
 		{"unknown command", []string{"teleport"}, exitUsage, "unknown command"},
 		{"unknown flag", []string{"send", "--bogus"}, exitUsage, "unknown flag"},
-		{"missing --to", []string{"send", "{}"}, exitUsage, "--to is required"},
+		{"missing agent", []string{"send", "{}"}, exitUsage, "give AGENT and PAYLOAD"},
 		{"too many args", []string{"pub", "a", "b", "c"}, exitUsage, "accepts 2 arg"},
 		{"bad priority", []string{"send", "--to", "x", "-p", "101", "{}"}, exitUsage, "--priority"},
 		{"bad seq", []string{"dlq", "replay", "abc"}, exitUsage, "SEQ"},
 		{"bad type", []string{"history", "--type", "telegram"}, exitUsage, "--type"},
 		{"negative count", []string{"sub", "--count", "-1", "x"}, exitUsage, "--count"},
-		{"unreachable", []string{"stats"}, exitUnreachable, "cannot reach the daemon"},
+		{"unreachable", []string{"stats"}, exitUnreachable, "(the socket does not exist): is \"agentbus serve\" running?"},
 		{"bad socket mode", []string{"serve", "--socket-mode", "999"}, exitUsage, "--socket-mode"},
 		{"bad duration", []string{"serve", "--request-timeout", "soon"}, exitUsage, "--request-timeout"},
 		{"non-loopback metrics", []string{"serve", "--metrics", "0.0.0.0:9464"}, exitUsage, "loopback"},
@@ -277,7 +277,7 @@ func TestSocketOwnership(t *testing.T) {
 	var errb bytes.Buffer
 	code := run([]string{"serve", "--socket", d.socket}, strings.NewReader(""), io.Discard, &errb)
 	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, errb.String(), "in use")
+	assert.Contains(t, errb.String(), "another daemon is serving "+d.socket)
 	_, err := dialClient(t, d.socket).Ping(context.Background())
 	require.NoError(t, err)
 

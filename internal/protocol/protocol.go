@@ -45,6 +45,10 @@ const (
 	OpPing        = "ping"         // answered by pong
 	OpCredit      = "credit"       // agent, n: n more deliveries may be in flight; not answered
 
+	OpDeadLetter       = "dead_letter"        // seq; answered by dead_letters with that one letter
+	OpPurgeDeadLetters = "purge_dead_letters" // answered by ok with n, the letters removed
+	OpSubscribers      = "subscribers"        // topic; answered by ok with n, the agents a publish reaches
+
 	OpWelcome  = "welcome"  // daemon → client: answer to hello
 	OpOK       = "ok"       // daemon → client: the operation succeeded
 	OpError    = "error"    // daemon → client: the operation failed; code, error
