@@ -38,6 +38,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// raceExitFast keeps a subprocess built with -race from waiting a second
+// at exit (the race runtime's default), which would add up over the tests.
+const raceExitFast = "GORACE=atexit_sleep_ms=0"
+
 // proc is the daemon running as a subprocess.
 type proc struct {
 	cmd    *exec.Cmd
@@ -55,7 +59,13 @@ var shortDir = transporttest.ShortDir
 // until it accepts connections.
 func startDaemon(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := startProc(t, filepath.Join(shortDir(t), "bus.sock"), args...)
+	return startDaemonAt(t, filepath.Join(shortDir(t), "bus.sock"), args...)
+}
+
+// startDaemonAt is startDaemon on socket.
+func startDaemonAt(t *testing.T, socket string, args ...string) *proc {
+	t.Helper()
+	p := startProc(t, socket, args...)
 	require.Eventually(t, func() bool {
 		c, err := net.Dial("unix", p.socket)
 		if err == nil {
@@ -72,7 +82,7 @@ func startProc(t *testing.T, socket string, args ...string) *proc {
 	require.NoError(t, err)
 	p := &proc{socket: socket, done: make(chan error, 1)}
 	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket}, args...)...)
-	p.cmd.Env = append(os.Environ(), "AGENTBUS_TEST_MAIN=1")
+	p.cmd.Env = append(os.Environ(), "AGENTBUS_TEST_MAIN=1", raceExitFast)
 	p.cmd.Stderr = &p.stderr
 	require.NoError(t, p.cmd.Start())
 	go func() { p.done <- p.cmd.Wait() }()

@@ -279,6 +279,10 @@ func serve(ctx context.Context, socket string, c serveConfig, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	// Before the socket exists: once a client can connect, a signal stops
+	// the daemon cleanly.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	opts := &slog.HandlerOptions{Level: d.level}
 	var h slog.Handler = slog.NewTextHandler(stderr, opts)
 	if d.jsonLog {
@@ -309,9 +313,6 @@ func serve(ctx context.Context, socket string, c serveConfig, stderr io.Writer) 
 		_ = bus.Shutdown(context.Background())
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
 	var wg sync.WaitGroup
 	var httpSrv *http.Server
 	if d.metrics != "" {

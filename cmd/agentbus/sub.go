@@ -107,8 +107,8 @@ func (l *link) add(e linkEvent) {
 	}
 }
 
-func (l *link) lost(err error)        { l.add(linkEvent{err: err}) }
-func (l *link) regained(err error)    { l.add(linkEvent{up: true, err: err}) }
+func (l *link) lost(err error)     { l.add(linkEvent{err: err}) }
+func (l *link) regained(err error) { l.add(linkEvent{up: true, err: err}) }
 func (l *link) take() (ev []linkEvent) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
