@@ -245,12 +245,39 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"bad uid", []string{"serve", "--allow-uids", "root"}, exitUsage, "--allow-uids"},
 		{"negative size", []string{"serve", "--mailbox-size", "-1"}, exitUsage, "negative"},
 		{"missing config", []string{"serve", "--config", "/nonexistent.json"}, exitUsage, "config"},
+		// Item 4 of issue 17: each found locally (the socket is missing, so
+		// a check left to the daemon would exit 3).
+		{"unknown subcommand", []string{"dlq", "bogus"}, exitUsage, `unknown command "bogus" for "agentbus dlq"`},
+		{"unknown subcommand suggested", []string{"dlq", "lst"}, exitUsage, `did you mean "list"?`},
+		{"bad reason", []string{"dlq", "list", "--reason", "bogus"}, exitUsage, `--reason: "bogus" is not one of`},
+		{"bad send type", []string{"send", "--type", "request", "x", "{}"}, exitUsage, `--type: "request" is not one of`},
+		{"bad log level", []string{"serve", "--log-level", "loud"}, exitUsage, "--log-level"},
+		{"bad log format", []string{"serve", "--log-format", "xml"}, exitUsage, "--log-format"},
+		{"bad shell", []string{"completion", "tcsh"}, exitUsage, "completion takes one shell"},
+		{"bad ping count", []string{"ping", "-c", "0"}, exitUsage, "--count"},
+		{"bad timeout", []string{"stats", "--timeout", "0s"}, exitUsage, "--timeout"},
+		{"bad reconnect wait", []string{"sub", "--reconnect-wait", "-1s", "x"}, exitUsage, "--reconnect-wait"},
+		{"bad pattern", []string{"sub", "a..b"}, exitUsage, "PATTERN"},
+		{"bad topic", []string{"pub", "a.*", "1"}, exitUsage, "TOPIC"},
+		{"purge without force", []string{"dlq", "purge"}, exitUsage, "--force"},
+		{"bad get seq", []string{"dlq", "get", "0"}, exitUsage, "SEQ"},
+		{"payload and --to", []string{"send", "--to", "x", "a", "b"}, exitUsage, "with --to, give only the PAYLOAD"},
+		{"bad payload", []string{"req", "x", "{"}, exitUsage, "not valid JSON"},
+		{"json on serve", []string{"serve", "--json"}, exitUsage, "unknown flag: --json"},
+		{"timeout on serve", []string{"serve", "--timeout", "1s"}, exitUsage, "unknown flag: --timeout"},
+		{"missing flag value", []string{"stats", "--timeout"}, exitUsage, "flag needs an argument"},
+		{"bad flag value", []string{"history", "--limit", "many"}, exitUsage, "invalid argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := cli(t, missing, tc.args...)
 			assert.Equal(t, tc.code, code, errOut)
 			assert.Contains(t, errOut, tc.msg)
 		})
+	}
+	for _, group := range [][]string{{}, {"dlq"}} {
+		code, out, _ := cli(t, missing, group...)
+		assert.Equal(t, exitOK, code, "a group alone prints its help")
+		assert.Contains(t, out, "Usage:")
 	}
 	code, out, _ := cli(t, missing, "--help")
 	assert.Equal(t, 0, code)

@@ -125,6 +125,9 @@ func group(cmd *cobra.Command, a []string) error {
 		return nil
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", a[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, which it sets only on its own path
+	}
 	if s := cmd.SuggestionsFor(a[0]); len(s) > 0 {
 		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
 	}
