@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -181,9 +182,6 @@ its mailbox now and the mailbox's capacity, the messages it received, handled an
 failed, its restarts, and when it last finished a message.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkTimeout(); err != nil {
-				return err
-			}
 			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
 				st, err := call(ctx, g, c.Stats)
 				if err != nil {
@@ -207,7 +205,16 @@ func printAgents(g *globals, agents []agentbus.AgentStats) error {
 		fmt.Fprintln(g.stderr, "no agents are registered")
 		return nil
 	}
-	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	if err := agentsTable(g.stdout, agents); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stderr, "%d agent(s)\n", len(agents))
+	return nil
+}
+
+// agentsTable writes one line per agent: its queue depth and counts.
+func agentsTable(out io.Writer, agents []agentbus.AgentStats) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "AGENT\tQUEUED\tCAP\tRECEIVED\tHANDLED\tFAILED\tRESTARTS\tLAST ACTIVE")
 	for _, a := range agents {
 		last := "-"
@@ -217,11 +224,7 @@ func printAgents(g *globals, agents []agentbus.AgentStats) error {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", a.Name, a.Queued, a.Capacity, a.Received, a.Handled,
 			a.Failed, a.Restarts, last)
 	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stderr, "%d agent(s)\n", len(agents))
-	return nil
+	return w.Flush()
 }
 
 // shells are the shells completion writes scripts for.

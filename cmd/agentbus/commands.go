@@ -19,9 +19,13 @@ import (
 	"github.com/descartes/agentbus/topics"
 )
 
-// session dials the daemon for a one-shot command, registers --as when
-// given, runs fn, and closes. SIGINT and SIGTERM end ctx.
+// session checks --timeout, dials the daemon for a one-shot command,
+// registers --as when given, runs fn, and closes. SIGINT and SIGTERM end
+// ctx.
 func (g *globals) session(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client, agent string) error) error {
+	if err := g.checkTimeout(); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c, err := g.dial(ctx)
@@ -121,9 +125,6 @@ reads stdin.`,
 			if !slices.Contains(sendTypes, typ) {
 				return usagef("--type: %q is not one of %v", typ, sendTypes)
 			}
-			if err := g.checkTimeout(); err != nil {
-				return err
-			}
 			t, _ := actors.ParseMessageType(typ)
 			msg, err := mf.message(g, t, payload)
 			if err != nil {
@@ -195,9 +196,6 @@ PAYLOAD is read as for send.`,
 			topic := a[0]
 			if err := topics.ValidateSubject(topic); err != nil {
 				return usageError{explainf(err, "TOPIC: %s", plain(err))}
-			}
-			if err := g.checkTimeout(); err != nil {
-				return err
 			}
 			msg, err := mf.message(g, agentbus.TypePublish, a[1])
 			if err != nil {
@@ -289,9 +287,6 @@ PAYLOAD is read as for send.`,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			agent, payload, err := target(to, a)
 			if err != nil {
-				return err
-			}
-			if err := g.checkTimeout(); err != nil {
 				return err
 			}
 			msg, err := mf.message(g, agentbus.TypeRequest, payload)

@@ -75,9 +75,6 @@ func newDLQList(g *globals) *cobra.Command {
 			if filter.Reason != "" && !slices.Contains(reasons(), filter.Reason) {
 				return usagef("--reason: %q is not one of %s", filter.Reason, strings.Join(reasons(), ", "))
 			}
-			if err := g.checkTimeout(); err != nil {
-				return err
-			}
 			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
 				letters, err := call(ctx, g, func(ctx context.Context) ([]client.Letter, error) {
 					return c.DeadLetters(ctx, filter)
@@ -146,9 +143,6 @@ for whom, when, after how many attempts, and the whole message.`,
 			if err != nil {
 				return err
 			}
-			if err := g.checkTimeout(); err != nil {
-				return err
-			}
 			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
 				l, err := call(ctx, g, func(ctx context.Context) (client.Letter, error) { return c.DeadLetter(ctx, seq) })
 				if err != nil {
@@ -207,9 +201,6 @@ func newDLQReplay(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := g.checkTimeout(); err != nil {
-				return err
-			}
 			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
 				id, err := call(ctx, g, func(ctx context.Context) (string, error) { return c.Replay(ctx, seq, to) })
 				if err != nil {
@@ -236,9 +227,6 @@ reason in "agentbus stats" are kept. On a terminal it asks first; elsewhere it n
 		Example: `  agentbus dlq purge --force`,
 		Args:    args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkTimeout(); err != nil {
-				return err
-			}
 			interactive := !force && isTerminal(g.stdin) && g.tty
 			if !force && !interactive {
 				return usagef("dlq purge deletes every dead letter: add --force")
@@ -291,9 +279,6 @@ started with --history.`,
 				if _, err := actors.ParseMessageType(q.Type); err != nil {
 					return usagef("--type: %q is not one of %s", q.Type, strings.Join(messageTypes(), ", "))
 				}
-			}
-			if err := g.checkTimeout(); err != nil {
-				return err
 			}
 			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
 				msgs, err := call(ctx, g, func(ctx context.Context) ([]*agentbus.Message, error) { return c.History(ctx, q) })

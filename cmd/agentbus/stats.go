@@ -25,9 +25,6 @@ by reason, and per agent, topic, sender and message type. --json prints the snap
 as the daemon sent it.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkTimeout(); err != nil {
-				return err
-			}
 			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
 				if g.json {
 					raw, err := call(ctx, g, c.StatsJSON)
@@ -74,17 +71,7 @@ func printStats(out io.Writer, st agentbus.Stats) error {
 	}
 	if len(st.Agents) > 0 {
 		fmt.Fprintln(out)
-		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "AGENT\tQUEUED\tCAP\tRECEIVED\tHANDLED\tFAILED\tRESTARTS\tLAST ACTIVE")
-		for _, a := range st.Agents {
-			last := "-"
-			if !a.LastActive.IsZero() {
-				last = a.LastActive.Local().Format("15:04:05.000")
-			}
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", a.Name, a.Queued, a.Capacity, a.Received, a.Handled,
-				a.Failed, a.Restarts, last)
-		}
-		if err := w.Flush(); err != nil {
+		if err := agentsTable(out, st.Agents); err != nil {
 			return err
 		}
 	}

@@ -62,17 +62,8 @@ func TestSubscribersCount(t *testing.T) {
 // dead-lettered as late_response, and a shutdown does not wait for the
 // ack timeout.
 func TestAbandonedRequestFreesAgent(t *testing.T) {
-	bus, err := agentbus.New(agentbus.Config{})
-	require.NoError(t, err)
-	srv, err := server.New(server.Config{Bus: bus, AckTimeout: time.Hour})
-	require.NoError(t, err)
-	e := &env{t: t, bus: bus, srv: srv}
-	l := newMemoryListener()
-	e.l = l
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-
+	e, stop := serveUntilStopped(t, server.Config{AckTimeout: time.Hour})
+	bus := e.bus
 	a, b := e.hello(), e.hello()
 	a.ok(`{"op":"register","agent":"asker"}`)
 	b.ok(`{"op":"register","agent":"silent"}`)
@@ -94,13 +85,7 @@ func TestAbandonedRequestFreesAgent(t *testing.T) {
 	a.write(`{"op":"request","id":"r2","timeout_ms":50,"message":{"recipient":"silent","payload":3}}`)
 	b.deliver()
 	require.Equal(t, protocol.CodeRequestTimeout, a.answer("r2").Code)
-	cancel()
-	require.NoError(t, <-done)
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	require.NoError(t, bus.Shutdown(sctx), "the shutdown drained: nothing waits on the abandoned request")
-	require.NoError(t, srv.Close(sctx))
-	require.NoError(t, l.Close())
+	require.NoError(t, stop(), "the shutdown drained: nothing waits on the abandoned request")
 	acc := bus.Accounting()
 	assert.Equal(t, acc.Accepted, acc.Handled+acc.DeadLettered, "%+v", acc)
 }
@@ -111,15 +96,8 @@ func TestAbandonedRequestFreesAgent(t *testing.T) {
 func TestSummaryLog(t *testing.T) {
 	var buf testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	bus, err := agentbus.New(agentbus.Config{})
-	require.NoError(t, err)
-	srv, err := server.New(server.Config{Bus: bus, Logger: log, SummaryInterval: time.Hour})
-	require.NoError(t, err)
-	l := newMemoryListener()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	e := &env{t: t, bus: bus, srv: srv, l: l}
+	e, stop := serveUntilStopped(t, server.Config{Logger: log, SummaryInterval: time.Hour})
+	srv := e.srv
 
 	a := e.hello()
 	a.ok(`{"op":"register","agent":"a"}`)
@@ -133,13 +111,7 @@ func TestSummaryLog(t *testing.T) {
 	require.Eventually(t, func() bool { return srv.Conns() == 1 }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, 1, strings.Count(buf.String(), "msg=clients "), buf.String())
 
-	cancel()
-	require.NoError(t, <-done)
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	require.NoError(t, srv.Close(sctx))
-	require.NoError(t, bus.Shutdown(sctx))
-	require.NoError(t, l.Close())
+	require.NoError(t, stop())
 	out := buf.String()
 	assert.Contains(t, out, "msg=clients connections=0 agents=0 connected=3 disconnected=4",
 		"the line pending for an hour is logged at Close")
@@ -149,6 +121,37 @@ func TestSummaryLog(t *testing.T) {
 	}
 }
 
-func newMemoryListener() *transport.MemoryListener {
-	return transport.NewMemoryListener(transport.MemoryOptions{MaxFrameSize: 4096})
+// serveUntilStopped is newEnv for a test that stops the daemon itself, as
+// the daemon does: stop ends Serve, shuts the bus down, then closes the
+// server, and returns the bus's Shutdown error. The cleanup stops it if the
+// test did not.
+func serveUntilStopped(t *testing.T, scfg server.Config) (e *env, stop func() error) {
+	t.Helper()
+	bus, err := agentbus.New(agentbus.Config{})
+	require.NoError(t, err)
+	scfg.Bus = bus
+	srv, err := server.New(scfg)
+	require.NoError(t, err)
+	l := transport.NewMemoryListener(transport.MemoryOptions{MaxFrameSize: 4096})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	stopped := false
+	stop = func() error {
+		stopped = true
+		cancel()
+		require.NoError(t, <-done)
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		err := bus.Shutdown(sctx)
+		require.NoError(t, srv.Close(sctx))
+		require.NoError(t, l.Close())
+		return err
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			_ = stop()
+		}
+	})
+	return &env{t: t, bus: bus, srv: srv, l: l}, stop
 }
