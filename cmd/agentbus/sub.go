@@ -128,7 +128,11 @@ func (g *globals) subscribe(cmd *cobra.Command, patterns []string, count int, wa
 	}
 	defer c.Close()
 	agent := g.agentName()
-	got := make(chan *agentbus.Message, 64)
+	// Unbuffered: a message counts as handled only once sub takes it to
+	// print it; one still in the handler when sub ends fails (the daemon
+	// dead-letters it), and those the client holds behind it are
+	// dead-lettered by the daemon as never credited.
+	got := make(chan *agentbus.Message)
 	h := agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
 		select {
 		case got <- m:
