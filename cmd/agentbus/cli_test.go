@@ -23,6 +23,7 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
+	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/testutil"
 )
 
@@ -472,13 +473,13 @@ func TestNewCommands(t *testing.T) {
 	require.Equal(t, exitOK, code, errOut)
 	assert.Contains(t, out, "github.com/descartes/agentbus")
 	assert.Contains(t, out, runtime.Version())
-	assert.Regexp(t, `protocol\s+1\n`, out)
-	assert.Regexp(t, `daemon\s+agentbus/\S+, protocol 1, at `+regexp.QuoteMeta(d.socket), out)
+	assert.Regexp(t, fmt.Sprintf(`protocol\s+%d\n`, protocol.Version), out)
+	assert.Regexp(t, fmt.Sprintf(`daemon\s+agentbus/\S+, protocol %d, at `, protocol.Version)+regexp.QuoteMeta(d.socket), out)
 	code, out, _ = cli(t, d.socket, "version", "--json")
 	require.Equal(t, exitOK, code)
 	var v versionInfo
 	require.NoError(t, json.Unmarshal([]byte(out), &v))
-	assert.Equal(t, 1, v.Protocol)
+	assert.Equal(t, protocol.Version, v.Protocol)
 	require.NotNil(t, v.Daemon)
 	assert.Equal(t, d.socket, v.Daemon.Socket)
 	code, out, _ = cli(t, filepath.Join(shortDir(t), "none.sock"), "version")
@@ -515,7 +516,8 @@ func TestNewCommands(t *testing.T) {
 	assert.NotEmpty(t, strings.TrimSpace(out))
 
 	// agents shows queue depths: an agent with a window of one that never
-	// credits has one delivery out, one in its handler, the rest queued.
+	// credits has one delivery out and the rest queued (its handler waits
+	// for the credit before it takes the next).
 	busy := dialRaw(t, d.socket)
 	busy.write(`{"op":"hello","id":"1","version":1}` + "\n" + `{"op":"register","id":"2","agent":"busy","window":1}` + "\n")
 	require.Equal(t, "welcome", busy.read().Op)
@@ -535,7 +537,7 @@ func TestNewCommands(t *testing.T) {
 		}
 		for _, a := range agents {
 			if a.Name == "busy" {
-				return a.Queued == 3
+				return a.Queued == 4
 			}
 		}
 		return false
@@ -543,7 +545,7 @@ func TestNewCommands(t *testing.T) {
 	code, out, errOut = cli(t, d.socket, "agents")
 	require.Equal(t, exitOK, code, errOut)
 	assert.Regexp(t, `AGENT\s+QUEUED\s+CAP\s+RECEIVED`, out)
-	assert.Regexp(t, `\nbusy\s+3\s+1024\s+5\s`, out)
+	assert.Regexp(t, `\nbusy\s+4\s+1024\s+5\s`, out)
 	assert.Regexp(t, `\nworker\s+0\s+1024\s+2\s`, out)
 	assert.Equal(t, "2 agent(s)\n", errOut)
 
