@@ -59,6 +59,9 @@ var ErrDisconnected = fmt.Errorf("client: disconnected: %w", agentbus.ErrTranspo
 // Letter is a dead letter as the daemon reports it.
 type Letter = protocol.Letter
 
+// TopicInfo is a subscribed topic and its subscribers, as Topics reports it.
+type TopicInfo = protocol.TopicInfo
+
 // Options configures a Client. The zero value is usable.
 type Options struct {
 	// Name is the client's name in the daemon's logs. Default: the
@@ -902,6 +905,21 @@ func (c *Client) Replay(ctx context.Context, seq uint64, to string) (string, err
 		return "", err
 	}
 	return r.MessageID, nil
+}
+
+// Topics returns the topics (subjects and patterns) agents of the daemon's
+// bus are subscribed to, sorted, each with its subscribers; at most limit of
+// them (0 or more than the daemon's cap: the cap, 1,000 by default). It
+// blocks for the daemon's answer. Errors: the connection's, or ctx's.
+func (c *Client) Topics(ctx context.Context, limit int) ([]TopicInfo, error) {
+	r, err := c.do(ctx, &protocol.Frame{Op: protocol.OpTopics, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	if r.Topics == nil {
+		return []TopicInfo{}, nil
+	}
+	return r.Topics, nil
 }
 
 // HistoryQuery selects messages from the daemon's history.

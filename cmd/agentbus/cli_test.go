@@ -648,7 +648,7 @@ func TestCompletionAndHelp(t *testing.T) {
 		assert.Contains(t, out, s)
 	}
 	for _, c := range []string{"send", "pub", "sub", "req", "agents", "stats", "dlq", "history", "ping", "serve",
-		"version", "completion"} {
+		"version", "completion", "mcp"} {
 		assert.Regexp(t, `\n  `+c+`\s+\S`, out, c)
 	}
 }

@@ -61,6 +61,9 @@ Common flows:
     agentbus dlq get 42
     agentbus dlq replay 42 --to backup-worker
 
+  Let an MCP-capable AI agent join the bus as an agent (see docs/bridges.md):
+    agentbus mcp --as assistant
+
 Payloads are JSON ('{"a":1}', '[1,2]', '"text"', 42, true). Text that does not start like
 JSON is sent as a JSON string; text that starts with {, [ or " but does not parse is
 refused, so that a typo is not sent as a string; --raw sends any text as a JSON string.
@@ -105,7 +108,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		c.GroupID = "look"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newServe(g), newVersion(g), newCompletion(root)} {
+	for _, c := range []*cobra.Command{newServe(g), newMCP(g), newVersion(g), newCompletion(root)} {
 		c.GroupID = "run"
 		root.AddCommand(c)
 	}

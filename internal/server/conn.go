@@ -501,6 +501,9 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return c.purgeDeadLetters(f)
 	case protocol.OpSubscribers:
 		return c.subscribers(f)
+	case protocol.OpTopics:
+		c.answer(&protocol.Frame{Op: protocol.OpTopics, ID: f.ID, Topics: c.topics(f.Limit)})
+		return nil
 	default:
 		return fmt.Errorf("%w: %q", protocol.ErrUnknownOp, f.Op)
 	}
@@ -743,9 +746,9 @@ var errUnregistered = errors.New("agentbus daemon: agent unregistered")
 // client unregistered r or the connection ended. After an unregister, m
 // is dead-lettered as agent_stopped, as what was queued for the agent is
 // (a letter the daemon records: the bus counts m as handled by the
-// agent), except a request: its requester is failed at once with
-// agent_stopped, and the bus dead-letters it (as transport_closed: the
-// reason the bus gives a delivery its remote agent's end let go of).
+// agent), except a request: the bus dead-letters it as agent_stopped (a
+// handler error wrapping ErrAgentStopped is not the handler's fault), and
+// its requester fails at once with that cause.
 //
 //go:noinline
 func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
@@ -755,8 +758,7 @@ func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
 		return errClosedBefore(name)
 	}
 	if m.Type == agentbus.TypeRequest {
-		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w (%w)", name,
-			agentbus.ErrAgentStopped, agentbus.ErrTransportClosed)
+		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w", name, agentbus.ErrAgentStopped)
 	}
 	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: m,
 		Reason: deadletter.AgentStopped, Agent: name, Attempts: m.Attempts,
@@ -1128,6 +1130,18 @@ func (c *conn) history(f *protocol.Frame) error {
 	}
 	c.answer(&protocol.Frame{Op: protocol.OpHistory, ID: f.ID, Messages: msgs})
 	return nil
+}
+
+// topics lists the bus's subscribed topics, at most limit of them (capped
+// like dead_letters), each with its subscribers.
+func (c *conn) topics(limit int) []protocol.TopicInfo {
+	all := c.s.bus.Topics()
+	all = all[:min(len(all), c.limit(limit))]
+	out := make([]protocol.TopicInfo, 0, len(all))
+	for _, t := range all {
+		out = append(out, protocol.TopicInfo{Topic: t, Subscribers: c.s.bus.Subscribers(t)})
+	}
+	return out
 }
 
 // cleanup runs once the reader has returned and the context is canceled:
