@@ -113,6 +113,13 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 		h.b.handlers = slices.Delete(h.b.handlers, i, i+1)
 	}
 	h.b.spawnMu.Unlock()
-	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", why.Error())
+	reason := why.Error()
+	if errors.Is(why, ErrShutdown) {
+		// Stopped by Shutdown: what it had queued, if the drain was cut
+		// short, is dead-lettered and logged as such; the agent itself
+		// lost nothing.
+		reason = "bus shutdown"
+	}
+	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", reason)
 	h.b.events.emit(Event{Kind: EventStopped, Agent: a.Name(), Restarts: a.Restarts(), Err: why})
 }

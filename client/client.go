@@ -86,6 +86,17 @@ type Options struct {
 	// until the handler has caught up. So a handler that is slow, or that
 	// itself calls the daemon, never stalls the connection.
 	AgentQueue int
+	// OnDisconnect, if set, is called each time the live connection drops
+	// (not when Close ends it), with why, before the client starts to
+	// reconnect (or, with NoReconnect, gives up). It runs on the client's
+	// reader goroutine: it must return quickly and not call Close.
+	OnDisconnect func(err error)
+	// OnReconnect, if set, is called each time the client has connected
+	// again and registered its agents and their subscriptions anew, with
+	// the errors of those it could not restore (nil when all were). It
+	// runs on the client's reconnect goroutine: it must return quickly and
+	// not call Close.
+	OnReconnect func(restoreErr error)
 	// Window bounds the sends, publishes and replies of this client that
 	// the daemon has not confirmed yet (default DefaultWindow, 1024): Send,
 	// SendAsync and the publishes wait while it is full. It is the
@@ -453,6 +464,9 @@ func (c *Client) readLoop(l *link) {
 		delete(c.pending, id)
 	}
 	c.mu.Unlock()
+	if wasLive && c.ctx.Err() == nil && c.opts.OnDisconnect != nil {
+		c.opts.OnDisconnect(why)
+	}
 	if c.ctx.Err() != nil || !wasLive || c.opts.NoReconnect {
 		return
 	}
@@ -488,13 +502,17 @@ func (c *Client) reconnect() {
 		}
 		c.redialed.Add(1)
 		c.log.Info("reconnected", "attempt", attempt)
-		c.restore()
+		err = c.restore()
+		if c.opts.OnReconnect != nil {
+			c.opts.OnReconnect(err)
+		}
 		return
 	}
 }
 
 // restore registers the agents and subscriptions again after a reconnect.
-func (c *Client) restore() {
+// It returns the errors of those it could not restore.
+func (c *Client) restore() error {
 	c.mu.Lock()
 	agents := make([]*agent, 0, len(c.agents))
 	for _, a := range c.agents {
@@ -503,9 +521,11 @@ func (c *Client) restore() {
 		}
 	}
 	c.mu.Unlock()
+	var errs []error
 	for _, a := range agents {
 		if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: a.name, Window: c.opts.AgentQueue}); err != nil {
 			c.log.Warn("re-register failed", "agent", a.name, "error", err)
+			errs = append(errs, fmt.Errorf("client: register %q again: %w", a.name, err))
 			continue
 		}
 		c.mu.Lock()
@@ -514,9 +534,11 @@ func (c *Client) restore() {
 		for _, topic := range topics {
 			if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpSubscribe, Agent: a.name, Topic: topic}); err != nil {
 				c.log.Warn("re-subscribe failed", "agent", a.name, "topic", topic, "error", err)
+				errs = append(errs, fmt.Errorf("client: subscribe %q to %q again: %w", a.name, topic, err))
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // dispatch hands a delivery to its agent's goroutine, waiting while its

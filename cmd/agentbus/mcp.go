@@ -39,6 +39,9 @@ backpressure. Nothing is dropped: what no inbox call took when the server stops
 is dead-lettered by the daemon. See docs/bridges.md for a client configuration.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkTimeout(); err != nil {
+				return err
+			}
 			if inbox < 1 {
 				return usagef("--inbox: %d, want at least 1", inbox)
 			}
@@ -52,6 +55,8 @@ is dead-lettered by the daemon. See docs/bridges.md for a client configuration.`
 	}
 	cmd.Flags().StringVar(&httpAddr, "http", "", "serve streamable HTTP on this loopback address (e.g. 127.0.0.1:8765) instead of stdio")
 	cmd.Flags().IntVar(&inbox, "inbox", 256, "deliveries held in this process for the inbox tool; the rest wait in the daemon")
+	g.addAs(cmd, "the agent name to register (default mcp-<pid>)")
+	g.addTimeout(cmd, "give up on connecting and registering after this long")
 	return cmd
 }
 
@@ -79,7 +84,7 @@ func runMCP(ctx context.Context, g *globals, httpAddr string, inbox int) error {
 	c, err := client.Dial(dctx, g.socket, client.Options{Name: "agentbus-mcp", Logger: logger, AgentQueue: inbox})
 	cancel()
 	if err != nil {
-		return unreachableError{fmt.Errorf("cannot reach the daemon at %s (is `agentbus serve` running?): %w", g.socket, err)}
+		return unreachableError{explainf(err, "no daemon at %s (%s): is \"agentbus serve\" running?", g.socket, dialCause(err))}
 	}
 	defer c.Close()
 	name := g.name

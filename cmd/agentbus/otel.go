@@ -49,7 +49,7 @@ func startTracing(endpoint string, insecure bool) (*tracing, error) {
 		return nil, fmt.Errorf("otlp: %w", err)
 	}
 	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
-		semconv.ServiceName("agentbus"), semconv.ServiceVersion(version)))
+		semconv.ServiceName("agentbus"), semconv.ServiceVersion(moduleVersion())))
 	if err != nil {
 		_ = exp.Shutdown(context.Background())
 		return nil, fmt.Errorf("otlp resource: %w", err)

@@ -56,6 +56,10 @@ const (
 	OpSync        = "sync"         // answered by ok once every earlier send, publish, respond and request is carried out
 	OpTopics      = "topics"       // limit; answered by topics: the subscribed topics and their subscribers
 
+	OpDeadLetter       = "dead_letter"        // seq; answered by dead_letters with that one letter
+	OpPurgeDeadLetters = "purge_dead_letters" // answered by ok with n, the letters removed
+	OpSubscribers      = "subscribers"        // topic; answered by ok with n, the agents a publish reaches
+
 	OpWelcome  = "welcome"  // daemon → client: answer to hello
 	OpOK       = "ok"       // daemon → client: the operation succeeded
 	OpError    = "error"    // daemon → client: the operation failed; code, error

@@ -135,7 +135,7 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 // run serves the connection until it ends, then cleans up.
 func (c *conn) run() {
 	p := c.t.Peer()
-	c.log.Info("client connected", "uid", p.UID, "pid", p.PID)
+	c.log.Debug("client connected", "uid", p.UID, "pid", p.PID)
 	c.wg.Add(2)
 	go c.writeLoop()
 	go c.laneLoop()
@@ -432,7 +432,7 @@ func (c *conn) handle(f *protocol.Frame) error {
 			return fmt.Errorf("%w: %d (this daemon speaks 1..%d)", protocol.ErrUnsupportedVersion, f.Version, protocol.Version)
 		}
 		c.hello, c.version, c.client = true, f.Version, f.Client
-		c.log.Info("client hello", "client", f.Client, "version", f.Version)
+		c.log.Debug("client hello", "client", f.Client, "version", f.Version)
 		c.answer(&protocol.Frame{Op: protocol.OpWelcome, ID: f.ID, Version: f.Version, Server: c.s.cfg.Name,
 			MaxFrame: c.s.cfg.MaxFrameSize})
 		return nil
@@ -495,6 +495,12 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return c.ok(f.ID, id)
 	case protocol.OpHistory:
 		return c.history(f)
+	case protocol.OpDeadLetter:
+		return c.deadLetter(f)
+	case protocol.OpPurgeDeadLetters:
+		return c.purgeDeadLetters(f)
+	case protocol.OpSubscribers:
+		return c.subscribers(f)
 	case protocol.OpTopics:
 		c.answer(&protocol.Frame{Op: protocol.OpTopics, ID: f.ID, Topics: c.topics(f.Limit)})
 		return nil
@@ -613,7 +619,8 @@ func (c *conn) register(f *protocol.Frame) error {
 	if err != nil {
 		return err
 	}
-	c.log.Info("agent registered", "agent", f.Agent, "client", c.client)
+	c.log.Debug("agent registered", "agent", f.Agent, "client", c.client)
+	c.s.changed(0)
 	return c.ok(f.ID, "")
 }
 
@@ -632,7 +639,8 @@ func (c *conn) unregister(f *protocol.Frame) error {
 	// is refused, so the name is free when the ok goes out.
 	close(r.gone)
 	c.stopAgent(name, r, agentbus.ErrAgentStopped)
-	c.log.Info("agent unregistered", "agent", name, "client", c.client)
+	c.log.Debug("agent unregistered", "agent", name, "client", c.client)
+	c.s.changed(0)
 	return c.ok(f.ID, "")
 }
 
@@ -1043,10 +1051,14 @@ func (c *conn) runRequest(r pendingRequest) {
 		ctx, cancel = context.WithTimeout(c.ctx, r.timeout)
 	}
 	resp, err := c.s.bus.Request(ctx, r.m)
+	gaveUp := err != nil && (errors.Is(err, agentbus.ErrRequestTimeout) || ctx.Err() != nil)
 	if cancel != nil {
 		cancel()
 	}
 	if err != nil {
+		if gaveUp {
+			c.s.abandoned(r.m.RequestID)
+		}
 		c.reply(protocol.ErrorFrame(r.id, err))
 		return
 	}
@@ -1174,7 +1186,7 @@ func (c *conn) cleanup(why error) {
 			}
 		}
 	}
-	c.log.Info("client disconnected", "client", c.client, "agents", len(agents), "reason", fmt.Sprint(why))
+	c.log.Debug("client disconnected", "client", c.client, "agents", len(agents), "reason", fmt.Sprint(why))
 }
 
 // undelivered dead-letters a delivery that was queued for the connection
