@@ -63,6 +63,9 @@ type serveConfig struct {
 	MaxRequests   int
 	MaxConns      int
 	AckTimeout    time.Duration
+
+	OTLPEndpoint string // see otel.go
+	OTLPInsecure bool
 }
 
 // flagName maps a config key to its flag's name: '-' for '_'.
@@ -134,6 +137,8 @@ the command line win. Durations are Go durations: 100ms, 30s, 5m.`,
 	f.IntVar(&cfg.MaxRequests, "max-requests", server.DefaultMaxRequests, "requests one connection may have in flight")
 	f.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "connections served at once")
 	f.DurationVar(&cfg.AckTimeout, "ack-timeout", 30*time.Second, "how long a requires_ack delivery or a request waits for the client's answer")
+	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/HTTP to this collector HOST:PORT, e.g. 127.0.0.1:4318")
+	f.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", false, "with --otlp-endpoint: plain HTTP instead of HTTPS")
 	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions(logLevels, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions(logFormats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -293,6 +298,12 @@ func serve(ctx context.Context, socket string, c serveConfig, stderr io.Writer) 
 	log := slog.New(h)
 	d.bus.Logger = log
 	d.srv.Logger = log
+	traces, err := startTracing(c.OTLPEndpoint, c.OTLPInsecure)
+	if err != nil {
+		return err
+	}
+	defer traces.shutdown(log, 5*time.Second) // after the bus's shutdown: its last spans too
+	d.bus = traces.config(d.bus)
 	if err := ensureSocketDir(d.socket); err != nil {
 		return err
 	}
