@@ -997,3 +997,27 @@ func (b *Bus) publishDurable(ctx context.Context, msg *Message, self *actors.Age
 	}
 	return id, err
 }
+
+// PurgeDeadLetters removes every dead letter, from the queue and, when the
+// queue is kept in Config.Durability.Store, from the store, and returns how
+// many the queue held (DeadLetters().Purge() empties the queue alone). Its
+// counts by reason are kept. It does not block on the store.
+func (b *Bus) PurgeDeadLetters() int {
+	n := b.dlq.Purge()
+	d := b.durable
+	if !d.letters {
+		return n
+	}
+	var ops []store.Op
+	err := d.st.Scan(bucketLetters, func(k, _ []byte) error {
+		ops = append(ops, store.Delete(bucketLetters, slices.Clone(k)))
+		return nil
+	})
+	if err != nil {
+		b.log.Warn("durable store: purge dead letters", "error", err)
+	}
+	if len(ops) > 0 {
+		d.submit(ops...)
+	}
+	return n
+}

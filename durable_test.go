@@ -251,6 +251,14 @@ func TestDurableDeadLetters(t *testing.T) {
 	_, err = b.Replay(t.Context(), letters[0].Seq, "again")
 	require.NoError(t, err, "a recovered letter can be replayed")
 	assert.Equal(t, id, (<-got).ID)
+
+	assert.Equal(t, 1, b.PurgeDeadLetters())
+	shutdown(t, b)
+	require.NoError(t, st.Close())
+	st = openDisk(t, dir)
+	cfg.Durability.Store = st
+	b = newBus(t, cfg)
+	assert.Zero(t, b.DeadLetters().Len(), "purged from the store too")
 }
 
 func TestDurableStoreFull(t *testing.T) {

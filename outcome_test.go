@@ -168,12 +168,12 @@ func TestOutcomes(t *testing.T) {
 			require.NoError(t, err)
 			_, err = bus.Send(t.Context(), from("planner", "slow", `"blocker"`))
 			require.NoError(t, err)
-			<-g.entered
+			<-g.Entered
 			require.NoError(t, bus.Subscribe("jobs.*", "worker"))
 			require.NoError(t, bus.Subscribe("jobs.new", "monitor"))
 
 			id := tt.send(t, bus).ID
-			close(g.open)
+			close(g.Open)
 			require.Eventually(t, func() bool { return len(log.of(id)) >= len(tt.want) }, 5*time.Second, time.Millisecond)
 			quiet(t, bus)
 			assert.Equal(t, tt.want, log.of(id))

@@ -117,13 +117,13 @@ func TestRestartLimitStopsAndDeadLettersTheQueue(t *testing.T) {
 	require.NoError(t, err)
 	_, err = bus.Send(t.Context(), direct("w", `"hold"`))
 	require.NoError(t, err)
-	<-g.entered
+	<-g.Entered
 	// Queued behind the gate: two crashes, then work that never runs.
 	for _, p := range []string{`"panic"`, `"panic"`, `"a"`, `"b"`} {
 		_, err = bus.Send(t.Context(), direct("w", p).WithPriority(50))
 		require.NoError(t, err)
 	}
-	close(g.open)
+	close(g.Open)
 	e := nextEvent(t, sub, agentbus.EventSupervised)
 	assert.Equal(t, supervisor.Restart, e.Supervision.Directive)
 	e = nextEvent(t, sub, agentbus.EventSupervised)
@@ -260,14 +260,14 @@ func TestSendToAgentStoppingBySupervisor(t *testing.T) {
 			require.NoError(t, err)
 			_, err = bus.Send(t.Context(), direct("w", `"hold"`))
 			require.NoError(t, err)
-			<-g.entered
+			<-g.Entered
 			for range tt.crashes {
 				_, err = bus.Send(t.Context(), direct("w", `"panic"`))
 				require.NoError(t, err)
 			}
 			_, err = bus.Send(t.Context(), direct("w", `"queued"`))
 			require.NoError(t, err)
-			close(g.open)
+			close(g.Open)
 
 			err = recv(t, sent)
 			require.ErrorIs(t, err, agentbus.ErrNoRecipient)

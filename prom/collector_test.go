@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/bustest"
 	"github.com/descartes/agentbus/prom"
 	"github.com/descartes/agentbus/routing"
 	"github.com/descartes/agentbus/supervisor"
@@ -110,7 +111,7 @@ func TestMetricsScrape(t *testing.T) {
 	g := newGate(agentbus.HandlerFunc(sink))
 	_, err = bus.Spawn("blocked", g)
 	require.NoError(t, err)
-	t.Cleanup(func() { close(g.open) }) // before the bus shuts down
+	t.Cleanup(func() { close(g.Open) }) // before the bus shuts down
 	require.NoError(t, bus.Subscribe("jobs.*", "monitor"))
 
 	for range 5 {
@@ -131,7 +132,7 @@ func TestMetricsScrape(t *testing.T) {
 		_, err := bus.Send(ctx, from("planner", "blocked", "1"))
 		require.NoError(t, err)
 	}
-	<-g.entered
+	<-g.Entered
 	asking, stopAsking := context.WithCancel(ctx)
 	defer stopAsking()
 	asked := make(chan error, 1)
@@ -321,52 +322,16 @@ func TestNilBusCollector(t *testing.T) {
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newBus(t testing.TB, cfg agentbus.Config) *agentbus.Bus {
-	t.Helper()
-	b, err := agentbus.New(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, b.Shutdown(ctx))
-	})
-	return b
-}
+func newBus(t testing.TB, cfg agentbus.Config) *agentbus.Bus { return bustest.New(t, cfg) }
 
-// quiet waits until every delivery is accounted for.
-func quiet(t testing.TB, bus *agentbus.Bus) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		a := bus.Accounting()
-		return a.Idle() && a.Balanced()
-	}, 10*time.Second, time.Millisecond, "the bus did not settle: %+v", bus.Accounting())
-}
+func quiet(t testing.TB, bus *agentbus.Bus) { bustest.Quiet(t, bus) }
 
-// sink is a handler that takes every message.
-func sink(context.Context, *agentbus.Message) error { return nil }
+var sink = bustest.Sink
 
 func from(sender, to, payload string) *agentbus.Message {
 	return agentbus.NewMessage(agentbus.TypeDirect, sender, []byte(payload)).WithRecipient(to)
 }
 
-// gate holds its first message until open is closed, then passes the rest
-// to inner.
-type gate struct {
-	entered, open chan struct{}
-	inner         agentbus.Handler
-	first         bool
-}
-
-func newGate(inner agentbus.Handler) *gate {
-	return &gate{entered: make(chan struct{}), open: make(chan struct{}), inner: inner, first: true}
-}
-
-func (g *gate) Handle(ctx context.Context, m *agentbus.Message) error {
-	if g.first {
-		g.first = false
-		close(g.entered)
-		<-g.open
-		return nil
-	}
-	return g.inner.Handle(ctx, m)
-}
+// newGate returns a handler that holds its first message until its Open is
+// closed, so a test can queue messages behind it.
+func newGate(inner agentbus.Handler) *bustest.Gate { return bustest.NewGate(inner) }

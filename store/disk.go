@@ -42,18 +42,22 @@ type Options struct {
 	// Queue bounds the groups waiting to be written (default 4096);
 	// Commit and Submit wait while it is full.
 	Queue int
+	// LockTimeout is how long Open waits for another process to let go of
+	// the store (default 1 s), before it returns ErrLocked.
+	LockTimeout time.Duration
 }
 
 // Disk is a Store in one bbolt file in a data directory. It is safe for
 // concurrent use; one goroutine, started by Open and stopped by Close,
 // writes every group.
 type Disk struct {
-	path   string
-	db     *bolt.DB
-	policy Policy
-	max    int64
-	onErr  func(error)
-	size   atomic.Int64
+	path     string
+	db       *bolt.DB
+	policy   Policy
+	max      int64
+	onErr    func(error)
+	lockWait time.Duration
+	size     atomic.Int64
 
 	mu     sync.RWMutex // held shared to queue a request, exclusively to close
 	closed bool
@@ -85,6 +89,9 @@ func Open(dir string, o Options) (*Disk, error) {
 	if o.Queue <= 0 {
 		o.Queue = DefaultQueue
 	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = lockTimeout
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: data directory: %w", err)
 	}
@@ -112,7 +119,7 @@ func Open(dir string, o Options) (*Disk, error) {
 			return nil, err
 		}
 	}
-	d := &Disk{path: path, policy: o.Policy, max: o.MaxBytes, onErr: o.OnError,
+	d := &Disk{path: path, policy: o.Policy, max: o.MaxBytes, onErr: o.OnError, lockWait: o.LockTimeout,
 		reqs: make(chan *request, o.Queue), done: make(chan struct{})}
 	if err := d.open(); err != nil {
 		return nil, err
@@ -157,7 +164,7 @@ func (d *Disk) open() (err error) {
 			err = fmt.Errorf("%w: %s: %v; move it aside to start empty, or restore a backup", ErrCorrupt, d.path, r)
 		}
 	}()
-	db, err := bolt.Open(d.path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: d.policy == None,
+	db, err := bolt.Open(d.path, 0o600, &bolt.Options{Timeout: d.lockWait, NoSync: d.policy == None,
 		FreelistType: bolt.FreelistMapType})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):

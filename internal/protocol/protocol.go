@@ -22,7 +22,16 @@ import (
 
 // Version is the protocol version this package speaks. A client names the
 // version it speaks in hello; the daemon accepts versions 1..Version.
-const Version = 1
+//
+// Version 2 differs from 1 in one point: a send, publish or respond without
+// an id is confirmed by no ok (a refusal is still answered, by an error
+// frame that names the message in message_id); a sync confirms them all at
+// once. See PROTOCOL.md, "Pipelining".
+const Version = 2
+
+// QuietVersion is the first version in which a send, publish or respond
+// without an id is not answered with an ok.
+const QuietVersion = 2
 
 // Operations. Requests go from client to daemon and are answered by a frame
 // with the same id; deliver frames are pushed by the daemon.
@@ -44,6 +53,12 @@ const (
 	OpHistory     = "history"      // sender/recipient/topic/type/limit; answered by messages
 	OpPing        = "ping"         // answered by pong
 	OpCredit      = "credit"       // agent, n: n more deliveries may be in flight; not answered
+	OpSync        = "sync"         // answered by ok once every earlier send, publish, respond and request is carried out
+	OpTopics      = "topics"       // limit; answered by topics: the subscribed topics and their subscribers
+
+	OpDeadLetter       = "dead_letter"        // seq; answered by dead_letters with that one letter
+	OpPurgeDeadLetters = "purge_dead_letters" // answered by ok with n, the letters removed
+	OpSubscribers      = "subscribers"        // topic; answered by ok with n, the agents a publish reaches
 
 	OpWelcome  = "welcome"  // daemon → client: answer to hello
 	OpOK       = "ok"       // daemon → client: the operation succeeded
@@ -90,6 +105,14 @@ type Frame struct {
 	Stats    json.RawMessage     `json:"stats,omitempty"`    // stats answer
 	Letters  []Letter            `json:"letters,omitempty"`  // dead_letters answer
 	Messages []*agentbus.Message `json:"messages,omitempty"` // history answer
+	Topics   []TopicInfo         `json:"topics,omitempty"`   // topics answer
+}
+
+// TopicInfo is one subscribed topic (a subject or a pattern) in a topics
+// answer, with the agents subscribed to exactly it, sorted.
+type TopicInfo struct {
+	Topic       string   `json:"topic"`
+	Subscribers []string `json:"subscribers"`
 }
 
 // Letter is the wire form of a dead letter.
@@ -305,7 +328,7 @@ func isType(key []byte) bool {
 }
 
 // Encode returns the JSON form of f, with no newline. Every frame but the
-// answers that nest lists or objects (stats, dead_letters, history) is
+// answers that nest lists or objects (stats, dead_letters, history, topics) is
 // written by hand, field by field in the order and form encoding/json gives
 // them; those go through encoding/json. It fails only if a message cannot be
 // encoded (an unknown type, a payload that is not JSON).
@@ -316,7 +339,7 @@ func Encode(f *Frame) ([]byte, error) {
 // AppendFrame appends the JSON form of f to b (see Encode), so that a caller
 // can encode into a buffer it reuses. On error, b is returned as it was.
 func AppendFrame(b []byte, f *Frame) ([]byte, error) {
-	if f.Stats != nil || f.Letters != nil || f.Messages != nil {
+	if f.Stats != nil || f.Letters != nil || f.Messages != nil || f.Topics != nil {
 		g := *f // so that f itself does not escape: callers keep theirs on the stack
 		enc, err := json.Marshal(&g)
 		if err != nil {
