@@ -17,17 +17,24 @@ import (
 	"github.com/descartes/agentbus/store"
 )
 
-// TestDiskFull fills a real, small file system (a 2 MiB tmpfs, which needs
-// root to mount: skipped otherwise): the commit that finds no room fails
-// with the I/O error, nothing committed before is lost, and the store goes
-// on once there is room again.
-func TestDiskFull(t *testing.T) {
+// smallFS mounts a 2 MiB tmpfs for the test, or skips it where that cannot
+// be done (it needs root).
+func smallFS(t *testing.T) string {
+	t.Helper()
 	mnt := t.TempDir()
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=2m"); err != nil {
 		t.Skipf("cannot mount a small tmpfs (%v): needs root", err)
 	}
 	t.Cleanup(func() { require.NoError(t, syscall.Unmount(mnt, 0)) })
-	dir := filepath.Join(mnt, "data")
+	return mnt
+}
+
+// TestDiskFull fills a real, small file system (a 2 MiB tmpfs, which needs
+// root to mount: skipped otherwise): the commit that finds no room fails
+// with the I/O error, nothing committed before is lost, and the store goes
+// on once there is room again.
+func TestDiskFull(t *testing.T) {
+	dir := filepath.Join(smallFS(t), "data")
 	d, err := store.Open(dir, store.Options{})
 	require.NoError(t, err)
 	value := make([]byte, 4000)
@@ -67,12 +74,7 @@ func TestDiskFull(t *testing.T) {
 // TestDiskFullSend: on a full disk, a Send to a durable agent fails with
 // ErrStoreFull and is not accepted; what was accepted before is recovered.
 func TestDiskFullSend(t *testing.T) {
-	mnt := t.TempDir()
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=2m"); err != nil {
-		t.Skipf("cannot mount a small tmpfs (%v): needs root", err)
-	}
-	t.Cleanup(func() { require.NoError(t, syscall.Unmount(mnt, 0)) })
-	dir := filepath.Join(mnt, "data")
+	dir := filepath.Join(smallFS(t), "data")
 	d, err := store.Open(dir, store.Options{})
 	require.NoError(t, err)
 	cfg := agentbus.Config{MailboxSize: 10_000, Durability: agentbus.DurabilityConfig{Store: d}}
