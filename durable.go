@@ -1,6 +1,7 @@
 package agentbus
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -224,7 +225,7 @@ func (d *durability) read() error {
 	if err != nil {
 		return fmt.Errorf("agentbus: recover durable messages: %w", err)
 	}
-	slices.SortFunc(d.plan, func(a, b recovered) int { return cmpUint(a.seq, b.seq) })
+	slices.SortFunc(d.plan, func(a, b recovered) int { return cmp.Compare(a.seq, b.seq) })
 	d.seq.Store(maxSeq)
 	now := time.Now().UnixNano()
 	var expired []store.Op
@@ -246,16 +247,6 @@ func (d *durability) read() error {
 		return d.st.Submit(expired...)
 	}
 	return nil
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // recoverDurable brings back, detached, the durable agents the store holds, their

@@ -3,6 +3,7 @@ package agentbus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -164,6 +165,33 @@ func TestDurableIdempotentSend(t *testing.T) {
 	var dedup int
 	require.NoError(t, st.Scan("dedup", func(_, _ []byte) error { dedup++; return nil }))
 	assert.Equal(t, 2, dedup, "the window is kept in the store")
+}
+
+// TestDurableDedupBound: past MaxDedup IDs the oldest are forgotten, and a
+// resend of one is delivered again.
+func TestDurableDedupBound(t *testing.T) {
+	b := newBus(t, agentbus.Config{Durability: agentbus.DurabilityConfig{MaxDedup: 3}})
+	got := make(chan *agentbus.Message, 16)
+	_, err := b.Spawn("worker", collector(got), agentbus.WithDurable())
+	require.NoError(t, err)
+	var sent []*agentbus.Message
+	for i := range 5 {
+		m := direct("worker", fmt.Sprint(i))
+		_, err := b.Send(t.Context(), m.Clone())
+		require.NoError(t, err)
+		sent = append(sent, m)
+		<-got
+	}
+	_, err = b.Send(t.Context(), sent[4].Clone()) // remembered: accepted once
+	require.NoError(t, err)
+	_, err = b.Send(t.Context(), sent[0].Clone()) // forgotten: delivered again
+	require.NoError(t, err)
+	assert.Equal(t, sent[0].ID, (<-got).ID)
+	select {
+	case m := <-got:
+		t.Fatalf("unexpected delivery of %s", m.Payload)
+	default:
+	}
 }
 
 // TestDurableRedeliveryRecovered: a RequiresAck message whose handler
