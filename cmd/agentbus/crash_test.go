@@ -32,7 +32,7 @@ type crashLedger struct {
 	ok       map[string]string // message ID -> the durable agent it is for
 	handled  map[string]int    // message ID -> handlings not marked redelivered
 	marked   map[string]int    // message ID -> handlings marked redelivered
-	lettered map[string]bool   // message IDs seen in the dead-letter queue
+	lettered map[string]string // message IDs seen in the dead-letter queue -> reason
 }
 
 func (l *crashLedger) accepted(id, agent string) {
@@ -58,7 +58,7 @@ func (l *crashLedger) missing(ids []string) []string {
 	defer l.mu.Unlock()
 	var out []string
 	for _, id := range ids {
-		if l.handled[id]+l.marked[id] == 0 && !l.lettered[id] {
+		if _, dead := l.lettered[id]; l.handled[id]+l.marked[id] == 0 && !dead {
 			out = append(out, id)
 		}
 	}
@@ -118,7 +118,7 @@ func TestCrashRecovery(t *testing.T) {
 	d := start("batch")
 
 	l := &crashLedger{ok: map[string]string{}, handled: map[string]int{}, marked: map[string]int{},
-		lettered: map[string]bool{}}
+		lettered: map[string]string{}}
 	dial := func(name string) *client.Client {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -225,7 +225,7 @@ func TestCrashRecovery(t *testing.T) {
 			l.mu.Lock()
 			for _, lt := range letters {
 				if lt.Message != nil {
-					l.lettered[lt.Message.ID] = true
+					l.lettered[lt.Message.ID] = lt.Reason
 				}
 			}
 			l.mu.Unlock()
@@ -264,8 +264,12 @@ func TestCrashRecovery(t *testing.T) {
 			dups++
 		}
 	}
-	t.Logf("crash test: %d messages accepted, %d handled, %d handled again (marked redelivered), %d dead-lettered",
-		len(all), len(l.handled)+len(l.marked), dups, len(l.lettered))
+	reasons := map[string]int{}
+	for _, r := range l.lettered {
+		reasons[r]++
+	}
+	t.Logf("crash test: %d messages accepted, %d handled, %d handled again (marked redelivered), dead-lettered: %v",
+		len(all), len(l.handled)+len(l.marked), dups, reasons)
 	require.Positive(t, len(all))
 }
 
