@@ -188,6 +188,9 @@ func newDurability(cfg *Config) (*durability, error) {
 	}
 	d.letters = true
 	if err := d.read(); err != nil {
+		if p, ok := d.st.(interface{ Path() string }); ok && errors.Is(err, store.ErrCorrupt) {
+			err = fmt.Errorf("%w (in %s; move it aside to start empty, or restore a backup)", err, p.Path())
+		}
 		return nil, err
 	}
 	if n := len(d.plan); n > cfg.Backpressure.MaxPending {

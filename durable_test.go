@@ -402,3 +402,14 @@ func TestDurabilityConfig(t *testing.T) {
 		require.ErrorIs(t, err, agentbus.ErrInvalidConfig)
 	}
 }
+
+// TestDurableCorruptRecord: a record that passes its checksum but does not
+// decode stops New with an error naming the file.
+func TestDurableCorruptRecord(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	st := openDisk(t, dir)
+	require.NoError(t, st.Commit(store.Put("messages", []byte("worker\x00id"), []byte("0123456789abcdef{not json"))))
+	_, err := agentbus.New(agentbus.Config{Durability: agentbus.DurabilityConfig{Store: st}})
+	require.ErrorIs(t, err, store.ErrCorrupt)
+	assert.ErrorContains(t, err, st.Path())
+}
