@@ -60,7 +60,7 @@ func (h agentHooks) Panicked(a *actors.Agent, m *actors.Message, err *actors.Han
 }
 
 func (h agentHooks) Handled(a *actors.Agent, m *actors.Message) {
-	if h.b.reportHandled { // the bus's own observers read the agent's counters
+	if h.b.reportHandled || a.Durable() { // the bus's own observers read the agent's counters
 		h.b.report(Outcome{Kind: OutcomeHandled, Message: m, Dest: a.Name(), Queued: true, Tap: isHandler(a)})
 	}
 }
@@ -106,6 +106,9 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 	// was queued is already dead-lettered.
 	a.Mailbox().CloseFromActor(why) // on the agent's goroutine: its batch too
 	h.b.subs.Leave(a.Name())
+	if a.Durable() {
+		h.b.durableStopped(a)
+	}
 	h.b.spawnMu.Lock()
 	h.b.retire(a)
 	h.b.unregister(a)

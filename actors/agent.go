@@ -107,6 +107,7 @@ type Agent struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
+	durable      bool        // set before the agent is reachable; see SetDurable
 	unregistered atomic.Bool // see Unregister
 	stopped      atomic.Bool // the Stopped hook ran: it runs once
 
@@ -143,6 +144,13 @@ func FromContext(ctx context.Context) *Agent {
 
 // Name returns the agent's name.
 func (a *Agent) Name() string { return a.name }
+
+// SetDurable marks a as durable (its messages are kept in a store). Call it
+// once, before the agent is reachable by name.
+func (a *Agent) SetDurable() { a.durable = true }
+
+// Durable reports whether SetDurable was called. It does not block.
+func (a *Agent) Durable() bool { return a.durable }
 
 // Unregister records that the bus no longer lists a under its name, so that
 // a cached reference to a is not taken for the agent of that name (see

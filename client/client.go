@@ -152,12 +152,13 @@ type Client struct {
 
 // agent is an agent registered by this client.
 type agent struct {
-	live   bool // registered with the daemon at least once; guarded by Client.mu
-	name   string
-	h      agentbus.Handler
-	in     chan delivery
-	done   chan struct{} // closed on unregister
-	topics []string      // subscriptions, to restore after a reconnect
+	live    bool // registered with the daemon at least once; guarded by Client.mu
+	durable bool // registered with "durable" (see Durable)
+	name    string
+	h       agentbus.Handler
+	in      chan delivery
+	done    chan struct{} // closed on unregister
+	topics  []string      // subscriptions, to restore after a reconnect
 }
 
 type agentKey struct{}
@@ -523,7 +524,8 @@ func (c *Client) restore() error {
 	c.mu.Unlock()
 	var errs []error
 	for _, a := range agents {
-		if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: a.name, Window: c.opts.AgentQueue}); err != nil {
+		if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: a.name, Window: c.opts.AgentQueue,
+			Durable: a.durable}); err != nil {
 			c.log.Warn("re-register failed", "agent", a.name, "error", err)
 			errs = append(errs, fmt.Errorf("client: register %q again: %w", a.name, err))
 			continue
@@ -566,17 +568,34 @@ type delivery struct {
 	gen uint64
 }
 
+// RegisterOption configures one agent at Register.
+type RegisterOption func(*agent)
+
+// Durable registers a durable agent (see PROTOCOL.md): its messages are
+// kept in the daemon's store until this client has handled them (credited
+// or acked), and when the connection drops, or the daemon restarts, the
+// agent stays, detached, and its messages keep queueing; registering the
+// name again (as the client does after a reconnect) gets the backlog, each
+// message that may have been delivered before marked Redelivered.
+func Durable() RegisterOption { return func(a *agent) { a.durable = true } }
+
 // Register registers an agent named name on the daemon's bus; its messages
 // are handled by h in a goroutine of this client, one at a time, in the
 // order the daemon delivers them. A requires_ack message is acked when h
 // returns nil and refused (so the bus retries it) when h returns an error or
 // panics. Register blocks for the daemon's answer. Errors: agentbus
 // ErrAgentExists, ErrInvalidAgent, ErrClosed, or the connection's.
-func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler) error {
+func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler, opts ...RegisterOption) error {
 	if h == nil {
 		return fmt.Errorf("%w: nil handler", agentbus.ErrInvalidAgent)
 	}
 	a := &agent{name: name, h: h, in: make(chan delivery, c.opts.AgentQueue), done: make(chan struct{})}
+	for _, o := range opts {
+		if o == nil {
+			return fmt.Errorf("%w: nil option", agentbus.ErrInvalidAgent)
+		}
+		o(a)
+	}
 	c.mu.Lock()
 	if _, dup := c.agents[name]; dup {
 		c.mu.Unlock()
@@ -584,7 +603,8 @@ func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler) 
 	}
 	c.agents[name] = a // before the daemon may deliver to it
 	c.mu.Unlock()
-	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: name, Window: c.opts.AgentQueue}); err != nil {
+	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: name, Window: c.opts.AgentQueue,
+		Durable: a.durable}); err != nil {
 		c.mu.Lock()
 		delete(c.agents, name)
 		c.mu.Unlock()

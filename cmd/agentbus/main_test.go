@@ -81,7 +81,9 @@ func startProc(t *testing.T, socket string, args ...string) *proc {
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	p := &proc{socket: socket, done: make(chan error, 1)}
-	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket}, args...)...)
+	// A data directory of its own (args may name another): daemons that run
+	// together do not share one.
+	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket, "--data-dir", t.TempDir()}, args...)...)
 	p.cmd.Env = append(os.Environ(), "AGENTBUS_TEST_MAIN=1", raceExitFast)
 	p.cmd.Stderr = &p.stderr
 	require.NoError(t, p.cmd.Start())
@@ -245,6 +247,9 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"bad uid", []string{"serve", "--allow-uids", "root"}, exitUsage, "--allow-uids"},
 		{"negative size", []string{"serve", "--mailbox-size", "-1"}, exitUsage, "negative"},
 		{"missing config", []string{"serve", "--config", "/nonexistent.json"}, exitUsage, "config"},
+		{"bad commit policy", []string{"serve", "--commit", "sometimes"}, exitUsage, "--commit"},
+		{"negative store bound", []string{"serve", "--max-store-bytes", "-1"}, exitUsage, "--max-store-bytes"},
+		{"bad dedup window", []string{"serve", "--dedup-window", "a while"}, exitUsage, "dedup-window"},
 		// Item 4 of issue 17: each found locally (the socket is missing, so
 		// a check left to the daemon would exit 3).
 		{"unknown subcommand", []string{"dlq", "bogus"}, exitUsage, `unknown command "bogus" for "agentbus dlq"`},
@@ -312,7 +317,7 @@ func TestSocketOwnership(t *testing.T) {
 	// A second daemon on the same socket refuses to start and leaves the
 	// first one serving.
 	var errb bytes.Buffer
-	code := run([]string{"serve", "--socket", d.socket}, strings.NewReader(""), io.Discard, &errb)
+	code := run([]string{"serve", "--socket", d.socket, "--data-dir", ""}, strings.NewReader(""), io.Discard, &errb)
 	assert.Equal(t, exitFailed, code)
 	assert.Contains(t, errb.String(), "another daemon is serving "+d.socket)
 	_, err := dialClient(t, d.socket).Ping(context.Background())
@@ -335,7 +340,7 @@ func TestSocketOwnership(t *testing.T) {
 	}, 20*time.Second, 5*time.Millisecond, p.log())
 
 	// A socket path in a missing directory is a clear error.
-	code = run([]string{"serve", "--socket", filepath.Join(dir, "no", "such", "dir.sock")}, strings.NewReader(""),
+	code = run([]string{"serve", "--data-dir", "", "--socket", filepath.Join(dir, "no", "such", "dir.sock")}, strings.NewReader(""),
 		io.Discard, &errb)
 	assert.Equal(t, exitFailed, code)
 	assert.Contains(t, errb.String(), "no/such")

@@ -31,6 +31,7 @@ import (
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/server"
 	"github.com/descartes/agentbus/prom"
+	"github.com/descartes/agentbus/store"
 	"github.com/descartes/agentbus/transport"
 )
 
@@ -66,6 +67,11 @@ type serveConfig struct {
 
 	OTLPEndpoint string // see otel.go
 	OTLPInsecure bool
+
+	DataDir       string
+	Commit        string
+	MaxStoreBytes int64
+	DedupWindow   time.Duration
 }
 
 // flagName maps a config key to its flag's name: '-' for '_'.
@@ -90,6 +96,14 @@ dead daemon is replaced; a live daemon's socket is never taken.
 On SIGINT or SIGTERM it stops accepting and removes the socket (a new daemon may start at
 once), lets queued messages drain to their clients (up to --drain-timeout), and
 dead-letters what is left.
+
+Durable agents (registered with "durable": true) keep their messages, pending
+redeliveries, subscriptions and the dead-letter queue in --data-dir (mode 0700, its
+file 0600), committed as --commit says: batch (the default: group commit, fsync'd),
+always (an fsync per message) or none (no fsync: survives a crash of the daemon, not
+of the machine). At start the daemon recovers them: durable agents come back detached
+and take messages until a client registers them again. A damaged store file stops the
+daemon at start with an error naming it. --data-dir "" keeps everything in memory.
 
 It logs to stderr: lifecycle and, at most every 10 s, a summary of its clients at info;
 each connection at debug; dead letters at warn.
@@ -139,6 +153,10 @@ the command line win. Durations are Go durations: 100ms, 30s, 5m.`,
 	f.DurationVar(&cfg.AckTimeout, "ack-timeout", 30*time.Second, "how long a requires_ack delivery or a request waits for the client's answer")
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/HTTP to this collector HOST:PORT, e.g. 127.0.0.1:4318")
 	f.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", false, "with --otlp-endpoint: plain HTTP instead of HTTPS")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), `the durable store's directory ("": memory only)`)
+	f.StringVar(&cfg.Commit, "commit", "batch", "when a durable message counts as stored: batch, always or none")
+	f.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", defaultMaxStoreBytes, "bytes the durable store may hold; then senders are pushed back (store_full)")
+	f.DurationVar(&cfg.DedupWindow, "dedup-window", agentbus.DefaultDedupWindow, "how long a durable message's ID is remembered, so that a resend is accepted once")
 	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions(logLevels, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions(logFormats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -182,8 +200,32 @@ func loadConfig(path string, flags *pflag.FlagSet, socketFromEnv bool) error {
 	return nil
 }
 
+// defaultMaxStoreBytes bounds the durable store unless --max-store-bytes
+// says otherwise: 1 GiB.
+const defaultMaxStoreBytes = 1 << 30
+
+// storeLockWait is how long the daemon waits for another process (a daemon
+// still draining after SIGTERM) to let go of the data directory.
+const storeLockWait = 15 * time.Second
+
+// defaultDataDir is $XDG_STATE_HOME/agentbus, else ~/.local/state/agentbus
+// (the XDG base directory for state), else "" (memory only) when there is no
+// home directory.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "agentbus")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".local", "state", "agentbus")
+}
+
 // daemon is what serveConfig turns into.
 type daemon struct {
+	dataDir      string
+	storeOpts    store.Options
 	bus          agentbus.Config
 	srv          server.Config
 	unix         transport.UnixOptions
@@ -239,7 +281,8 @@ func (c serveConfig) daemon(socket string) (daemon, error) {
 		name string
 		d    time.Duration
 	}{{"drain-timeout", c.DrainTimeout}, {"request-timeout", c.RequestTimeout}, {"wait-duration", c.WaitDuration},
-		{"backpressure-timeout", c.BackpressureTimeout}, {"ack-timeout", c.AckTimeout}} {
+		{"backpressure-timeout", c.BackpressureTimeout}, {"ack-timeout", c.AckTimeout},
+		{"dedup-window", c.DedupWindow}} {
 		if v.d < 0 {
 			errs = append(errs, usagef("--%s: %v is negative", v.name, v.d))
 		}
@@ -274,6 +317,16 @@ func (c serveConfig) daemon(socket string) (daemon, error) {
 		maxFrame = agentbus.DefaultMaxMessageSize
 	}
 	d.unix.MaxFrameSize = maxFrame + 64<<10
+	d.dataDir = c.DataDir
+	policy, err := store.ParsePolicy(c.Commit)
+	if err != nil {
+		errs = append(errs, usagef("--commit: %q is not batch, always or none", c.Commit))
+	}
+	if c.MaxStoreBytes < 0 {
+		errs = append(errs, usagef("--max-store-bytes: %d is negative", c.MaxStoreBytes))
+	}
+	d.storeOpts = store.Options{Policy: policy, MaxBytes: c.MaxStoreBytes, LockTimeout: storeLockWait}
+	d.bus.Durability.DedupWindow = c.DedupWindow
 	d.srv = server.Config{Name: "agentbus/" + strings.Fields(strings.Trim(moduleVersion(), "()"))[0], MaxFrameSize: d.unix.MaxFrameSize,
 		OutboundQueue: c.OutboundQueue, MaxAgents: c.MaxAgents, MaxRequests: c.MaxRequests, MaxConns: c.MaxConns,
 		AckTimeout: c.AckTimeout}
@@ -314,10 +367,32 @@ func serve(ctx context.Context, socket string, c serveConfig, stderr io.Writer) 
 		}
 		return explainf(err, "cannot listen on %s: %s", d.socket, plain(err))
 	}
+	st, err := openStore(d, log)
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
+	if st != nil {
+		d.bus.Durability.Store = st
+		defer func() { // after the bus's shutdown and the clients'
+			if err := st.Close(); err != nil {
+				log.Error("durable store not closed cleanly", "error", err)
+			}
+		}()
+	}
+	recoverStart := time.Now()
 	bus, err := agentbus.New(d.bus)
+	if errors.Is(err, store.ErrCorrupt) {
+		_ = l.Close()
+		return err // the file's fault, not the command line's: the error names it
+	}
 	if err != nil {
 		_ = l.Close()
 		return usageError{explainf(err, "%s", plain(err))}
+	}
+	if st != nil {
+		log.Info("durable state recovered", "agents", len(bus.Agents()), "queued", bus.Accounting().InFlight,
+			"took", time.Since(recoverStart))
 	}
 	d.srv.Bus = bus
 	srv, err := server.New(d.srv)
@@ -363,6 +438,27 @@ func serve(ctx context.Context, socket string, c serveConfig, stderr io.Writer) 
 	log.Info("agentbus daemon stopped", "accepted", acc.Accepted, "handled", acc.Handled,
 		"dead_lettered", acc.DeadLettered)
 	return serveErr
+}
+
+// openStore opens the durable store of d, or returns nil for --data-dir "".
+// It waits up to storeLockWait for a daemon that still holds it.
+func openStore(d daemon, log *slog.Logger) (*store.Disk, error) {
+	if d.dataDir == "" {
+		log.Info("durable store: none (--data-dir \"\"): durable agents last until the daemon stops")
+		return nil, nil
+	}
+	start := time.Now()
+	d.storeOpts.OnError = func(err error) { log.Error("durable store write failed", "error", err) }
+	st, err := store.Open(d.dataDir, d.storeOpts)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("%w (another daemon uses this data directory: give this one --data-dir DIR, or --data-dir \"\" for memory only)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.Info("durable store opened", "path", st.Path(), "commit", st.Policy().String(), "bytes", st.Size(),
+		"took", time.Since(start))
+	return st, nil
 }
 
 // ensureSocketDir creates the fallback socket directory (mode 0700) when it

@@ -84,6 +84,7 @@ type Frame struct {
 
 	Agent     string            `json:"agent,omitempty"`      // register, unregister, subscribe, unsubscribe, deliver, ack, nack, credit
 	Window    int               `json:"window,omitempty"`     // register: at most this many deliveries in flight (0: no limit)
+	Durable   bool              `json:"durable,omitempty"`    // register: a durable agent (see PROTOCOL.md)
 	N         int               `json:"n,omitempty"`          // credit: deliveries the client has finished with
 	Topic     string            `json:"topic,omitempty"`      // subscribe, unsubscribe, dead_letters, history
 	Message   *agentbus.Message `json:"message,omitempty"`    // send, publish, request, respond, response, deliver
@@ -356,6 +357,9 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 	b = appendIntField(b, `,"max_frame":`, int64(f.MaxFrame))
 	b = appendStringField(b, `,"agent":`, f.Agent)
 	b = appendIntField(b, `,"window":`, int64(f.Window))
+	if f.Durable {
+		b = append(b, `,"durable":true`...)
+	}
 	b = appendIntField(b, `,"n":`, int64(f.N))
 	b = appendStringField(b, `,"topic":`, f.Topic)
 	if f.Message != nil {

@@ -24,7 +24,7 @@ func (c *conn) deadLetter(f *protocol.Frame) error {
 // purgeDeadLetters answers purge_dead_letters: it empties the dead-letter
 // queue (its counts by reason are kept) and says how many letters went.
 func (c *conn) purgeDeadLetters(f *protocol.Frame) error {
-	n := c.s.bus.DeadLetters().Purge()
+	n := c.s.bus.PurgeDeadLetters() // from the durable store too
 	c.log.Info("dead letters purged", "letters", n, "client", c.client)
 	c.answer(&protocol.Frame{Op: protocol.OpOK, ID: f.ID, N: n})
 	return nil
