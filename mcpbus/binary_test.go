@@ -42,7 +42,7 @@ func startServe(t *testing.T, bin string) string {
 	t.Helper()
 	socket := filepath.Join(transporttest.ShortDir(t), "bus.sock")
 	var stderr testutil.SyncBuffer
-	cmd := exec.Command(bin, "serve", "--socket", socket, "--log-level", "warn")
+	cmd := exec.Command(bin, "serve", "--socket", socket, "--log-level", "warn", "--data-dir", "")
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	done := make(chan error, 1)

@@ -35,7 +35,24 @@ func TestMain(m *testing.M) {
 	if os.Getenv("AGENTBUS_TEST_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	goleak.VerifyTestMain(m)
+	// A daemon started without --data-dir keeps its store under the
+	// user's state directory: give the tests (and the daemons they start,
+	// which inherit it) one of their own, never the user's.
+	state, err := os.MkdirTemp("", "agentbus-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	os.Setenv("XDG_STATE_HOME", state)
+	code := m.Run()
+	if code == 0 { // as goleak.VerifyTestMain, which would exit before the cleanup
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: errors on successful test run:", err)
+			code = 1
+		}
+	}
+	os.RemoveAll(state)
+	os.Exit(code)
 }
 
 // raceExitFast keeps a subprocess built with -race from waiting a second
