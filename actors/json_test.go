@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -317,6 +318,10 @@ func stdString(t *testing.T, s string) string {
 	return out
 }
 
+// TestJSONStrings checks the escaping policy of internal/codec on every
+// text field: only '"', '\\' and control characters are escaped; '<', '>',
+// '&', U+2028 and U+2029 are written as UTF-8; invalid UTF-8 becomes U+FFFD;
+// and every string decodes to what encoding/json makes of it.
 func TestJSONStrings(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -329,17 +334,17 @@ func TestJSONStrings(t *testing.T) {
 		{name: "backslash", give: `C:\path\`, wantRaw: `C:\\path\\`},
 		{name: "newline tab return", give: "a\nb\tc\rd", wantRaw: `a\nb\tc\rd`},
 		{name: "NUL", give: "a\x00b", wantRaw: `a\u0000b`},
-		{name: "controls", give: "\x01\x08\x0c\x1f", wantRaw: `\u0001\u0008\u000c\u001f`},
-		{name: "DEL passes", give: "a\x7fb"},
-		{name: "html passes", give: "<a href='x'>&</a>"},
-		{name: "line separator", give: "a\u2028b", wantRaw: `a\u2028b`},
-		{name: "paragraph separator", give: "a\u2029b", wantRaw: `a\u2029b`},
-		{name: "invalid byte", give: "a\xffb", wantRaw: `a\ufffdb`},
-		{name: "truncated rune", give: "a\xe2\x82", wantRaw: `a\ufffd\ufffd`},
-		{name: "surrogate half", give: "\xed\xa0\x80", wantRaw: `\ufffd\ufffd\ufffd`},
+		{name: "controls", give: "\x01\x08\x0c\x1f", wantRaw: `\u0001\b\f\u001f`},
+		{name: "DEL passes", give: "a\x7fb", wantRaw: "a\x7fb"},
+		{name: "html passes", give: "<a href='x'>&</a>", wantRaw: "<a href='x'>&</a>"},
+		{name: "line separator passes", give: "a\u2028b", wantRaw: "a\u2028b"},
+		{name: "paragraph separator passes", give: "a\u2029b", wantRaw: "a\u2029b"},
+		{name: "invalid byte", give: "a\xffb", wantRaw: "a\uFFFDb"},
+		{name: "truncated rune", give: "a\xe2\x82", wantRaw: "a\uFFFD\uFFFD"},
+		{name: "surrogate half", give: "\xed\xa0\x80", wantRaw: "\uFFFD\uFFFD\uFFFD"},
 		{name: "real replacement char", give: "a\uFFFDb"},
-		{name: "emoji", give: "😀 ünï"},
-		{name: "mixed", give: "\"\\\n\x00\u2028\xff😀"},
+		{name: "emoji", give: "😀 ünï", wantRaw: "😀 ünï"},
+		{name: "mixed", give: "\"\\\n\x00\u2028\xff😀", wantRaw: `\"\\\n\u0000` + "\u2028\uFFFD😀"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -351,7 +356,12 @@ func TestJSONStrings(t *testing.T) {
 			b, err := json.Marshal(m)
 			require.NoError(t, err)
 			require.True(t, json.Valid(b), "invalid JSON: %q", b)
-			assert.NotContains(t, string(b), "\u2028", "U+2028 must be escaped")
+			assert.True(t, utf8.Valid(b), "invalid UTF-8: %q", b)
+			for _, c := range b {
+				require.False(t, c < 0x20, "a raw control character in %q", b)
+			}
+			b, err = m.MarshalJSON() // as it is, without encoding/json's HTML escaping
+			require.NoError(t, err)
 			if tt.wantRaw != "" {
 				assert.Contains(t, string(b), tt.wantRaw)
 			}

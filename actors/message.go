@@ -10,7 +10,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/descartes/agentbus/internal/jsonvalid"
+	"github.com/descartes/agentbus/internal/codec"
 	"github.com/descartes/agentbus/mailbox"
 )
 
@@ -127,21 +127,28 @@ type Message struct {
 
 	// Unexported state, packed beside the small fields above so a Message
 	// stays in the 192-byte size class.
-	checkedLen  int32      // with checkedData: the payload last found to be JSON
-	checkedData *byte      //
-	replyTo     *actor.PID // the protoactor sender of a request, if any
+	checkedCompact bool       // the checked payload is also compact
+	checkedLen     int32      // with checkedData: the payload last found to be JSON
+	checkedData    *byte      //
+	replyTo        *actor.PID // the protoactor sender of a request, if any
 }
 
 // payloadChecked reports whether the payload is the slice that last passed
-// json.Valid, so that a message re-sent unchanged is not scanned again.
+// codec.Valid, so that a message re-sent unchanged is not scanned again.
 func (m *Message) payloadChecked() bool {
 	return m.checkedData == unsafe.SliceData(m.Payload) && int(m.checkedLen) == len(m.Payload)
 }
 
-// markPayloadChecked records that the current payload is valid JSON.
-func (m *Message) markPayloadChecked() {
+// payloadCompact reports whether the payload is checked (see
+// payloadChecked) and compact, so that AppendJSON writes it as it is.
+func (m *Message) payloadCompact() bool { return m.checkedCompact && m.payloadChecked() }
+
+// markPayloadChecked records that the current payload is valid JSON, and
+// whether it is compact.
+func (m *Message) markPayloadChecked(compact bool) {
 	if len(m.Payload) <= math.MaxInt32 {
 		m.checkedData, m.checkedLen = unsafe.SliceData(m.Payload), int32(len(m.Payload))
+		m.checkedCompact = compact
 	}
 }
 
@@ -337,10 +344,10 @@ func (m *Message) Validate(maxSize int) error {
 		}
 	}
 	if len(m.Payload) > 0 && !m.payloadChecked() {
-		if !jsonvalid.Valid(m.Payload) {
+		if !codec.Valid(m.Payload) {
 			return fmt.Errorf("%w: payload is not JSON", ErrInvalidMessage)
 		}
-		m.markPayloadChecked()
+		m.markPayloadChecked(false)
 	}
 	return nil
 }
