@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"slices"
@@ -327,17 +326,20 @@ func (m *Message) decode(dec *jsontext.Decoder, typ MessageType) error {
 // keeps any, to buf. It returns only syntax errors; it records the others
 // (see fail).
 func (f *fields) field(dec *jsontext.Decoder, field int, buf []byte) ([]byte, error) {
+	if field == fieldPayload {
+		// Compacted as it is read, null included.
+		start := len(buf)
+		buf, err := codec.AppendCompactFrom(dec, buf)
+		f.payload, f.hasPay = span{int32(start), int32(len(buf))}, true
+		return buf, err
+	}
 	v, err := dec.ReadValue()
 	if err != nil {
 		return buf, err
 	}
 	k := v.Kind()
 	if k == 'n' { // null leaves a field as it was, as encoding/json does
-		switch field {
-		case fieldPayload:
-			buf, f.payload = appendRaw(buf, v) // a payload of null
-			f.hasPay = true
-		case fieldPriority:
+		if field == fieldPriority {
 			f.prio = DefaultPriority
 		}
 		return buf, nil
@@ -354,15 +356,6 @@ func (f *fields) field(dec *jsontext.Decoder, field int, buf []byte) ([]byte, er
 		} else {
 			f.fail(field, v, "want a message type")
 		}
-	case fieldPayload:
-		if !bytes.ContainsAny(v, " \t\r\n") { // compact already: no white space at all
-			buf, f.payload = appendRaw(buf, v)
-		} else {
-			start := len(buf)
-			buf, _ = codec.AppendCompact(buf, v) // v is valid: the decoder read it
-			f.payload = span{int32(start), int32(len(buf))}
-		}
-		f.hasPay = true
 	case fieldPriority:
 		if n, err := strconv.ParseUint(transient(v), 10, 64); k != '0' || err != nil || n > 255 {
 			f.fail(field, v, "want an integer from 0 to 255")

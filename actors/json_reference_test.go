@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // wireMessage is the JSON form of Message as encoding/json reads it into a
@@ -368,5 +369,35 @@ func BenchmarkUnmarshalJSON(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
+	}
+}
+
+// TestNewResponseKeepsPayloadChecked: a response that echoes its request's
+// decoded payload is not checked nor compacted again; one with another
+// payload is.
+func TestNewResponseKeepsPayloadChecked(t *testing.T) {
+	var req Message
+	if err := req.UnmarshalJSON([]byte(`{"type":"request","sender":"a","payload":{"k": [1, 2]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if !req.payloadCompact() {
+		t.Fatal("a decoded payload is checked and compact")
+	}
+	if echo := req.NewResponse("b", req.Payload); !echo.payloadCompact() {
+		t.Error("the echoed payload lost its mark")
+	}
+	if other := req.NewResponse("b", json.RawMessage(`{"k": [1, 2]}`)); other.payloadChecked() {
+		t.Error("another payload must be checked")
+	}
+	if part := req.NewResponse("b", req.Payload[:1]); part.payloadChecked() {
+		t.Error("a part of the payload must be checked")
+	}
+}
+
+// TestMessageSize: the decoder's caches keep a Message in the 192-byte size
+// class.
+func TestMessageSize(t *testing.T) {
+	if n := unsafe.Sizeof(Message{}); n > 192 {
+		t.Errorf("a Message is %d bytes", n)
 	}
 }

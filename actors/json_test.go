@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -469,4 +471,65 @@ func requirePayloadCompacted(t *testing.T, payload []byte) {
 	want.Write(compact.Bytes())
 	want.WriteString(`,"priority":`)
 	assert.Contains(t, string(got), want.String())
+}
+
+// TestJSONDecodeErrorsNameTheField: a bad value is refused with the field's
+// JSON name and what it should be, never a Go type.
+func TestJSONDecodeErrorsNameTheField(t *testing.T) {
+	for _, tc := range []struct{ give, want string }{
+		{`{"type":"direct","priority":"50"}`, `priority: want an integer from 0 to 255, got "50"`},
+		{`{"type":"direct","priority":256}`, `priority: want an integer from 0 to 255, got 256`},
+		{`{"type":"direct","attempts":1.5}`, `attempts: want an integer, got 1.5`},
+		{`{"type":"direct","id":7}`, `id: want a string, got 7`},
+		{`{"type":"direct","sender":["a"]}`, `sender: want a string, got an array`},
+		{`{"type":"fax"}`, `type: want a message type, got "fax"`},
+		{`{"type":1}`, `type: want a string, got 1`},
+		{`{"type":"direct","requires_ack":"yes"}`, `requires_ack: want true or false, got "yes"`},
+		{`{"type":"direct","timestamp":"yesterday"}`, `timestamp: want an RFC 3339 time in a string, got "yesterday"`},
+		{`{"type":"direct","ttl_ms":true}`, `ttl_ms: want a number of milliseconds, got true`},
+		{`{"type":"direct","metadata":{"a":1}}`, `metadata: want a string for "a", got 1`},
+		{`{"type":"direct","metadata":[]}`, `metadata: want an object of strings, got an array`},
+		{`{"recipient":"b"}`, `missing type`},
+		{`[]`, `want an object, got an array`},
+		{`{"type":"direct","payload":` + strings.Repeat(`"long"`, 1) + `,"id":"` + strings.Repeat("x", 100) + `"} x`, `data after the message`},
+		{`{"type":"direct","id":"` + strings.Repeat("x", 100) + `","sender":` + strings.Repeat("1", 100) + `}`, `sender: want a string, got 1111111111111111111111111111111111111111…`},
+	} {
+		var m actors.Message
+		err := m.UnmarshalJSON([]byte(tc.give))
+		require.ErrorIs(t, err, actors.ErrInvalidMessage, tc.give)
+		assert.Contains(t, err.Error(), tc.want, tc.give)
+		for _, goName := range []string{"uint8", "int64", "actors.", "wireMessage", "Go "} {
+			assert.NotContains(t, err.Error(), goName, tc.give)
+		}
+	}
+}
+
+// TestJSONDecodeSyntaxError: a syntax error says where it is.
+func TestJSONDecodeSyntaxError(t *testing.T) {
+	var m actors.Message
+	err := m.UnmarshalJSON([]byte(`{"type":"direct","payload":{"a" 1}}`))
+	require.ErrorIs(t, err, actors.ErrInvalidMessage)
+	assert.Contains(t, err.Error(), "/payload/a")
+}
+
+// TestJSONDecodeFrom: a message decodes from a jsontext.Decoder, with a
+// default type when it names none (as the wire protocol reads it), and
+// through encoding/json/v2, which calls UnmarshalJSONFrom.
+func TestJSONDecodeFrom(t *testing.T) {
+	dec := jsontext.NewDecoder(strings.NewReader(`{"recipient":"b"} {"type":null} {"type":"heartbeat","recipient":"c"} {}`))
+	var m actors.Message
+	require.NoError(t, m.DecodeJSON(dec, actors.TypeRequest))
+	assert.Equal(t, actors.TypeRequest, m.Type)
+	assert.Equal(t, "b", m.Recipient)
+	require.NoError(t, m.DecodeJSON(dec, actors.TypeDirect))
+	assert.Equal(t, actors.TypeDirect, m.Type, "a null type takes the default")
+	require.NoError(t, m.DecodeJSON(dec, actors.TypeDirect))
+	assert.Equal(t, actors.TypeHeartbeat, m.Type, "a type named wins")
+	require.ErrorIs(t, m.UnmarshalJSONFrom(dec), actors.ErrInvalidMessage, "no default: no type")
+
+	var got []*actors.Message
+	require.NoError(t, jsonv2.Unmarshal([]byte(`[{"type":"direct","payload":{ "a" : 1 }},null]`), &got))
+	require.Len(t, got, 2)
+	assert.Equal(t, `{"a":1}`, string(got[0].Payload))
+	assert.Nil(t, got[1])
 }

@@ -239,6 +239,9 @@ func (m *Message) NewResponse(sender string, payload json.RawMessage) *Message {
 	r.Recipient = m.Sender
 	r.Priority = m.Priority
 	r.CorrelationID = m.CorrelationID
+	// What is known of m's payload holds for r's if it is the same slice
+	// (an echo), so that it is not checked again (see payloadChecked).
+	r.checkedCompact, r.checkedLen, r.checkedData = m.checkedCompact, m.checkedLen, m.checkedData
 	return r.InheritTrace(m)
 }
 

@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -77,10 +78,65 @@ func AppendFormatted(b, v []byte) ([]byte, error) {
 	return out, nil
 }
 
+// AppendCompactFrom reads the next JSON value of dec and appends it to b
+// without the white space between its tokens, each token as it was read:
+// what AppendCompact makes of the value, in one pass. It returns the
+// decoder's syntax error, if any, with b as it was.
+func AppendCompactFrom(dec *jsontext.Decoder, b []byte) ([]byte, error) {
+	out, err := appendCompactFrom(dec, b)
+	if err != nil {
+		return b, err
+	}
+	return out, nil
+}
+
+func appendCompactFrom(dec *jsontext.Decoder, b []byte) ([]byte, error) {
+	open := dec.PeekKind()
+	if open != '{' && open != '[' {
+		v, err := dec.ReadValue()
+		return append(b, v...), err
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return b, err
+	}
+	end := jsontext.Kind(']')
+	if open == '{' {
+		end = '}'
+	}
+	b = append(b, byte(open))
+	for n := 0; dec.PeekKind() != end; n++ {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		if open == '{' {
+			name, err := dec.ReadValue()
+			if err != nil {
+				return b, err
+			}
+			b = append(append(b, name...), ':')
+		}
+		var err error
+		if b, err = appendCompactFrom(dec, b); err != nil {
+			return b, err
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return b, err
+	}
+	return append(b, byte(end)), nil
+}
+
 // AppendText appends the text of the JSON string v, as a Decoder read it
 // (quotes included), to b. Escapes are decoded; invalid UTF-8 and lone
 // surrogates become U+FFFD, as encoding/json decodes them.
 func AppendText(b []byte, v jsontext.Value) []byte {
+	if len(v) >= 2 {
+		// Most strings have no escape and are valid UTF-8: their text is
+		// what is between the quotes.
+		if text := v[1 : len(v)-1]; bytes.IndexByte(text, '\\') < 0 && utf8.Valid(text) {
+			return append(b, text...)
+		}
+	}
 	// v has passed the decoder: the only errors left to report are invalid
 	// UTF-8 and surrogates, which AppendUnquote has replaced with U+FFFD.
 	b, _ = jsontext.AppendUnquote(b, v)

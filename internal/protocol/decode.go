@@ -212,17 +212,21 @@ func decodeMessage(dec *jsontext.Decoder, f *Frame) (bad, syntax error) {
 		return nil, err
 	}
 	m := new(agentbus.Message)
-	err := m.DecodeJSON(dec, defaultType(f.Op))
-	var se *jsontext.SyntacticError
-	switch {
-	case errors.As(err, &se):
-		return nil, err
-	case err != nil:
+	if err := m.DecodeJSON(dec, defaultType(f.Op)); err != nil {
 		f.Message = nil
+		if syntactic(err) {
+			return nil, err
+		}
 		return fmt.Errorf("%w: message: %v", ErrInvalidFrame, err), nil
 	}
 	f.Message = m
 	return nil, nil
+}
+
+// syntactic reports whether err is an error of the JSON syntax.
+func syntactic(err error) bool {
+	var se *jsontext.SyntacticError
+	return errors.As(err, &se)
 }
 
 // decodeList decodes v, the value of a frame's letters or messages field

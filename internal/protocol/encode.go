@@ -23,8 +23,7 @@ func Encode(f *Frame) ([]byte, error) {
 // can encode into a buffer it reuses. On error, b is returned as it was.
 func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 	orig := b
-	b = append(b, `{"op":`...)
-	b = codec.AppendString(b, f.Op)
+	b = appendOp(append(b, `{"op":`...), f.Op)
 	b = appendStringField(b, `,"id":`, f.ID)
 	b = appendIntField(b, `,"version":`, int64(f.Version))
 	b = appendStringField(b, `,"client":`, f.Client)
@@ -110,6 +109,20 @@ func appendLetter(b []byte, l *Letter) ([]byte, error) {
 	}
 	b = appendStringField(b, `,"value":`, l.Value)
 	return append(b, '}'), nil
+}
+
+// appendOp appends op as a JSON string: a known op (which needs no
+// escape) as it is, any other through codec.AppendString.
+func appendOp(b []byte, op string) []byte {
+	switch op {
+	case OpHello, OpRegister, OpUnregister, OpSend, OpPublish, OpSubscribe, OpUnsubscribe, OpRequest, OpRespond,
+		OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit,
+		OpWelcome, OpOK, OpError, OpPong, OpResponse, OpDeliver:
+		b = append(b, '"')
+		b = append(b, op...)
+		return append(b, '"')
+	}
+	return codec.AppendString(b, op)
 }
 
 // appendStringField appends key and s, unless s is empty (omitempty).

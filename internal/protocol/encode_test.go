@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/codec"
 )
 
 // members returns the members of the JSON object b in order, each value
@@ -135,5 +136,14 @@ func TestAppendFrameEscaping(t *testing.T) {
 		for _, esc := range []string{`\u003c`, `\u003e`, `\u0026`, `\u2028`, `\ufffd`} {
 			assert.NotContains(t, strings.ReplaceAll(string(b), payload, ""), esc, "%s", b)
 		}
+	}
+}
+
+// TestAppendOp: a known op is written as codec.AppendString writes it.
+func TestAppendOp(t *testing.T) {
+	for _, op := range []string{OpHello, OpRegister, OpUnregister, OpSend, OpPublish, OpSubscribe, OpUnsubscribe,
+		OpRequest, OpRespond, OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit,
+		OpWelcome, OpOK, OpError, OpPong, OpResponse, OpDeliver, "", "fut\"ure\n"} {
+		assert.Equal(t, string(codec.AppendString(nil, op)), string(appendOp(nil, op)), "%q", op)
 	}
 }
