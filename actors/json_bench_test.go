@@ -81,7 +81,7 @@ func encodeTokens(enc *jsontext.Encoder, m *actors.Message) error {
 func benchMessages(tb testing.TB) map[string]*actors.Message {
 	fresh := actors.NewMessage(actors.TypeRequest, "planner",
 		json.RawMessage(`{"task":"review","file":"internal/server/conn.go","line":42,"severity":"info","note":"looks fine to me"}`)).
-		WithRecipient("coder").WithTTL(1500 * time.Millisecond).WithMetadata(actors.TraceParent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+		WithRecipient("coder").WithTTL(1500*time.Millisecond).WithMetadata(actors.TraceParent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	b, err := fresh.MarshalJSON()
 	require.NoError(tb, err)
 	var decoded actors.Message
