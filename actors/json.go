@@ -247,23 +247,8 @@ type fields struct {
 // was.
 func (f *fields) fail(field int, v jsontext.Value, format string, args ...any) {
 	if f.err == nil {
-		f.err = fmt.Errorf("%w: %s: %s, got %s", ErrInvalidMessage, fieldNames[field], fmt.Sprintf(format, args...), shown(v))
+		f.err = fmt.Errorf("%w: %s: %s, got %s", ErrInvalidMessage, fieldNames[field], fmt.Sprintf(format, args...), codec.Describe(v))
 	}
-}
-
-// shown is v as an error message shows it: its kind, or its text if short.
-func shown(v jsontext.Value) string {
-	const max = 40
-	switch v.Kind() {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	}
-	if len(v) > max {
-		return string(v[:max]) + "…"
-	}
-	return string(v)
 }
 
 // syntaxError wraps an error of the JSON syntax.
@@ -291,7 +276,7 @@ func (m *Message) decode(dec *jsontext.Decoder, typ MessageType) error {
 		if err != nil {
 			return syntaxError(err)
 		}
-		return fmt.Errorf("%w: want an object, got %s", ErrInvalidMessage, shown(v))
+		return fmt.Errorf("%w: want an object, got %s", ErrInvalidMessage, codec.Describe(v))
 	}
 	if _, err := dec.ReadToken(); err != nil {
 		return syntaxError(err)

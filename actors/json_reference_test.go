@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/descartes/agentbus/internal/testutil"
 )
 
 // wireMessage is the JSON form of Message as encoding/json reads it into a
@@ -95,7 +99,7 @@ const typicalJSON = `{"id":"0192f1c4-7d2a-7000-8000-00000000002a","type":"reques
 // field, every kind of value and the syntax around them.
 func decodeSeeds(t testing.TB) []string {
 	seeds := []string{
-		// FuzzMessageJSON's seeds.
+		// Seeds of old crashes and edge cases.
 		`{"type":"direct"}`,
 		`{"id":"x","type":"request","sender":"a","recipient":"b","topic":"t","request_id":"r","correlation_id":"c",` +
 			`"payload":{"k":[1,2,{"z":null}]},"priority":99,"timestamp":"2026-11-27T10:00:00.123456789Z",` +
@@ -106,8 +110,8 @@ func decodeSeeds(t testing.TB) []string {
 		`{"type":"error","sender":"\xff\xfe","payload":"\xff"}`,
 		`{"type":"control","ttl_ms":"12.25","unknown":{"deep":[[[]]]}}`,
 		`{"type":"heartbeat","ttl_ms":9223372036853.999999}`,
-		`{"type":"heartbeat","ttl_ms":9223372036854.775807}`,
-		`{"type":"heartbeat","ttl_ms":-9223372036854.775808}`,
+		`{"type":"heartbeat","ttl_ms":9223372036854.775807}`,  // the largest TTL: once refused
+		`{"type":"heartbeat","ttl_ms":-9223372036854.775808}`, // the smallest: once encoded as invalid JSON
 		`{"type":"heartbeat","ttl_ms":9223372036854.775808}`,
 		`{"type":"subscribe","timestamp":"0001-01-01T00:00:00Z"}`,
 		`{"type":"direct","ttl_ms":1e3}`,
@@ -324,15 +328,8 @@ func TestUnmarshalMalformed(t *testing.T) {
 			`"priority":7,"timestamp":"2026-11-27T10:00:00Z","attempts":-12,"requires_ack":false,` +
 			`"ttl_ms":-1.25,"metadata":{"a":null,"b":"\t"},"x":{"y":[]},"z":"\u0041"}`,
 	} {
-		for n := range len(s) {
-			checkMatchesReference(t, []byte(s[:n]))
-		}
-		for n := range len(s) {
-			for _, c := range []byte("\"{}[],: 0-.eEtfnu\x00\x80") {
-				b := []byte(s)
-				b[n] = c
-				checkMatchesReference(t, b)
-			}
+		for _, b := range testutil.Malformed(s, "\"{}[],: 0-.eEtfnu\x00\x80") {
+			checkMatchesReference(t, b)
 		}
 	}
 }
@@ -400,4 +397,34 @@ func TestMessageSize(t *testing.T) {
 	if n := unsafe.Sizeof(Message{}); n > 192 {
 		t.Errorf("a Message is %d bytes", n)
 	}
+}
+
+// FuzzMessageJSON feeds arbitrary input to the decoder. Whatever it accepts
+// must encode, and encoding is a fixed point: decoding the encoding and
+// encoding again gives the same bytes and the same message.
+func FuzzMessageJSON(f *testing.F) {
+	for _, s := range decodeSeeds(f) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m Message
+		if err := m.UnmarshalJSON(data); err != nil {
+			require.ErrorIs(t, err, ErrInvalidMessage)
+			return
+		}
+		b1, err := m.MarshalJSON()
+		require.NoError(t, err, "encoding a decoded message")
+		require.True(t, json.Valid(b1), "invalid JSON: %q", b1)
+
+		var m2 Message
+		require.NoError(t, m2.UnmarshalJSON(b1), "decoding %q", b1)
+		b2, err := m2.MarshalJSON()
+		require.NoError(t, err)
+		require.Equal(t, string(b1), string(b2), "not a fixed point")
+
+		// The same message, up to the timestamp's *time.Location value.
+		require.True(t, m.Timestamp.Equal(m2.Timestamp), "timestamp %v became %v", m.Timestamp, m2.Timestamp)
+		m2.Timestamp = m.Timestamp
+		require.Equal(t, exportedFields(&m), exportedFields(&m2))
+	})
 }

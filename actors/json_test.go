@@ -378,56 +378,6 @@ func TestJSONStrings(t *testing.T) {
 	}
 }
 
-// FuzzMessageJSON feeds arbitrary input to the decoder. Whatever it accepts
-// must encode, and encoding is a fixed point: decoding the encoding and
-// encoding again gives the same bytes and the same message.
-func FuzzMessageJSON(f *testing.F) {
-	for _, seed := range []string{
-		`{"type":"direct"}`,
-		`{"id":"x","type":"request","sender":"a","recipient":"b","topic":"t","request_id":"r","correlation_id":"c",` +
-			`"payload":{"k":[1,2,{"z":null}]},"priority":99,"timestamp":"2026-11-27T10:00:00.123456789Z",` +
-			`"attempts":2,"requires_ack":true,"ttl_ms":1.500001,"metadata":{"a":"1","b":""}}`,
-		`{"type":"broadcast","payload": [ 1, "two" ] ,"ttl_ms":-0.5}`,
-		`{"type":"ack","timestamp":"2026-01-02T03:04:05+01:30","priority":0}`,
-		`{"type":"publish","topic":"a\u2028b\"c\\d\u0000","metadata":{"\ud83d\ude00":"\n"}}`,
-		`{"type":"error","sender":"\xff\xfe","payload":"\xff"}`,
-		`{"type":"control","ttl_ms":"12.25","unknown":{"deep":[[[]]]}}`,
-		`{"type":"heartbeat","ttl_ms":9223372036853.999999}`,
-		`{"type":"heartbeat","ttl_ms":9223372036854.775807}`,  // the largest TTL: once refused
-		`{"type":"heartbeat","ttl_ms":-9223372036854.775808}`, // the smallest: once encoded as invalid JSON
-		`{"type":"heartbeat","ttl_ms":9223372036854.775808}`,
-		`{"type":"subscribe","timestamp":"0001-01-01T00:00:00Z"}`,
-		`{"type":"direct","ttl_ms":1e3}`,
-		`{"type":"direct","priority":256}`,
-		`[]`,
-		``,
-		`null`,
-	} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var m actors.Message
-		if err := m.UnmarshalJSON(data); err != nil {
-			require.ErrorIs(t, err, actors.ErrInvalidMessage)
-			return
-		}
-		b1, err := m.MarshalJSON()
-		require.NoError(t, err, "encoding a decoded message")
-		require.True(t, json.Valid(b1), "invalid JSON: %q", b1)
-
-		var m2 actors.Message
-		require.NoError(t, m2.UnmarshalJSON(b1), "decoding %q", b1)
-		b2, err := m2.MarshalJSON()
-		require.NoError(t, err)
-		require.Equal(t, string(b1), string(b2), "not a fixed point")
-
-		// The same message, up to the timestamp's *time.Location value.
-		require.True(t, m.Timestamp.Equal(m2.Timestamp), "timestamp %v became %v", m.Timestamp, m2.Timestamp)
-		m2.Timestamp = m.Timestamp
-		require.Equal(t, exported(&m), exported(&m2))
-	})
-}
-
 // TestJSONPayloadWrittenAsCompacted checks that the payload AppendJSON writes
 // is what json.Compact makes of it, whether its white space is inside strings
 // (written as is, without compacting), between tokens (compacted) or the

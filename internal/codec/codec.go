@@ -143,6 +143,22 @@ func AppendText(b []byte, v jsontext.Value) []byte {
 	return b
 }
 
+// Describe returns the JSON value v as an error message shows it: "an
+// object", "an array", or its text, cut after 40 bytes.
+func Describe(v jsontext.Value) string {
+	const max = 40
+	switch v.Kind() {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	}
+	if len(v) > max {
+		return string(v[:max]) + "…"
+	}
+	return string(v)
+}
+
 // Match returns the one of names that the object name v (quoted, as a
 // Decoder read it) selects, as encoding/json matches a name to a struct
 // field: the name equal to v's text, or else the first equal to it under

@@ -252,17 +252,7 @@ func setField(f *Frame, field int, v jsontext.Value) error {
 		return nil
 	}
 	wrong := func(want string) error {
-		const max = 40
-		got := string(v)
-		switch {
-		case k == '{':
-			got = "an object"
-		case k == '[':
-			got = "an array"
-		case len(got) > max:
-			got = got[:max] + "…"
-		}
-		return fmt.Errorf("%w: %s: want %s, got %s", ErrInvalidFrame, frameFields[field], want, got)
+		return fmt.Errorf("%w: %s: want %s, got %s", ErrInvalidFrame, frameFields[field], want, codec.Describe(v))
 	}
 	switch field {
 	case fLetters:

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/testutil"
 )
 
 // frameSeeds are frames for the differential tests: the frames clients and
@@ -143,22 +143,10 @@ func decodeReference(data []byte) (*Frame, error) {
 func exportedFrame(f *Frame) Frame {
 	c := *f
 	if c.Message != nil {
-		m := exportedMessage(c.Message)
+		m := testutil.Exported(c.Message)
 		c.Message = &m
 	}
 	return c
-}
-
-// exportedMessage returns a copy of m's exported fields only.
-func exportedMessage(m *agentbus.Message) agentbus.Message {
-	var out agentbus.Message
-	src, dst := reflect.ValueOf(m).Elem(), reflect.ValueOf(&out).Elem()
-	for i := range src.NumField() {
-		if src.Type().Field(i).IsExported() {
-			dst.Field(i).Set(src.Field(i))
-		}
-	}
-	return out
 }
 
 // checkDecodeMatchesReference decodes data with Decode and with
@@ -209,15 +197,8 @@ func TestDecodeMalformed(t *testing.T) {
 		`{"op":"send","id":"3","message":{"recipient":"b","payload":{"a":[1,"\"}"]},"priority":9,"ttl_ms":1.5},"limit":2}`,
 		`{"id":"a\u0041","agent":null,"op":"deliver","seq":7,"x":[{"y":"]"}]}`,
 	} {
-		for n := range len(s) {
-			checkDecodeMatchesReference(t, []byte(s[:n]))
-		}
-		for n := range len(s) {
-			for _, c := range []byte("\"{}[],: 0-.eEtfnu\x00") {
-				b := []byte(s)
-				b[n] = c
-				checkDecodeMatchesReference(t, b)
-			}
+		for _, b := range testutil.Malformed(s, "\"{}[],: 0-.eEtfnu\x00") {
+			checkDecodeMatchesReference(t, b)
 		}
 	}
 }
@@ -261,10 +242,10 @@ func TestDecodeAnswers(t *testing.T) {
 	got, err := Decode(b)
 	require.NoError(t, err)
 	require.Len(t, got.Messages, 2)
-	assert.Equal(t, exportedMessage(m), exportedMessage(got.Messages[0]))
+	assert.Equal(t, testutil.Exported(m), testutil.Exported(got.Messages[0]))
 	assert.Nil(t, got.Messages[1])
 	require.Len(t, got.Letters, 1)
-	assert.Equal(t, exportedMessage(m), exportedMessage(got.Letters[0].Message))
+	assert.Equal(t, testutil.Exported(m), testutil.Exported(got.Letters[0].Message))
 	assert.True(t, m.Timestamp.Equal(got.Letters[0].Time))
 	assert.Equal(t, 2, got.Letters[0].Attempts)
 
