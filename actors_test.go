@@ -41,7 +41,7 @@ func TestStory(t *testing.T) {
 	// Send: the first message enters the handler and holds it.
 	_, err = bus.Send(ctx, direct("worker", `"hold"`))
 	require.NoError(t, err)
-	<-worker.entered
+	<-worker.Entered
 
 	// Priority order: higher first, FIFO within a level.
 	for _, p := range []struct {
@@ -68,7 +68,7 @@ func TestStory(t *testing.T) {
 	require.ErrorIs(t, err, agentbus.ErrMailboxFull)
 
 	require.Eventually(t, func() bool { return time.Now().After(expiring.Deadline()) }, 5*time.Second, time.Millisecond)
-	close(worker.open)
+	close(worker.Open)
 	var order []string
 	for range 7 {
 		order = append(order, string(rec.next(t).Payload))
@@ -186,6 +186,9 @@ func TestConfigRejectsNegativeValues(t *testing.T) {
 		{"DLQMaxSize", agentbus.Config{DLQMaxSize: -1}},
 		{"DLQMaxBytes", agentbus.Config{DLQMaxBytes: -1}},
 		{"MaxHistorySize", agentbus.Config{MaxHistorySize: -1}},
+		{"Observers[0]", agentbus.Config{Observers: []agentbus.Observer{nil}}},
+		{"Observers[1]", agentbus.Config{Observers: []agentbus.Observer{&outcomeLog{}, agentbus.ObserverFunc(nil)}}},
+		{"Stampers[0]", agentbus.Config{Stampers: []agentbus.Stamper{agentbus.StamperFunc(nil)}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -338,12 +341,12 @@ func TestSharedPendingLimitWakesWaitingSender(t *testing.T) {
 	ctx := t.Context()
 	_, err = bus.Send(ctx, direct("one", `"hold"`))
 	require.NoError(t, err)
-	<-g1.entered
+	<-g1.Entered
 	for i := range 3 { // fills the bus-wide limit across two agents
 		_, err = bus.Send(ctx, direct([]string{"one", "two"}[i%2], fmt.Sprint(i)))
 		require.NoError(t, err)
 	}
-	<-g2.entered // "two" took its message out of the queue: one slot is free
+	<-g2.Entered // "two" took its message out of the queue: one slot is free
 	_, err = bus.Send(ctx, direct("one", `3`))
 	require.NoError(t, err)
 	assert.Equal(t, 3, bus.Backpressure().Pending())
@@ -355,9 +358,9 @@ func TestSharedPendingLimitWakesWaitingSender(t *testing.T) {
 		t.Fatalf("send did not wait for room: %v", err)
 	default:
 	}
-	close(g1.open) // "one" drains, freeing slots: the parked sender is woken
+	close(g1.Open) // "one" drains, freeing slots: the parked sender is woken
 	require.NoError(t, <-done)
-	close(g2.open)
+	close(g2.Open)
 	for range 4 {
 		rec.next(t)
 	}
@@ -422,7 +425,7 @@ func TestProtoactorInterop(t *testing.T) {
 	}))
 	defer root.Stop(sender)
 	root.Send(pid, direct("worker", `"hold"`))
-	<-g.entered
+	<-g.Entered
 	root.Send(sender, direct("worker", `"low"`).WithPriority(10))
 	root.Send(sender, direct("worker", `"high"`).WithPriority(90))
 	require.Eventually(t, func() bool { return bus.Backpressure().Pending() == 2 }, 5*time.Second, time.Millisecond)
@@ -438,7 +441,7 @@ func TestProtoactorInterop(t *testing.T) {
 	require.Len(t, letters, 1)
 	assert.Equal(t, `"overflow"`, string(letters[0].Message.Payload))
 
-	close(g.open)
+	close(g.Open)
 	var order []string
 	for range 4 {
 		order = append(order, string(rec.next(t).Payload))
@@ -470,7 +473,7 @@ func TestStopDeadLettersQueuedMessages(t *testing.T) {
 	require.NoError(t, err)
 	_, err = bus.Send(t.Context(), direct("w", `"hold"`))
 	require.NoError(t, err)
-	<-g.entered
+	<-g.Entered
 	var ids []string
 	for i := range 3 {
 		id, err := bus.Send(t.Context(), direct("w", fmt.Sprint(i)))
@@ -479,7 +482,7 @@ func TestStopDeadLettersQueuedMessages(t *testing.T) {
 	}
 	pid, _ := bus.PID("w")
 	bus.ActorSystem().Root.Stop(pid) // queued before the gate opens: stop comes first
-	close(g.open)
+	close(g.Open)
 	require.Eventually(t, func() bool { _, ok := bus.PID("w"); return !ok }, 5*time.Second, time.Millisecond)
 
 	letters := bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.AgentStopped})
@@ -525,7 +528,7 @@ func TestShutdownDeadLettersWhatItCannotDrain(t *testing.T) {
 	require.NoError(t, err)
 	_, err = bus.Send(t.Context(), direct("w", `"hold"`))
 	require.NoError(t, err)
-	<-g.entered
+	<-g.Entered
 	for i := range 3 {
 		_, err := bus.Send(t.Context(), direct("w", fmt.Sprint(i)))
 		require.NoError(t, err)
@@ -534,7 +537,7 @@ func TestShutdownDeadLettersWhatItCannotDrain(t *testing.T) {
 	defer cancel()
 	require.ErrorIs(t, bus.Shutdown(ctx), context.DeadlineExceeded)
 	assert.Len(t, bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.Shutdown}), 3)
-	close(g.open) // let the handler return so its goroutine ends
+	close(g.Open) // let the handler return so its goroutine ends
 	require.Eventually(t, func() bool { return len(bus.Agents()) == 0 }, 5*time.Second, time.Millisecond)
 	a := bus.Accounting()
 	assert.Equal(t, agentbus.Accounting{Accepted: 4, Handled: 1, DeadLettered: 3}, a, "nothing lost across shutdown")
@@ -773,4 +776,92 @@ func TestSendReachesTheAgentNowHoldingAName(t *testing.T) {
 		recv(r1, "agent-a-1")
 		recv(r2, "agent-b-1")
 	}
+}
+
+// TestSendFromHandlerToFullMailbox checks that a handler's send that the bus
+// accepted and then dead-lettered (its recipient had no room) is told from a
+// refused one: its ID and an error wrapping ErrDeadLettered and the cause.
+func TestSendFromHandlerToFullMailbox(t *testing.T) {
+	bus := newBus(t, agentbus.Config{Backpressure: agentbus.BackpressureConfig{WaitDuration: time.Millisecond}})
+	g := newGate(agentbus.HandlerFunc(sink))
+	_, err := bus.Spawn("full", g, agentbus.WithMailboxSize(1))
+	require.NoError(t, err)
+	_, err = bus.Send(t.Context(), direct("full", `"hold"`))
+	require.NoError(t, err)
+	<-g.Entered
+	_, err = bus.Send(t.Context(), direct("full", `"fills it"`))
+	require.NoError(t, err)
+
+	type result struct {
+		id  string
+		err error
+	}
+	got := make(chan result, 2)
+	_, err = bus.Spawn("sender", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+		id, err := bus.Send(ctx, direct("full", `"overflow"`))
+		got <- result{id, err}
+		_, err = bus.Send(ctx, direct("nobody", `"refused"`))
+		got <- result{"", err}
+		return nil
+	}))
+	require.NoError(t, err)
+	_, err = bus.Send(t.Context(), direct("sender", `"go"`))
+	require.NoError(t, err)
+
+	dead := recv(t, got)
+	require.NotEmpty(t, dead.id, "accepted: it has an ID")
+	require.ErrorIs(t, dead.err, agentbus.ErrDeadLettered)
+	require.ErrorIs(t, dead.err, agentbus.ErrMailboxFull)
+	assert.Contains(t, dead.err.Error(), "mailbox_full")
+	refused := recv(t, got)
+	require.ErrorIs(t, refused.err, agentbus.ErrNoRecipient)
+	assert.NotErrorIs(t, refused.err, agentbus.ErrDeadLettered)
+
+	letters := bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.MailboxFull})
+	require.Len(t, letters, 1)
+	assert.Equal(t, dead.id, letters[0].Message.ID)
+	close(g.Open)
+	quiet(t, bus)
+	assert.EqualValues(t, 1, bus.Stats().Rejected["no_recipient"], "the dead-lettered one is not counted as refused")
+	assert.EqualValues(t, 1, bus.Stats().Totals.Rejected)
+}
+
+// TestStopBusyAgent stops an agent whose handler is busy, with a deadline
+// that ends first: the stop is in effect at once (no new message is taken,
+// the queue is dead-lettered) and Stop says the agent is still finishing;
+// it completes once the handler returns.
+func TestStopBusyAgent(t *testing.T) {
+	bus := newBus(t, agentbus.Config{})
+	g := newGate(agentbus.HandlerFunc(sink))
+	_, err := bus.Spawn("busy", g)
+	require.NoError(t, err)
+	_, err = bus.Send(t.Context(), direct("busy", `"hold"`))
+	require.NoError(t, err)
+	<-g.Entered
+	queued, err := bus.Send(t.Context(), direct("busy", `"queued"`))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	err = bus.Stop(ctx, "busy")
+	require.ErrorIs(t, err, agentbus.ErrStopping)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	_, err = bus.Send(t.Context(), direct("busy", `"after"`))
+	require.ErrorIs(t, err, agentbus.ErrNoRecipient, "the stop is in effect")
+	letters := bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.AgentStopped})
+	require.Len(t, letters, 1)
+	assert.Equal(t, queued, letters[0].Message.ID)
+
+	again, cancel2 := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel2()
+	require.ErrorIs(t, bus.Stop(again, "busy"), agentbus.ErrStopping, "still stopping, not gone")
+	sub, err := bus.Watch("busy", 8)
+	require.NoError(t, err)
+	close(g.Open)
+	assert.ErrorIs(t, nextEvent(t, sub, agentbus.EventStopped).Err, agentbus.ErrAgentStopped)
+	_, ok := bus.PID("busy")
+	assert.False(t, ok)
+	_, err = bus.Spawn("busy", agentbus.HandlerFunc(sink))
+	require.NoError(t, err, "the name is free")
 }

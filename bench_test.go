@@ -312,13 +312,13 @@ func BenchmarkQueuedMemory(b *testing.B) {
 			if _, err := bus.Send(ctx, benchMessage().WithRecipient(name)); err != nil {
 				b.Fatal(err)
 			}
-			<-g.entered
+			<-g.Entered
 			return func(m *agentbus.Message) {
 					if _, err := bus.Send(ctx, m.WithRecipient(name)); err != nil {
 						b.Fatal(err)
 					}
 				}, func() {
-					close(g.open)
+					close(g.Open)
 					if err := bus.Stop(ctx, name); err != nil {
 						b.Fatal(err)
 					}

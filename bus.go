@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,19 +110,21 @@ type Bus struct {
 	topicsMu  sync.Mutex
 	topicRefs map[string]*topicRef // running topic actors by subject
 
-	shared   *mailbox.Limit
-	ledger   ledger
-	retries  retries
-	dlq      *deadletter.Queue
-	dlqPID   *actor.PID
-	calls    sync.Map // request ID → *call
-	ncalls   atomic.Int64
-	late     *recent[struct{}]
-	askers   *recent[*actor.PID]
-	history  *history // nil unless Config.EnableHistory
-	dlSub    *eventstream.Subscription
-	warnings *throttle
-	stats    statsState
+	shared  *mailbox.Limit
+	ledger  ledger
+	retries retries
+	dlq     *deadletter.Queue
+	dlqPID  *actor.PID
+	calls   sync.Map // request ID → *call
+	ncalls  atomic.Int64
+	late    *recent[struct{}]
+	askers  *recent[*actor.PID]
+	history *history // nil unless Config.EnableHistory
+	dlSub   *eventstream.Subscription
+	stats   statsState
+
+	observers     observers // who is told each outcome (see observe)
+	reportHandled bool      // some observer wants every queued delivery's Handled
 }
 
 // New returns a running bus configured by cfg. It returns an error wrapping
@@ -157,7 +158,6 @@ func New(cfg Config) (*Bus, error) {
 		topicRefs:    make(map[string]*topicRef),
 		late:         newRecent[struct{}](lateResponseMemory),
 		askers:       newRecent[*actor.PID](askerMemory),
-		warnings:     newThrottle(deadLetterWarnings, time.Second),
 	}
 	b.hooks = agentHooks{b}
 	b.stats.init(cfg.StatsMaxKeys)
@@ -172,33 +172,13 @@ func New(cfg Config) (*Bus, error) {
 	if cfg.EnableHistory {
 		b.history = newHistory(cfg.MaxHistorySize)
 	}
-	dlqBox := mailbox.New(mailbox.Config{
-		Capacity: cfg.DLQMaxSize,
-		// If the actor falls behind, store directly: a dead letter is never
-		// itself dropped.
-		Drop: func(v any, why error) {
-			if l, ok := actor.UnwrapEnvelopeMessage(v).(*deadletter.Letter); ok {
-				b.dlq.Add(*l)
-				return
-			}
-			// Not a delivery of the bus: record it without counting.
-			b.storeDeadLetter(deadletter.Letter{Value: actor.UnwrapEnvelopeMessage(v), Reason: reasonOf(why),
-				Err: why.Error(), Agent: deadLetterActor}, nil)
-		},
-	})
+	b.observe(cfg.Observers)
+	dlqBox := mailbox.New(mailbox.Config{Capacity: cfg.DLQMaxSize, Drop: b.dropDeadLetter})
 	b.dlqPID, err = system.Root.SpawnNamed(deadletter.Actor(b.dlq).Configure(actor.WithMailbox(dlqBox.Producer())), deadLetterActor)
 	if err != nil {
 		return nil, fmt.Errorf("agentbus: start the dead-letter actor: %w", err)
 	}
-	b.router, err = routing.New(system, cfg.MailboxSize, b.shared, handlerRunner{b},
-		func(m *actors.Message, handler string, why error) {
-			l := deadletter.Letter{Message: m, Reason: reasonOf(why), Err: why.Error(), Agent: handler}
-			if handler == "$router" && !errors.Is(why, mailbox.ErrFull) {
-				b.deadLetter(l, nil) // was queued for the router, then closed
-				return
-			}
-			b.rejectDelivery(l, nil) // never queued
-		})
+	b.router, err = routing.New(system, cfg.MailboxSize, b.shared, handlerRunner{b}, b.routerUndeliverable)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +260,7 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 	mb := mailbox.New(mailbox.Config{
 		Capacity: o.mailboxSize,
 		Shared:   b.shared,
-		Drop:     func(v any, why error) { b.dropped(name, v, why) },
+		Drop:     func(v any, why error) { b.dropped(name, v, why, false) },
 		Latency:  b.stats.latencyShard(),
 	})
 	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
@@ -400,11 +380,17 @@ func (b *Bus) unregister(a *actors.Agent) {
 	b.agentsMu.Unlock()
 }
 
-// Stop stops the agent named name and waits until it has stopped. A message
-// it is handling completes; messages still queued are dead-lettered with
-// reason agent_stopped. Its name is free again once Stop returns. It returns
-// ErrNoRecipient if there is no such agent, or ctx's error if ctx ends first
-// (the agent still stops).
+// Stop stops the agent named name and waits until it has stopped. The stop
+// takes effect at once: the agent takes no new message (a Send to it returns
+// ErrNoRecipient) and the messages queued for it are dead-lettered with reason
+// agent_stopped. A message its handler is handling completes, and the agent
+// has stopped once the handler returns; its name is free again once Stop
+// returns nil.
+//
+// It returns ErrNoRecipient if there is no such agent. If ctx ends while the
+// handler is still running, it returns an error wrapping ErrStopping and
+// ctx's error: the stop is in effect and completes when the handler returns;
+// call Stop again to wait for it.
 func (b *Bus) Stop(ctx context.Context, name string) error {
 	return b.StopCause(ctx, name, nil)
 }
@@ -419,31 +405,21 @@ func (b *Bus) StopCause(ctx context.Context, name string, cause error) error {
 	if a == nil {
 		return fmt.Errorf("%w: %q", ErrNoRecipient, name)
 	}
-	if cause != nil {
-		// Close first, so everything queued gets cause; the agent's own
-		// Close on Stopped is then a no-op and only drops its batch.
-		a.Mailbox().Close(cause)
+	if cause == nil {
+		cause = ErrAgentStopped
 	}
+	// Close first, so that the stop is in effect at once and everything
+	// queued gets cause; the agent's own Close on Stopped is then a no-op
+	// and only drops its batch.
+	a.Mailbox().Close(cause)
 	b.system.Root.Stop(a.PID())
 	select {
 	case <-a.Done():
 		return nil
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return fmt.Errorf("%w: %q is finishing its handler: %w", ErrStopping, name, context.Cause(ctx))
 	}
 }
-
-// deadLetterActor is the registered name of the dead-letter actor.
-const deadLetterActor = "$deadletters"
-
-// DeadLetterPID returns the PID of the dead-letter actor, the protoactor face
-// of DeadLetters: protoactor code can send it a *deadletter.Letter (or an
-// undeliverable *Message) to record, or a *deadletter.Query to list letters.
-func (b *Bus) DeadLetterPID() *actor.PID { return b.dlqPID }
-
-// DeadLetters returns the bus's dead-letter queue. It is bounded by
-// Config.DLQMaxSize and Config.DLQMaxBytes; the oldest letters are evicted.
-func (b *Bus) DeadLetters() *deadletter.Queue { return b.dlq }
 
 // Backpressure reports how full the bus is.
 type Backpressure struct {
@@ -557,204 +533,4 @@ func (b *Bus) stopAgents(ctx context.Context, self *actors.Agent) error {
 		}
 	}
 	return nil
-}
-
-// reasonOf maps a mailbox drop error to a dead-letter reason.
-func reasonOf(err error) deadletter.Reason {
-	switch {
-	case errors.Is(err, mailbox.ErrExpired):
-		return deadletter.Expired
-	case errors.Is(err, mailbox.ErrFull):
-		return deadletter.MailboxFull
-	case errors.Is(err, ErrShutdown):
-		return deadletter.Shutdown
-	case errors.Is(err, supervisor.ErrRestartLimit):
-		return deadletter.RestartLimit
-	case errors.Is(err, ErrTransportClosed):
-		return deadletter.TransportClosed
-	default:
-		return deadletter.AgentStopped
-	}
-}
-
-// dropped receives what agent's mailbox did not deliver.
-func (b *Bus) dropped(agent string, v any, why error) {
-	_, v, sender := actor.UnwrapEnvelope(v)
-	l := deadletter.Letter{Reason: reasonOf(why), Err: why.Error(), Agent: agent}
-	if m, ok := v.(*actors.Message); ok {
-		l.Message = m
-	} else {
-		l.Value = v
-	}
-	if errors.Is(why, mailbox.ErrFull) {
-		b.rejectDelivery(l, why) // refused at PostUserMessage: never queued
-	} else {
-		b.deadLetter(l, why) // queued, then expired or closed
-	}
-	if sender != nil { // a protoactor future fails at once instead of timing out
-		b.system.Root.Send(sender, &actor.DeadLetterResponse{})
-	}
-}
-
-// storeDeadLetter stores l, logs it (throttled), publishes it as an event,
-// and fails the pending request it belongs to, if any, with why.
-func (b *Bus) storeDeadLetter(l deadletter.Letter, why error) {
-	l = b.dlq.Add(l)
-	b.events.emit(Event{Kind: EventDeadLetter, Agent: l.Agent, Time: l.Time, Letter: &l})
-	if b.warnings.allow() {
-		id := ""
-		if l.Message != nil {
-			id = l.Message.ID
-		}
-		b.log.Warn("dead letter", "msg_id", id, "agent", l.Agent, "reason", string(l.Reason), "error", l.Err)
-	}
-	if m := l.Message; m != nil && m.Type == TypeRequest && why != nil {
-		b.fail(m.RequestID, fmt.Errorf("agentbus: request %s dead-lettered (%s): %w", m.RequestID, l.Reason, why))
-	}
-}
-
-// protoDeadLetter records protoactor's own dead letters: messages sent with
-// protoactor's API to a PID that no longer exists.
-func (b *Bus) protoDeadLetter(d *actor.DeadLetterEvent) {
-	switch d.Message.(type) {
-	case *actor.DeadLetterResponse, actor.SystemMessage, actor.AutoReceiveMessage:
-		return // protoactor's own protocol, not user traffic
-	}
-	l := deadletter.Letter{Reason: deadletter.NoRecipient}
-	if d.PID != nil {
-		l.Agent = d.PID.Id
-		if strings.HasPrefix(d.PID.Id, "future") {
-			l.Reason = deadletter.LateResponse
-		}
-	}
-	if m, ok := d.Message.(*actors.Message); ok {
-		l.Message = m
-	} else {
-		l.Value = d.Message
-	}
-	l.Err = "protoactor: no process for " + l.Agent
-	b.storeDeadLetter(l, nil) // not a delivery the bus accepted
-}
-
-// Router returns the bus's router: register named handlers and add rules,
-// and every message the bus accepts is also offered to the handlers whose
-// rules match it, besides going to its recipient or topic. See
-// routing.Router.
-func (b *Bus) Router() *routing.Router { return b.router }
-
-// handlerRunner starts the agents that run the router's handlers: agents that
-// cannot be addressed by name, resumed after a panic (the message that caused
-// it is dead-lettered as handler_panic), and stopped with the bus.
-type handlerRunner struct{ b *Bus }
-
-// handlerStrategy resumes a handler agent after a panic: the router isolates
-// failures per message, so there is no state worth a restart.
-var handlerStrategy = supervisor.Resuming()
-
-func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent, error) {
-	b := r.b
-	b.spawnMu.Lock()
-	defer b.spawnMu.Unlock()
-	if b.closed.Load() {
-		return nil, ErrClosed
-	}
-	mb := mailbox.New(mailbox.Config{
-		Capacity: b.cfg.MailboxSize,
-		Shared:   b.shared,
-		Drop:     func(v any, why error) { b.dropped(name, v, why) },
-		Latency:  b.stats.latencyShard(),
-	})
-	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
-	id := "$handler:" + name
-	b.sup.Add(id, name, handlerStrategy)
-	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup), id)
-	if err != nil {
-		b.sup.Remove(id)
-		return nil, fmt.Errorf("agentbus: start handler %q: %w", name, err)
-	}
-	a.SetPID(pid)
-	b.handlers = append(b.handlers, a)
-	return a, nil
-}
-
-// agentHooks connects agents to the bus without putting the hook methods on
-// Bus's public API.
-type agentHooks struct{ b *Bus }
-
-func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
-	if errors.Is(err, ErrTransportClosed) {
-		// Not the handler's fault: its peer has gone, and the agent is
-		// about to be stopped with the same cause. No retry, no restart.
-		h.b.deadLetter(deadletter.Letter{Message: m, Reason: deadletter.TransportClosed, Err: err.Error(),
-			Agent: a.Name()}, err)
-		return nil
-	}
-	if !h.b.failed(a, m, err) {
-		reason := deadletter.HandlerError
-		if m.RequiresAck {
-			reason = deadletter.RetriesExhausted
-		}
-		h.b.deadLetter(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: a.Name()},
-			fmt.Errorf("agentbus: handler of %q failed: %w", a.Name(), err))
-	}
-	if d := h.b.sup.Decide(a.PID().Id, err); d != supervisor.Resume {
-		return &supervisor.Failure{Err: err, Directive: d}
-	}
-	return nil
-}
-
-func (h agentHooks) Panicked(a *actors.Agent, m *actors.Message, err *actors.HandlerPanicError) {
-	if h.b.failed(a, m, err) {
-		return
-	}
-	reason := deadletter.HandlerPanic
-	if m.RequiresAck {
-		reason = deadletter.RetriesExhausted
-	}
-	h.b.deadLetter(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: a.Name()}, err)
-}
-
-func (h agentHooks) Foreign(a *actors.Agent, v any, sender *actor.PID) {
-	h.b.deadLetter(deadletter.Letter{Value: v, Reason: deadletter.UnsupportedMessage,
-		Err: fmt.Sprintf("agentbus: agents handle *Message, not %T", v), Agent: a.Name()}, nil)
-	if sender != nil {
-		h.b.system.Root.Send(sender, &actor.DeadLetterResponse{})
-	}
-}
-
-func (h agentHooks) Asked(_ *actors.Agent, m *actors.Message) {
-	h.b.askers.add(requestKey(m), m.ReplyTo())
-}
-
-func (h agentHooks) Started(a *actors.Agent, restarts int) {
-	kind := EventStarted
-	if restarts > 0 {
-		kind = EventRestarted
-		h.b.log.Info("agent restarted", "agent", a.Name(), "restarts", restarts)
-	}
-	h.b.events.emit(Event{Kind: kind, Agent: a.Name(), Restarts: restarts})
-}
-
-func (h agentHooks) Stopped(a *actors.Agent) {
-	why := h.b.sup.Remove(a.PID().Id) // set when the supervisor stopped it
-	switch {
-	case why != nil:
-	case h.b.closed.Load():
-		why = ErrShutdown
-	default:
-		why = mailbox.ErrStopped
-	}
-	// Close first: once the name is free (unregister), everything that
-	// was queued is already dead-lettered.
-	a.Mailbox().CloseFromActor(why) // on the agent's goroutine: its batch too
-	h.b.subs.Leave(a.Name())
-	h.b.spawnMu.Lock()
-	h.b.retire(a)
-	h.b.unregister(a)
-	if i := slices.Index(h.b.handlers, a); i >= 0 {
-		h.b.handlers = slices.Delete(h.b.handlers, i, i+1)
-	}
-	h.b.spawnMu.Unlock()
-	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", why.Error())
-	h.b.events.emit(Event{Kind: EventStopped, Agent: a.Name(), Restarts: a.Restarts(), Err: why})
 }

@@ -187,6 +187,7 @@ func TestChaosAccounting(t *testing.T) {
 	t.Logf("dead letters by reason: %v", reasons)
 
 	assert.Zero(t, acct.InFlight)
+	assert.Zero(t, acct.Scheduled)
 	assert.Equal(t, acct.Accepted, acct.Handled+acct.DeadLettered+acct.Retried,
 		"every accepted delivery is handled, dead-lettered or retried")
 	assert.Positive(t, acct.Retried, "the workload redelivered something")

@@ -3,6 +3,7 @@ package agentbus
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -70,6 +71,16 @@ type Config struct {
 	StatsMaxKeys int
 	// Logger receives the bus's logs and protoactor's. Nil discards them.
 	Logger *slog.Logger
+	// Observers are told the outcome of every message and delivery (see
+	// Observer and OutcomeKind), after the bus's own observers, in order.
+	// Integrations (tracing, durability, metrics of your own) plug in
+	// here. A nil entry makes New fail with ErrInvalidConfig. With none,
+	// the bus does not report each queued delivery's Handled outcome.
+	Observers []Observer
+	// Stampers prepare every message before the bus accepts it (see
+	// Stamper), in order. A nil entry makes New fail with
+	// ErrInvalidConfig.
+	Stampers []Stamper
 }
 
 // BackpressureConfig says how much may be queued and how senders wait.
@@ -148,5 +159,17 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	for i, o := range c.Observers {
+		if f, isFunc := o.(ObserverFunc); o == nil || isFunc && f == nil {
+			return c, fmt.Errorf("%w: Observers[%d] is nil", ErrInvalidConfig, i)
+		}
+	}
+	for i, s := range c.Stampers {
+		if f, isFunc := s.(StamperFunc); s == nil || isFunc && f == nil {
+			return c, fmt.Errorf("%w: Stampers[%d] is nil", ErrInvalidConfig, i)
+		}
+	}
+	// The caller's slices may change later.
+	c.Observers, c.Stampers = slices.Clone(c.Observers), slices.Clone(c.Stampers)
 	return c, nil
 }

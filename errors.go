@@ -57,6 +57,15 @@ var (
 	ErrInvalidConfig = errors.New("agentbus: invalid config")
 	// ErrNotPending: an Ack named a message that has no redelivery pending.
 	ErrNotPending = errors.New("agentbus: no redelivery pending")
+	// ErrStopping: Stop's ctx ended while the agent's handler was still
+	// running. The stop is in effect (the agent takes no new message) and
+	// completes when the handler returns.
+	ErrStopping = errors.New("agentbus: agent still stopping")
+	// ErrDeadLettered: Send accepted the message (it returns its ID) and
+	// dead-lettered it at once; the error also wraps the cause, such as
+	// ErrMailboxFull. It is returned only inside handlers, whose sends do
+	// not wait long for room (see Send).
+	ErrDeadLettered = errors.New("agentbus: dead-lettered")
 	// ErrShutdown is the reason given to messages still queued when a
 	// Shutdown's context ran out; they are dead-lettered with it.
 	ErrShutdown = errors.New("agentbus: shut down before delivery")

@@ -145,6 +145,12 @@ func (h *eventHub) emit(e Event) {
 	}
 }
 
+// Observe announces a dead letter as an EventDeadLetter.
+func (h *eventHub) Observe(o Outcome) {
+	l := o.Letter
+	h.emit(Event{Kind: EventDeadLetter, Agent: l.Agent, Time: l.Time, Letter: l})
+}
+
 // close ends every subscription.
 func (h *eventHub) close() {
 	h.mu.Lock()

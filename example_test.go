@@ -215,3 +215,22 @@ func ExampleBus_Stats() {
 	// rejected: 1 no_recipient: 1
 	// agent: coder capacity 1024
 }
+
+// An observer is told what happened to every message: here, why messages
+// were dead-lettered.
+func ExampleObserver() {
+	ctx := context.Background()
+	letters := make(chan agentbus.Outcome, 1)
+	watch := agentbus.ObserverFunc(func(o agentbus.Outcome) {
+		if o.Kind == agentbus.OutcomeDeadLettered {
+			letters <- o // quick and non-blocking: the buffer has room
+		}
+	})
+	bus, _ := agentbus.New(agentbus.Config{Observers: []agentbus.Observer{watch}})
+	defer bus.Shutdown(ctx)
+
+	_, _ = bus.Publish(ctx, "reviews.done", "coder", []byte(`"ok"`)) // nobody subscribed
+	o := <-letters
+	fmt.Println(o.Kind, o.Letter.Reason, o.Message.Topic)
+	// Output: dead_lettered no_subscribers reviews.done
+}

@@ -2,34 +2,10 @@ package agentbus
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/descartes/agentbus/topics"
 )
-
-// throttle allows at most n events per interval; it counts what it refuses.
-type throttle struct {
-	n        int64
-	interval int64 // nanoseconds
-	window   atomic.Int64
-	count    atomic.Int64
-}
-
-const deadLetterWarnings = 10 // dead-letter log lines per second, at most
-
-func newThrottle(n int, interval time.Duration) *throttle {
-	return &throttle{n: int64(n), interval: int64(interval)}
-}
-
-func (t *throttle) allow() bool {
-	now := time.Now().UnixNano()
-	w := t.window.Load()
-	if now-w >= t.interval && t.window.CompareAndSwap(w, now) {
-		t.count.Store(0)
-	}
-	return t.count.Add(1) <= t.n
-}
 
 // history is the bounded ring of accepted messages behind Bus.History. It
 // holds references to the messages, not copies: the bus owns a message once
@@ -43,6 +19,9 @@ type history struct {
 }
 
 func newHistory(n int) *history { return &history{ring: make([]*Message, n)} }
+
+// Observe records an accepted message.
+func (h *history) Observe(o Outcome) { h.add(o.Message) }
 
 func (h *history) add(m *Message) {
 	h.mu.Lock()

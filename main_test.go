@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/bustest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -18,14 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // newBus returns a bus that is shut down (and checked) when the test ends.
 func newBus(t testing.TB, cfg agentbus.Config) *agentbus.Bus {
 	t.Helper()
-	b, err := agentbus.New(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, b.Shutdown(ctx))
-	})
-	return b
+	return bustest.New(t, cfg)
 }
 
 // recorder is a handler that passes every message it handles to a channel.
@@ -50,28 +43,9 @@ func (r *recorder) next(t testing.TB) *agentbus.Message {
 	}
 }
 
-// gate is a handler that blocks inside its first message until opened, so
-// a test can queue messages behind it.
-type gate struct {
-	entered chan struct{}
-	open    chan struct{}
-	inner   agentbus.Handler
-	first   bool
-}
-
-func newGate(inner agentbus.Handler) *gate {
-	return &gate{entered: make(chan struct{}), open: make(chan struct{}), inner: inner, first: true}
-}
-
-func (g *gate) Handle(ctx context.Context, m *agentbus.Message) error {
-	if g.first {
-		g.first = false
-		close(g.entered)
-		<-g.open
-		return nil
-	}
-	return g.inner.Handle(ctx, m)
-}
+// newGate returns a handler that holds its first message until its Open is
+// closed, so a test can queue messages behind it.
+func newGate(inner agentbus.Handler) *bustest.Gate { return bustest.NewGate(inner) }
 
 func direct(to string, payload string) *agentbus.Message {
 	return agentbus.NewMessage(agentbus.TypeDirect, "tester", []byte(payload)).WithRecipient(to)

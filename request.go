@@ -51,8 +51,7 @@ var callPool = sync.Pool{New: func() any {
 // errors apply to the request itself.
 func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
 	if msg == nil {
-		b.stats.reject(ErrInvalidMessage)
-		return nil, fmt.Errorf("%w: nil message", ErrInvalidMessage)
+		return nil, b.refused(nil, fmt.Errorf("%w: nil message", ErrInvalidMessage))
 	}
 	msg.Type = TypeRequest
 	if msg.ID == "" {
@@ -64,14 +63,12 @@ func (b *Bus) Request(ctx context.Context, msg *Message) (*Message, error) {
 	self := actors.FromContext(ctx)
 	target := b.agent(msg.Recipient)
 	if self != nil && target != nil && waitsOn(target, self) {
-		b.stats.reject(ErrRequestCycle)
-		return nil, fmt.Errorf("%w: %q is waiting on %q", ErrRequestCycle, msg.Recipient, self.Name())
+		return nil, b.refused(msg, fmt.Errorf("%w: %q is waiting on %q", ErrRequestCycle, msg.Recipient, self.Name()))
 	}
 	c := callPool.Get().(*call)
 	if _, loaded := b.calls.LoadOrStore(msg.RequestID, c); loaded {
 		callPool.Put(c)
-		b.stats.reject(ErrInvalidMessage)
-		return nil, fmt.Errorf("%w: request id %q is already pending", ErrInvalidMessage, msg.RequestID)
+		return nil, b.refused(msg, fmt.Errorf("%w: request id %q is already pending", ErrInvalidMessage, msg.RequestID))
 	}
 	b.ncalls.Add(1)
 	if self != nil && target != nil {
@@ -172,21 +169,20 @@ func waitsOn(a, b *actors.Agent) bool {
 // accepted: Send returns its ID and no error.
 func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
 	if c, ok := b.takeCall(msg.RequestID); ok {
+		b.completed(msg, msg.Recipient) // before the requester sees it
 		c.ch <- result{msg: msg}
-		b.completeDelivery()
-		b.record(msg)
 		return msg.ID, nil
 	}
 	if pid, ok := b.askers.take(msg.RequestID); ok { // a protoactor requester
+		b.completed(msg, msg.Recipient)
 		b.system.Root.Send(pid, msg)
-		b.completeDelivery()
-		b.record(msg)
 		return msg.ID, nil
 	}
 	if b.late.contains(msg.RequestID) {
-		b.record(msg)
-		b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.LateResponse,
-			Err: "agentbus: request " + msg.RequestID + " had timed out", Agent: msg.Recipient}, nil)
+		b.report(Outcome{Kind: OutcomeAccepted, Message: msg})
+		err := fmt.Errorf("agentbus: request %s had timed out", msg.RequestID)
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: msg, Reason: deadletter.LateResponse,
+			Err: err.Error(), Agent: msg.Recipient}, Err: err})
 		return msg.ID, nil
 	}
 	if msg.Recipient != "" {
@@ -194,9 +190,10 @@ func (b *Bus) respond(ctx context.Context, msg *Message, self *actors.Agent) (st
 			return b.post(ctx, a, msg, self)
 		}
 	}
-	b.record(msg)
-	b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.OrphanResponse,
-		Err: "agentbus: no pending request " + msg.RequestID, Agent: msg.Recipient}, nil)
+	b.report(Outcome{Kind: OutcomeAccepted, Message: msg})
+	err := fmt.Errorf("agentbus: no pending request %s", msg.RequestID)
+	b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: msg, Reason: deadletter.OrphanResponse,
+		Err: err.Error(), Agent: msg.Recipient}, Err: err})
 	return msg.ID, nil
 }
 
@@ -218,16 +215,33 @@ func (b *Bus) Reply(ctx context.Context, req *Message, payload []byte) (string, 
 	resp := req.NewResponse(from, payload)
 	if pid := req.ReplyTo(); pid != nil {
 		b.askers.take(requestKey(req))
-		if err := b.accept(resp, nil); err != nil {
-			b.stats.reject(err)
-			return "", err
+		if err := b.accept(ctx, resp, nil); err != nil {
+			return "", b.refused(resp, err)
 		}
+		b.completed(resp, resp.Recipient)
 		b.system.Root.Send(pid, resp) // to a protoactor future or actor: not ours to count further
-		b.completeDelivery()
-		b.record(resp)
 		return resp.ID, nil
 	}
 	return b.Send(ctx, resp)
+}
+
+// requestFailer observes dead letters: a Request whose request is
+// dead-lettered (its recipient failed on it, panicked, expired it, stopped,
+// or had no room) fails at once with the cause, instead of waiting for its
+// timeout. Copies for the router and its handlers are not the request's own
+// delivery and fail nothing.
+type requestFailer struct{ b *Bus }
+
+func (f requestFailer) Observe(o Outcome) {
+	m := o.Message
+	if m == nil || m.Type != TypeRequest || o.Tap || o.Foreign {
+		return
+	}
+	cause := o.Err
+	if cause == nil {
+		cause = errors.New(o.Letter.Err)
+	}
+	f.b.fail(m.RequestID, fmt.Errorf("agentbus: request %s dead-lettered (%s): %w", m.RequestID, o.Letter.Reason, cause))
 }
 
 // requestKey is the ID a response to m carries (see Message.NewResponse).
@@ -236,50 +250,4 @@ func requestKey(m *Message) string {
 		return m.RequestID
 	}
 	return m.ID
-}
-
-// recent is a bounded map from IDs to values that forgets the oldest first;
-// it is safe for concurrent use. It remembers timed-out request IDs (so a
-// late response is told from an orphan) and the protoactor requesters of
-// messages agents are handling (so a Response sent through Send reaches
-// them): past its size, the oldest entry is forgotten.
-type recent[V any] struct {
-	mu   sync.Mutex
-	vals map[string]V
-	ring []string
-	next int
-}
-
-// askerMemory bounds the protoactor requesters remembered.
-const askerMemory = 4096
-
-func newRecent[V any](n int) *recent[V] {
-	return &recent[V]{vals: make(map[string]V, n), ring: make([]string, n)}
-}
-
-func (r *recent[V]) add(id string, v V) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if old := r.ring[r.next]; old != "" {
-		delete(r.vals, old)
-	}
-	r.ring[r.next] = id
-	r.vals[id] = v
-	r.next = (r.next + 1) % len(r.ring)
-}
-
-func (r *recent[V]) contains(id string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.vals[id]
-	return ok
-}
-
-// take removes and returns the value of id, if remembered.
-func (r *recent[V]) take(id string) (V, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	v, ok := r.vals[id]
-	delete(r.vals, id) // its ring slot is reused in turn
-	return v, ok
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/backoff"
 )
 
 // RetryConfig says how messages that require acknowledgement are
@@ -48,12 +49,9 @@ type retry struct {
 	timer *time.Timer
 }
 
+// delay returns the wait before redelivering a message tried attempt times.
 func (c RetryConfig) delay(attempt int) time.Duration {
-	d := c.Backoff
-	for i := 1; i < attempt && d < c.MaxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, c.MaxBackoff)
+	return min(backoff.Policy{Initial: c.Backoff, Max: c.MaxBackoff}.Delay(attempt), c.MaxBackoff)
 }
 
 // failed handles a failed delivery of m to agent a (a handler error or
@@ -76,7 +74,9 @@ func (b *Bus) failed(a *actors.Agent, m *Message, why error) (scheduled bool) {
 	}
 	e := &retry{msg: m, agent: a.Name(), err: why}
 	r.pending[k] = e
-	b.ledger.retried.Add(1) // this attempt is over; the redelivery is a new delivery
+	// This attempt is over; the redelivery is a new delivery, accepted
+	// once it is queued.
+	b.report(Outcome{Kind: OutcomeRetried, Message: m, Dest: a.Name(), Err: why, Tap: isHandler(a)})
 	delay := b.cfg.Retry.delay(m.Attempts)
 	r.timers.Add(1)
 	e.timer = time.AfterFunc(delay, func() {
@@ -100,12 +100,14 @@ func (b *Bus) redeliver(k retryKey, e *retry) {
 	r.mu.Unlock()
 	a := b.agent(e.agent)
 	if a == nil {
-		b.rejectDelivery(deadletter.Letter{Message: e.msg, Reason: deadletter.NoRecipient,
-			Err: fmt.Sprintf("agentbus: %q is gone; last error: %v", e.agent, e.err), Agent: e.agent}, nil)
+		err := fmt.Errorf("agentbus: %q is gone; last error: %w", e.agent, e.err)
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: e.msg, Reason: deadletter.NoRecipient,
+			Err: err.Error(), Agent: e.agent}, Err: err})
 		return
 	}
 	if err := a.Mailbox().TryPost(e.msg); err != nil {
-		b.rejectDelivery(deadletter.Letter{Message: e.msg, Reason: reasonOf(err), Err: err.Error(), Agent: e.agent}, nil)
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: e.msg, Reason: reasonOf(err), Err: err.Error(),
+			Agent: e.agent}, Err: err})
 	}
 }
 
@@ -128,8 +130,7 @@ func (b *Bus) ack(msg *Message) (string, error) {
 	if found.timer.Stop() {
 		r.timers.Done()
 	}
-	b.completeDelivery()
-	b.record(msg)
+	b.completed(msg, found.agent)
 	return msg.ID, nil
 }
 
@@ -153,8 +154,9 @@ func (b *Bus) stopRetries() {
 		if e.timer.Stop() {
 			r.timers.Done()
 		}
-		b.rejectDelivery(deadletter.Letter{Message: e.msg, Reason: deadletter.Shutdown,
-			Err: fmt.Sprintf("%v; last error: %v", ErrShutdown, e.err), Agent: e.agent}, nil)
+		err := fmt.Errorf("%w; last error: %w", ErrShutdown, e.err)
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: e.msg, Reason: deadletter.Shutdown, Err: err.Error(),
+			Agent: e.agent}, Err: err})
 	}
 	r.timers.Wait()
 }

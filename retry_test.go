@@ -182,3 +182,81 @@ func TestReplayPublishAfterSubscribing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "late.news", rec.next(t).Topic)
 }
+
+// TestAccountingBalancedThroughARetry checks the accounting identity at every
+// step of a redelivery's life: while it waits for its timer (then acked, or
+// cut by shutdown), while it is queued again and handled, and after.
+func TestAccountingBalancedThroughARetry(t *testing.T) {
+	settled := func(t *testing.T, bus *agentbus.Bus, want agentbus.Accounting) {
+		t.Helper()
+		require.Eventually(t, func() bool { return bus.Accounting() == want }, 5*time.Second, time.Millisecond,
+			"want %+v, have %+v", want, bus.Accounting())
+		assert.True(t, want.Balanced())
+	}
+	ack := func(id string) *agentbus.Message {
+		return agentbus.NewMessage(agentbus.TypeAck, "w", nil).WithRequestID(id)
+	}
+	slow := agentbus.RetryConfig{Backoff: time.Hour, MaxBackoff: time.Hour}
+
+	t.Run("waiting, then acked", func(t *testing.T) {
+		bus := newBus(t, agentbus.Config{Retry: slow})
+		_, err := bus.Spawn("w", &flaky{failures: 1, got: make(chan *agentbus.Message, 1)})
+		require.NoError(t, err)
+		id, err := bus.Send(t.Context(), direct("w", `"job"`).RequireAck())
+		require.NoError(t, err)
+		settled(t, bus, agentbus.Accounting{Accepted: 1, Retried: 1, Scheduled: 1})
+		assert.False(t, bus.Accounting().Idle(), "a redelivery is scheduled")
+
+		_, err = bus.Send(t.Context(), ack(id))
+		require.NoError(t, err)
+		settled(t, bus, agentbus.Accounting{Accepted: 2, Handled: 1, Retried: 1})
+		assert.True(t, bus.Accounting().Idle())
+	})
+	t.Run("waiting, then shut down", func(t *testing.T) {
+		bus, err := agentbus.New(agentbus.Config{Retry: slow})
+		require.NoError(t, err)
+		_, err = bus.Spawn("w", &flaky{failures: 1, got: make(chan *agentbus.Message, 1)})
+		require.NoError(t, err)
+		_, err = bus.Send(t.Context(), direct("w", `"job"`).RequireAck())
+		require.NoError(t, err)
+		settled(t, bus, agentbus.Accounting{Accepted: 1, Retried: 1, Scheduled: 1})
+		require.NoError(t, bus.Shutdown(t.Context()))
+		assert.Equal(t, agentbus.Accounting{Accepted: 2, Retried: 1, DeadLettered: 1}, bus.Accounting())
+	})
+	t.Run("queued again and handled", func(t *testing.T) {
+		bus := newBus(t, quickRetries(agentbus.Config{}))
+		entered, release := make(chan struct{}), make(chan struct{})
+		_, err := bus.Spawn("w", agentbus.HandlerFunc(func(_ context.Context, m *agentbus.Message) error {
+			if m.Attempts == 1 {
+				return errors.New("first attempt fails")
+			}
+			close(entered)
+			<-release
+			return nil
+		}))
+		require.NoError(t, err)
+		_, err = bus.Send(t.Context(), direct("w", `"job"`).RequireAck())
+		require.NoError(t, err)
+		<-entered // the redelivery is being handled: still in its mailbox's count
+		settled(t, bus, agentbus.Accounting{Accepted: 2, Retried: 1, InFlight: 1})
+		close(release)
+		settled(t, bus, agentbus.Accounting{Accepted: 2, Handled: 1, Retried: 1})
+	})
+	t.Run("waiting, then its agent is gone", func(t *testing.T) {
+		bus := newBus(t, quickRetries(agentbus.Config{}))
+		stopped := make(chan struct{})
+		_, err := bus.Spawn("w", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+			go func() { // from outside the handler, which Stop would wait for
+				_ = bus.Stop(context.Background(), "w")
+				close(stopped)
+			}()
+			return errors.New("fails, and its agent stops")
+		}))
+		require.NoError(t, err)
+		_, err = bus.Send(t.Context(), direct("w", `"job"`).RequireAck())
+		require.NoError(t, err)
+		<-stopped
+		settled(t, bus, agentbus.Accounting{Accepted: 2, Retried: 1, DeadLettered: 1})
+		require.Len(t, bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.NoRecipient}), 1)
+	})
+}

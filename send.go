@@ -27,11 +27,14 @@ import (
 // message was not accepted; the caller still holds it). Inside a handler
 // (ctx is the handler's), it waits at most Backpressure.WaitDuration, since
 // agents that wait on each other could otherwise deadlock; then the message is
-// dead-lettered with reason mailbox_full and Send returns its ID with an error
-// wrapping ErrMailboxFull.
+// accepted and dead-lettered with reason mailbox_full, and Send returns its
+// ID with an error wrapping both ErrDeadLettered and ErrMailboxFull.
 //
-// Other errors, each meaning msg was not accepted: ErrInvalidMessage,
-// ErrMessageTooLarge, ErrExpired (its TTL already ran out), ErrNoRecipient,
+// So a nil error means accepted; an error wrapping ErrDeadLettered (always
+// with the ID) means accepted and already in the dead-letter queue; any other
+// error (with an empty ID) means refused, and the caller still holds msg:
+// ErrInvalidMessage, ErrMessageTooLarge, ErrExpired (its TTL already ran out),
+// ErrNoRecipient (also for an agent that is stopping), ErrBackpressureTimeout,
 // ErrClosed.
 func (b *Bus) Send(ctx context.Context, msg *Message) (string, error) {
 	return b.send(ctx, msg, actors.FromContext(ctx))
@@ -40,14 +43,14 @@ func (b *Bus) Send(ctx context.Context, msg *Message) (string, error) {
 func (b *Bus) send(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
 	id, err := b.dispatch(ctx, msg, self)
 	if err != nil && id == "" { // refused; with an ID, accepted and dead-lettered
-		b.stats.reject(err)
+		b.report(Outcome{Kind: OutcomeRefused, Message: msg, Err: err})
 	}
 	return id, err
 }
 
 // dispatch accepts msg and hands it on by type.
 func (b *Bus) dispatch(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
-	if err := b.accept(msg, self); err != nil {
+	if err := b.accept(ctx, msg, self); err != nil {
 		return "", err
 	}
 	switch msg.Type {
@@ -71,8 +74,9 @@ func (b *Bus) dispatch(ctx context.Context, msg *Message, self *actors.Agent) (s
 	return b.post(ctx, a, msg, self)
 }
 
-// accept stamps and validates msg.
-func (b *Bus) accept(msg *Message, self *actors.Agent) error {
+// accept stamps and validates msg: the bus's own stamps, then the
+// Config.Stampers'.
+func (b *Bus) accept(ctx context.Context, msg *Message, self *actors.Agent) error {
 	if msg == nil {
 		return fmt.Errorf("%w: nil message", ErrInvalidMessage)
 	}
@@ -91,6 +95,9 @@ func (b *Bus) accept(msg *Message, self *actors.Agent) error {
 		}
 		msg.InheritTrace(self.Current()) // one request, one trace, across agents
 	}
+	for _, s := range b.cfg.Stampers {
+		s.Stamp(ctx, msg)
+	}
 	if err := msg.Validate(b.cfg.MaxMessageSize); err != nil {
 		return err
 	}
@@ -102,9 +109,12 @@ func (b *Bus) accept(msg *Message, self *actors.Agent) error {
 
 // post queues msg in a's mailbox under the backpressure rules of Send.
 func (b *Bus) post(ctx context.Context, a *actors.Agent, msg *Message, self *actors.Agent) (string, error) {
-	id, err := b.postTo(ctx, a.Mailbox(), a.Name(), msg, self)
-	if errors.Is(err, mailbox.ErrStopped) {
-		return "", fmt.Errorf("%w: %q stopped", ErrNoRecipient, a.Name())
+	mb := a.Mailbox()
+	id, err := b.postTo(ctx, mb, a.Name(), msg, self)
+	if err != nil && id == "" && mb.Closed() && errors.Is(err, mb.CloseReason()) && !errors.Is(err, ErrShutdown) {
+		// Its agent stopped, or is stopping (by Stop, by its supervisor,
+		// with its connection): as if it were gone already.
+		return "", fmt.Errorf("%w: %q stopped: %w", ErrNoRecipient, a.Name(), err)
 	}
 	return id, err
 }
@@ -119,17 +129,17 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 	if self != nil {
 		p = mailbox.Patience{Wait: bp.WaitDuration, Backoff: bp.WaitDuration}
 	}
-	recorded := msg
+	accepted := msg
 	if msg.RequiresAck {
-		// Its recipient counts Attempts on it once it is queued: history
-		// and the router get a copy taken before.
-		recorded = msg.Clone()
+		// Its recipient counts Attempts on it once it is queued: the
+		// observers of its acceptance get a copy taken before.
+		accepted = msg.Clone()
 	}
 	err := mb.Post(ctx, msg, p)
 	switch {
 	case err == nil:
-		if ctx != republishing { // a republished message was recorded when first accepted
-			b.record(recorded)
+		if ctx != republishing { // a republished message was reported when first accepted
+			b.report(Outcome{Kind: OutcomeAccepted, Message: accepted})
 		}
 		if !b.silent && b.log.Enabled(ctx, slog.LevelDebug) { // per-message audit, Debug only
 			b.log.LogAttrs(ctx, slog.LevelDebug, "message queued", slog.String("msg_id", msg.ID),
@@ -139,9 +149,10 @@ func (b *Bus) postTo(ctx context.Context, mb *mailbox.Mailbox, dest string, msg 
 		}
 		return msg.ID, nil
 	case self != nil && errors.Is(err, mailbox.ErrFull):
-		b.record(msg)
-		b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.MailboxFull, Err: err.Error(), Agent: dest}, err)
-		return msg.ID, fmt.Errorf("agentbus: %s dead-lettered as mailbox_full: %w", msg.ID, err)
+		b.report(Outcome{Kind: OutcomeAccepted, Message: msg})
+		l := &deadletter.Letter{Message: msg, Reason: deadletter.MailboxFull, Err: err.Error(), Agent: dest}
+		b.deadLetter(Outcome{Letter: l, Err: err})
+		return msg.ID, deadLetteredError(l, err)
 	case errors.Is(err, ErrShutdown):
 		return "", ErrClosed
 	default:
@@ -160,6 +171,7 @@ type republishKey struct{}
 // waiting: a full mailbox gets its copy dead-lettered as mailbox_full, so one
 // slow agent never holds up the others.
 func (b *Bus) broadcast(msg *Message) (string, error) {
+	b.report(Outcome{Kind: OutcomeAccepted, Message: msg})
 	reached := 0
 	for _, a := range b.snapshot() {
 		if a.Name() == msg.Sender {
@@ -169,29 +181,14 @@ func (b *Bus) broadcast(msg *Message) (string, error) {
 		cp := msg.Clone()
 		cp.Recipient = a.Name()
 		if err := a.Mailbox().TryPost(cp); err != nil {
-			b.rejectDelivery(deadletter.Letter{Message: cp, Reason: reasonOf(err), Err: err.Error(), Agent: a.Name()}, err)
+			b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: cp, Reason: reasonOf(err), Err: err.Error(),
+				Agent: a.Name()}, Err: err})
 		}
 	}
-	b.record(msg)
 	if reached == 0 {
-		b.rejectDelivery(deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient,
-			Err: "agentbus: broadcast reached no agent"}, nil)
+		err := errors.New("agentbus: broadcast reached no agent")
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient, Err: err.Error()},
+			Err: err})
 	}
 	return msg.ID, nil
-}
-
-// record notes that the bus accepted msg: it is counted in Stats, goes into
-// the history, if enabled, and to the router, if any rule is enabled. A
-// message the router cannot queue is dead-lettered for the router; its
-// delivery is unaffected.
-func (b *Bus) record(msg *Message) {
-	b.stats.sent(msg)
-	if b.history != nil {
-		b.history.add(msg)
-	}
-	if b.router.Active() {
-		if err := b.router.Route(msg); err != nil {
-			b.rejectDelivery(deadletter.Letter{Message: msg, Reason: reasonOf(err), Err: err.Error(), Agent: "$router"}, nil)
-		}
-	}
 }

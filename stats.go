@@ -414,6 +414,15 @@ func (st *statsState) init(maxKeys int) {
 	st.senders = newKeyCounts(maxKeys)
 }
 
+// Observe counts accepted messages and refusals.
+func (st *statsState) Observe(o Outcome) {
+	if o.Kind == OutcomeAccepted {
+		st.sent(o.Message)
+	} else {
+		st.reject(o.Err)
+	}
+}
+
 // sent counts a message the bus accepted.
 func (st *statsState) sent(msg *Message) {
 	if msg.Type < typeCount {

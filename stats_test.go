@@ -18,6 +18,7 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/bustest"
 	"github.com/descartes/agentbus/routing"
 	"github.com/descartes/agentbus/supervisor"
 )
@@ -26,14 +27,11 @@ import (
 // dead-lettered, so that counters read afterwards are final.
 func quiet(t testing.TB, bus *agentbus.Bus) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		a := bus.Accounting()
-		return a.InFlight == 0 && a.Balanced()
-	}, 10*time.Second, time.Millisecond, "the bus did not settle: %+v", bus.Accounting())
+	bustest.Quiet(t, bus)
 }
 
 // sink is a handler that takes every message.
-func sink(context.Context, *agentbus.Message) error { return nil }
+func sink(ctx context.Context, m *agentbus.Message) error { return bustest.Sink(ctx, m) }
 
 func from(sender, to, payload string) *agentbus.Message {
 	return agentbus.NewMessage(agentbus.TypeDirect, sender, []byte(payload)).WithRecipient(to)
@@ -210,12 +208,12 @@ func TestStatsRejected(t *testing.T) {
 	require.NoError(t, err)
 	_, err = bus.Send(t.Context(), from("tester", "busy", "1")) // held in the handler
 	require.NoError(t, err)
-	<-g.entered
+	<-g.Entered
 	_, err = bus.Send(t.Context(), from("tester", "busy", "2")) // fills the mailbox
 	require.NoError(t, err)
 	_, err = bus.Send(t.Context(), agentbus.NewMessage(agentbus.TypeSubscribe, "worker", nil).WithTopic("jobs.a"))
 	require.NoError(t, err) // the one subscription allowed
-	defer close(g.open)
+	defer close(g.Open)
 
 	canceled, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -335,7 +333,7 @@ func TestStatsAgentsAndHandlers(t *testing.T) {
 		_, err := bus.Send(t.Context(), from("tester", "busy", "1"))
 		require.NoError(t, err)
 	}
-	<-g.entered
+	<-g.Entered
 	_, err = bus.Send(t.Context(), from("tester", "short-lived", "1"))
 	require.NoError(t, err)
 	for range 5 {
@@ -358,7 +356,7 @@ func TestStatsAgentsAndHandlers(t *testing.T) {
 	require.Eventually(t, func() bool { return bus.Stats().Handlers[0].Handled == 5 }, 10*time.Second, time.Millisecond)
 
 	require.NoError(t, bus.Stop(t.Context(), "short-lived"))
-	close(g.open)
+	close(g.Open)
 	quiet(t, bus)
 	s = bus.Stats()
 	require.Len(t, s.Agents, 1)

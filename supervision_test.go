@@ -117,13 +117,13 @@ func TestRestartLimitStopsAndDeadLettersTheQueue(t *testing.T) {
 	require.NoError(t, err)
 	_, err = bus.Send(t.Context(), direct("w", `"hold"`))
 	require.NoError(t, err)
-	<-g.entered
+	<-g.Entered
 	// Queued behind the gate: two crashes, then work that never runs.
 	for _, p := range []string{`"panic"`, `"panic"`, `"a"`, `"b"`} {
 		_, err = bus.Send(t.Context(), direct("w", p).WithPriority(50))
 		require.NoError(t, err)
 	}
-	close(g.open)
+	close(g.Open)
 	e := nextEvent(t, sub, agentbus.EventSupervised)
 	assert.Equal(t, supervisor.Restart, e.Supervision.Directive)
 	e = nextEvent(t, sub, agentbus.EventSupervised)
@@ -226,4 +226,55 @@ func TestShutdownClosesEventSubscriptions(t *testing.T) {
 	}
 	_, err = bus.Events(1)
 	require.ErrorIs(t, err, agentbus.ErrClosed)
+}
+
+// TestSendToAgentStoppingBySupervisor checks that a send to an agent its
+// supervisor is stopping (its mailbox closed, its name not yet free) is
+// refused as for any stopped agent: ErrNoRecipient, counted as no_recipient.
+// The send is made from an observer of the dead letters of the agent's queue,
+// which the bus reports while the agent stops, so it lands in that window
+// every time.
+func TestSendToAgentStoppingBySupervisor(t *testing.T) {
+	tests := []struct {
+		name      string
+		strategy  supervisor.Strategy
+		crashes   int
+		wantCause error
+	}{
+		{name: "stopping strategy", strategy: supervisor.Stopping(), crashes: 1, wantCause: supervisor.ErrStoppedBySupervisor},
+		{name: "restart limit", strategy: supervisor.Restarting(1, time.Minute), crashes: 2, wantCause: supervisor.ErrRestartLimit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var bus *agentbus.Bus
+			sent := make(chan error, 1)
+			during := agentbus.ObserverFunc(func(o agentbus.Outcome) {
+				if o.Kind == agentbus.OutcomeDeadLettered && o.Dest == "w" && string(o.Message.Payload) == `"queued"` {
+					_, err := bus.Send(context.Background(), direct("w", `"late"`))
+					sent <- err
+				}
+			})
+			bus = newBus(t, agentbus.Config{Observers: []agentbus.Observer{during}})
+			g := newGate(&crasher{got: make(chan string, 8)})
+			_, err := bus.Spawn("w", g, agentbus.WithSupervisor(tt.strategy))
+			require.NoError(t, err)
+			_, err = bus.Send(t.Context(), direct("w", `"hold"`))
+			require.NoError(t, err)
+			<-g.Entered
+			for range tt.crashes {
+				_, err = bus.Send(t.Context(), direct("w", `"panic"`))
+				require.NoError(t, err)
+			}
+			_, err = bus.Send(t.Context(), direct("w", `"queued"`))
+			require.NoError(t, err)
+			close(g.Open)
+
+			err = recv(t, sent)
+			require.ErrorIs(t, err, agentbus.ErrNoRecipient)
+			require.ErrorIs(t, err, tt.wantCause, "the cause is kept")
+			s := bus.Stats()
+			assert.EqualValues(t, 1, s.Rejected["no_recipient"])
+			assert.Zero(t, s.Rejected["other"])
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/backoff"
 	"github.com/descartes/agentbus/mailbox"
 	"github.com/descartes/agentbus/topics"
 )
@@ -85,8 +86,7 @@ func (b *Bus) subscription(msg *Message) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b.completeDelivery()
-	b.record(msg)
+	b.completed(msg, "topic "+msg.Topic)
 	return msg.ID, nil
 }
 
@@ -102,7 +102,8 @@ func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (st
 		patience = bp.WaitDuration
 	}
 	var timer *time.Timer
-	until, backoff := time.Now().Add(patience), min(time.Millisecond, bp.WaitDuration)
+	wait := backoff.Policy{Initial: min(time.Millisecond, bp.WaitDuration), Max: bp.WaitDuration}
+	until, delay := time.Now().Add(patience), wait.Initial
 	for retired := 0; retired < 8; { // a topic actor may retire between lookup and post
 		t, err := b.topicActor(msg.Topic)
 		if errors.Is(err, errTopicsBusy) {
@@ -114,17 +115,17 @@ func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (st
 				return "", fmt.Errorf("%w after %v: %w", ErrBackpressureTimeout, patience, err)
 			}
 			if timer == nil {
-				timer = time.NewTimer(min(backoff, left))
+				timer = time.NewTimer(min(delay, left))
 				defer timer.Stop()
 			} else {
-				timer.Reset(min(backoff, left))
+				timer.Reset(min(delay, left))
 			}
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
 				return "", fmt.Errorf("%w: %w", ErrBackpressureTimeout, context.Cause(ctx))
 			}
-			backoff = min(2*backoff, bp.WaitDuration)
+			delay = wait.Next(delay)
 			continue
 		}
 		if err != nil {
@@ -217,7 +218,7 @@ func (b *Bus) topicDropped(t *topicRef, v any, why error) {
 		}
 		why = mailbox.ErrStopped
 	}
-	b.dropped("topic "+t.subject, v, why)
+	b.dropped("topic "+t.subject, v, why, false)
 }
 
 // stopTopics stops every topic actor and waits until each has finished the
@@ -267,5 +268,6 @@ func (d topicDirectory) Undeliverable(m *actors.Message, subscriber string, err 
 	case errors.Is(err, topics.ErrSubscriberGone):
 		reason = deadletter.NoRecipient
 	}
-	d.b.rejectDelivery(deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: subscriber}, nil)
+	d.b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: m, Reason: reason, Err: err.Error(), Agent: subscriber},
+		Err: err})
 }

@@ -152,10 +152,10 @@ func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 	require.NoError(t, bus.Subscribe("jobs", "slow"))
 	require.NoError(t, bus.Subscribe("jobs", "fast"))
 
-	defer close(slow.open)
+	defer close(slow.Open)
 	_, err = bus.Publish(t.Context(), "jobs", "boss", []byte(`"first"`))
 	require.NoError(t, err)
-	<-slow.entered // "slow" is now stuck in its handler
+	<-slow.Entered // "slow" is now stuck in its handler
 	fast.next(t)
 	const n = 8
 	for i := range n {
@@ -191,7 +191,7 @@ func TestPriorityAndTTLHoldPerDelivery(t *testing.T) {
 	require.NoError(t, bus.Subscribe("t", "sub"))
 	_, err = bus.Publish(t.Context(), "t", "p", []byte(`"hold"`))
 	require.NoError(t, err)
-	<-g.entered
+	<-g.Entered
 	send := func(body string, prio uint8, ttl time.Duration) *agentbus.Message {
 		m := agentbus.NewMessage(agentbus.TypePublish, "p", []byte(body)).WithTopic("t").WithPriority(prio).WithTTL(ttl)
 		_, err := bus.Send(t.Context(), m)
@@ -205,7 +205,7 @@ func TestPriorityAndTTLHoldPerDelivery(t *testing.T) {
 	// mailbox, where the priority order applies.
 	require.Eventually(t, func() bool { return bus.Backpressure().Pending() == 3 }, 5*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return time.Now().After(stale.Deadline()) }, 5*time.Second, time.Millisecond)
-	close(g.open)
+	close(g.Open)
 	assert.Equal(t, `"high"`, string(rec.next(t).Payload))
 	assert.Equal(t, `"low"`, string(rec.next(t).Payload))
 	require.Len(t, bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.Expired}), 1)
@@ -330,7 +330,7 @@ func TestRoutingIsolatesHandlerFailures(t *testing.T) {
 		return len(bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.HandlerPanic, Agent: "panicky"})) == 3 &&
 			len(bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.HandlerError, Agent: "erring"})) == 3
 	}, 5*time.Second, time.Millisecond)
-	close(slowGate.open)
+	close(slowGate.Open)
 	require.Eventually(t, func() bool {
 		for _, s := range r.Stats() {
 			if s.Name == "slow" && s.Handled == 3 {

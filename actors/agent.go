@@ -76,6 +76,8 @@ type Hooks interface {
 	// non-nil result escalates the failure: the agent panics with it, so
 	// that its supervisor handles it as it handles a panic.
 	Failed(a *Agent, msg *Message, err error) (escalate any)
+	// Handled is called when the handler returns nil for msg.
+	Handled(a *Agent, msg *Message)
 	// Panicked is called when the handler panics on msg, before the panic
 	// goes on to the supervisor (as err).
 	Panicked(a *Agent, msg *Message, err *HandlerPanicError)
@@ -244,6 +246,7 @@ func (a *Agent) handle(msg *Message) {
 		return
 	}
 	a.handled.Add(1)
+	a.hooks.Handled(a, msg)
 }
 
 func (a *Agent) invoke(msg *Message) error {

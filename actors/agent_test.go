@@ -33,9 +33,16 @@ type hookEvent struct {
 
 // hooks records Hooks calls on a channel with room for every call a test
 // makes, so that a hook never blocks the agent.
-type hooks struct{ events chan hookEvent }
+type hooks struct {
+	events  chan hookEvent
+	handled chan *actors.Message // Handled calls, kept apart from the others
+}
 
-func newHooks() *hooks { return &hooks{events: make(chan hookEvent, 64)} }
+func newHooks() *hooks {
+	return &hooks{events: make(chan hookEvent, 64), handled: make(chan *actors.Message, 64)}
+}
+
+func (h *hooks) Handled(_ *actors.Agent, msg *actors.Message) { h.handled <- msg }
 
 func (h *hooks) Asked(*actors.Agent, *actors.Message) {}
 
@@ -188,7 +195,10 @@ func TestAgentHandles(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return a.Handled() == 4 }, 10*time.Second, time.Millisecond)
 	assert.Zero(t, a.Failed())
-	assert.Empty(t, env.hooks.events, "no hook calls for handled messages")
+	for i, want := range msgs {
+		assert.Same(t, want, <-env.hooks.handled, "Handled hook for message %d, in order", i)
+	}
+	assert.Empty(t, env.hooks.events, "no other hook calls for handled messages")
 }
 
 func TestAgentHandlerError(t *testing.T) {
@@ -413,6 +423,7 @@ func TestAgentCounters(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return a.Handled()+a.Failed() == 6 }, 10*time.Second, time.Millisecond)
 	assert.EqualValues(t, 3, a.Handled())
+	assert.Len(t, env.hooks.handled, 3, "one Handled hook per message handled")
 	assert.EqualValues(t, 3, a.Failed())
 	assert.Equal(t, 1, a.Restarts())
 }

@@ -16,6 +16,10 @@ var lastStamp atomic.Uint64
 // time; within a process they are strictly increasing: the 12 bits after the
 // millisecond timestamp are a counter (RFC 9562 §6.2, method 1) and the last 62
 // bits are random. It is safe for concurrent use and does not block.
+//
+// google/uuid's NewV7 is monotonic too, but costs about 1.8 times as much and
+// a second allocation (a crypto/rand read and a global lock per ID), on the
+// path of every fresh message: BenchmarkNewID measures both.
 func NewID() string { return newIDAt(time.Now()) }
 
 // newIDAt is NewID for a caller that has just read the clock: t is now.

@@ -343,7 +343,7 @@ func (f *fields) field(dec *jsontext.Decoder, field int, buf []byte) ([]byte, er
 		}
 	case fieldPriority:
 		if n, err := strconv.ParseUint(transient(v), 10, 64); k != '0' || err != nil || n > 255 {
-			f.fail(field, v, "want an integer from 0 to 255")
+			f.fail(field, v, "want an integer from 0 to 100")
 		} else {
 			f.prio = uint8(n)
 		}

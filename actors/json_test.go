@@ -427,8 +427,8 @@ func requirePayloadCompacted(t *testing.T, payload []byte) {
 // JSON name and what it should be, never a Go type.
 func TestJSONDecodeErrorsNameTheField(t *testing.T) {
 	for _, tc := range []struct{ give, want string }{
-		{`{"type":"direct","priority":"50"}`, `priority: want an integer from 0 to 255, got "50"`},
-		{`{"type":"direct","priority":256}`, `priority: want an integer from 0 to 255, got 256`},
+		{`{"type":"direct","priority":"50"}`, `priority: want an integer from 0 to 100, got "50"`},
+		{`{"type":"direct","priority":256}`, `priority: want an integer from 0 to 100, got 256`},
 		{`{"type":"direct","attempts":1.5}`, `attempts: want an integer, got 1.5`},
 		{`{"type":"direct","id":7}`, `id: want a string, got 7`},
 		{`{"type":"direct","sender":["a"]}`, `sender: want a string, got an array`},

@@ -4,6 +4,24 @@
 // daemon's bus. It reconnects with backoff when the connection drops and
 // registers its agents and subscriptions again.
 //
+// # Pipelining
+//
+// Sends go through a pipeline: frames are queued and written in batches
+// (one system call for many), and at most Options.Window sends, publishes
+// and replies are unconfirmed at a time; a sender waits while the window is
+// full. SendAsync and PublishAsync return a Pending at once; Send and
+// Publish return once the daemon has answered, and concurrent ones share
+// the pipeline. Flush waits until everything sent before it is settled and
+// reports every refusal. Guarantees: the sends of one Client are carried
+// out by the daemon in the order they were queued; each is settled exactly
+// once (accepted, refused with the daemon's error, or ErrDisconnected when
+// its connection dropped first, whether or not the daemon carried it out);
+// memory for sends in flight is bounded by the window. With a daemon that
+// speaks protocol version 2, an asynchronous send gets no answer of its
+// own: the sync that ends each write confirms the batch, and a refusal
+// names its message, so a stream costs one answer per write, not per
+// message.
+//
 // Errors from the daemon wrap the same sentinels as the library
 // (agentbus.ErrNoRecipient, agentbus.ErrBackpressureTimeout, …), so
 // errors.Is works across the socket.
@@ -15,7 +33,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -26,6 +43,7 @@ import (
 	"time"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/backoff"
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/transport"
 )
@@ -65,6 +83,12 @@ type Options struct {
 	// until the handler has caught up. So a handler that is slow, or that
 	// itself calls the daemon, never stalls the connection.
 	AgentQueue int
+	// Window bounds the sends, publishes and replies of this client that
+	// the daemon has not confirmed yet (default DefaultWindow, 1024): Send,
+	// SendAsync and the publishes wait while it is full. It is the
+	// client's backpressure: memory for unconfirmed sends never grows past
+	// it.
+	Window int
 }
 
 // Client is a connection to the daemon. Its methods are safe for
@@ -86,6 +110,7 @@ type Client struct {
 
 	mu      sync.Mutex
 	conn    transport.Conn // nil while reconnecting
+	lk      *link          // conn's outbound side; nil while reconnecting
 	ready   chan struct{}  // closed when conn is set; replaced when it drops
 	gen     uint64         // connection generation
 	pending map[string]chan *protocol.Frame
@@ -94,6 +119,21 @@ type Client struct {
 
 	nextID   atomic.Uint64
 	redialed atomic.Uint64
+
+	// The pipeline (see pipeline.go). locksordering: Client.mu is never
+	// held with amu.
+	win       chan struct{} // a token per unconfirmed send: the window
+	amu       sync.Mutex
+	aseq      uint64              // the next async send's sequence number
+	fifo      []*Pending          // async sends, oldest first, from fhead on
+	fhead     int                 // fifo[fhead] is the oldest unsettled one
+	byMsg     map[string]*Pending // quiet sends by message ID: a refusal names its message
+	byID      map[string]*Pending // confirmed sends by frame id
+	fails     []failure           // refusals not yet reported by Flush
+	lostFails int                 // refusals past maxFailures
+	progress  chan struct{}       // closed and replaced when fhead moves
+	confirmed []*Pending          // scratch of answerAsync
+	flushed   *sync.Cond          // on amu: broadcast when a flush ends
 }
 
 // agent is an agent registered by this client.
@@ -140,8 +180,14 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 	if opts.AgentQueue <= 0 {
 		opts.AgentQueue = 256
 	}
+	if opts.Window <= 0 {
+		opts.Window = DefaultWindow
+	}
 	c := &Client{opts: opts, log: opts.Logger, ready: make(chan struct{}),
-		pending: map[string]chan *protocol.Frame{}, agents: map[string]*agent{}}
+		pending: map[string]chan *protocol.Frame{}, agents: map[string]*agent{},
+		win: make(chan struct{}, opts.Window), byMsg: map[string]*Pending{}, byID: map[string]*Pending{},
+		progress: make(chan struct{})}
+	c.flushed = sync.NewCond(&c.amu)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.hctx, c.hcancel = context.WithCancel(context.Background())
 	t, err := opts.Dial(ctx)
@@ -159,27 +205,48 @@ func Dial(ctx context.Context, path string, opts Options) (*Client, error) {
 	return c, nil
 }
 
-// attach starts the reader on t, says hello, and publishes t as the
-// connection. On failure t is closed.
+// attach starts the reader and the flusher on t, says hello, and
+// publishes t as the connection. On failure t is closed.
 func (c *Client) attach(ctx context.Context, t transport.Conn) error {
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen
 	c.mu.Unlock()
-	c.wg.Add(1)
-	go c.readLoop(t, gen)
-	f, err := c.roundTrip(ctx, t, &protocol.Frame{Op: protocol.OpHello, Version: protocol.Version, Client: c.opts.Name})
+	l := newLink(t, gen)
+	c.wg.Add(2)
+	go c.readLoop(l)
+	go c.flusher(l)
+	f, err := c.roundTrip(ctx, l, &protocol.Frame{Op: protocol.OpHello, Version: protocol.Version, Client: c.opts.Name})
+	if errors.Is(err, protocol.ErrUnsupportedVersion) {
+		// An older daemon: speak version 1, where every send is
+		// confirmed by an ok of its own.
+		f, err = c.roundTrip(ctx, l, &protocol.Frame{Op: protocol.OpHello, Version: 1, Client: c.opts.Name})
+	}
 	if err != nil {
 		_ = t.Close()
 		return fmt.Errorf("client: hello: %w", err)
 	}
+	c.amu.Lock()
+	l.quiet = f.Version >= protocol.QuietVersion
+	c.amu.Unlock()
 	c.mu.Lock()
 	c.welcome = *f
-	c.conn = t
+	c.conn, c.lk = t, l
 	c.live.Store(gen)
 	close(c.ready)
 	c.mu.Unlock()
 	return nil
+}
+
+// maxFrame returns the largest frame that can go out on l: the least of
+// what the daemon takes and what the transport sends.
+func (c *Client) maxFrame(l *link) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.welcome.MaxFrame > 0 {
+		return min(c.welcome.MaxFrame, l.max)
+	}
+	return l.max
 }
 
 // Server returns the daemon's name and the protocol version agreed on.
@@ -210,6 +277,12 @@ func (c *Client) Reconnects() uint64 { return c.redialed.Load() }
 func (c *Client) Close() error {
 	c.hcancel()
 	c.awg.Wait()
+	c.mu.Lock()
+	l := c.lk
+	c.mu.Unlock()
+	if l != nil {
+		c.drain(l) // the agents' last credits, and anything else queued
+	}
 	c.cancel()
 	c.mu.Lock()
 	t := c.conn
@@ -222,16 +295,16 @@ func (c *Client) Close() error {
 }
 
 // current waits for a live connection.
-func (c *Client) current(ctx context.Context) (transport.Conn, error) {
+func (c *Client) current(ctx context.Context) (*link, error) {
 	for {
 		if c.ctx.Err() != nil {
 			return nil, ErrClosed
 		}
 		c.mu.Lock()
-		t, ready := c.conn, c.ready
+		l, ready := c.lk, c.ready
 		c.mu.Unlock()
-		if t != nil {
-			return t, nil
+		if l != nil {
+			return l, nil
 		}
 		if c.opts.NoReconnect {
 			return nil, ErrDisconnected
@@ -249,11 +322,11 @@ func (c *Client) current(ctx context.Context) (transport.Conn, error) {
 // do runs one operation on the live connection and returns the answer; an
 // error frame becomes an error wrapping its sentinel.
 func (c *Client) do(ctx context.Context, f *protocol.Frame) (*protocol.Frame, error) {
-	t, err := c.current(ctx)
+	l, err := c.current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return c.roundTrip(ctx, t, f)
+	return c.roundTrip(ctx, l, f)
 }
 
 // answers holds the channels on which roundTrip waits for its answer. The
@@ -262,7 +335,9 @@ func (c *Client) do(ctx context.Context, f *protocol.Frame) (*protocol.Frame, er
 // nothing can reach it any more and it is reused.
 var answers = sync.Pool{New: func() any { return make(chan *protocol.Frame, 1) }}
 
-func (c *Client) roundTrip(ctx context.Context, t transport.Conn, f *protocol.Frame) (*protocol.Frame, error) {
+// roundTrip writes f on l, after whatever is queued there, and waits for
+// its answer.
+func (c *Client) roundTrip(ctx context.Context, l *link, f *protocol.Frame) (*protocol.Frame, error) {
 	f.ID = strconv.FormatUint(c.nextID.Add(1), 10)
 	ch := answers.Get().(chan *protocol.Frame)
 	c.mu.Lock()
@@ -282,10 +357,13 @@ func (c *Client) roundTrip(ctx context.Context, t transport.Conn, f *protocol.Fr
 	if err != nil {
 		return nil, fmt.Errorf("client: %w: %v", agentbus.ErrInvalidMessage, err)
 	}
-	err = t.Send(ctx, b.B)
-	b.Release()
-	if err != nil {
-		return nil, c.sendError(ctx, err)
+	if max := c.maxFrame(l); len(b.B) > max {
+		n := len(b.B)
+		b.Release()
+		return nil, fmt.Errorf("client: %w: a frame of %d bytes, the daemon takes %d", agentbus.ErrMessageTooLarge, n, max)
+	}
+	if !c.enqueue(l, b, true) {
+		return nil, ErrDisconnected
 	}
 	select {
 	case r := <-ch:
@@ -303,23 +381,11 @@ func (c *Client) roundTrip(ctx context.Context, t transport.Conn, f *protocol.Fr
 	}
 }
 
-func (c *Client) sendError(ctx context.Context, err error) error {
-	switch {
-	case c.ctx.Err() != nil:
-		return ErrClosed
-	case ctx.Err() != nil:
-		return context.Cause(ctx)
-	case errors.Is(err, transport.ErrFrameTooLarge):
-		return fmt.Errorf("client: %w: %v", agentbus.ErrMessageTooLarge, err)
-	default:
-		return fmt.Errorf("%w: %v", ErrDisconnected, err)
-	}
-}
-
-// readLoop reads frames from t until it fails, then hands over to the
-// reconnect loop.
-func (c *Client) readLoop(t transport.Conn, gen uint64) {
+// readLoop reads frames from l's connection until it fails, then hands
+// over to the reconnect loop.
+func (c *Client) readLoop(l *link) {
 	defer c.wg.Done()
+	t, gen := l.t, l.gen
 	var why error
 	// Deliveries are decoded into one frame, again and again (only their
 	// message is kept); an answer is handed over in a copy.
@@ -344,6 +410,9 @@ func (c *Client) readLoop(t transport.Conn, gen uint64) {
 			c.dispatch(f, gen)
 			continue
 		}
+		if c.answerAsync(f) {
+			continue
+		}
 		c.mu.Lock()
 		ch := c.pending[f.ID]
 		if ch != nil {
@@ -360,13 +429,15 @@ func (c *Client) readLoop(t transport.Conn, gen uint64) {
 		}
 	}
 	_ = t.Close()
+	c.dropLink(l)
+	close(l.done)
 	c.mu.Lock()
 	if c.gen != gen {
 		c.mu.Unlock()
 		return
 	}
 	wasLive := c.conn != nil
-	c.conn = nil
+	c.conn, c.lk = nil, nil
 	c.live.Store(0)
 	if wasLive {
 		c.ready = make(chan struct{})
@@ -391,16 +462,17 @@ func (c *Client) readLoop(t transport.Conn, gen uint64) {
 // then registers the agents and their subscriptions again.
 func (c *Client) reconnect() {
 	defer c.wg.Done()
-	wait := c.opts.MinBackoff
+	policy := backoff.Policy{Initial: c.opts.MinBackoff, Max: c.opts.MaxBackoff}
+	wait := policy.Initial
 	for attempt := 1; ; attempt++ {
-		timer := time.NewTimer(wait/2 + rand.N(wait/2+1)) // jitter: [wait/2, wait]
+		timer := time.NewTimer(backoff.Jitter(wait))
 		select {
 		case <-c.ctx.Done():
 			timer.Stop()
 			return
 		case <-timer.C:
 		}
-		wait = min(2*wait, c.opts.MaxBackoff)
+		wait = policy.Next(wait)
 		t, err := c.opts.Dial(c.ctx)
 		if err == nil {
 			err = c.attach(c.ctx, t)
@@ -574,14 +646,14 @@ func (c *Client) runAgent(a *agent) {
 			owed++
 		}
 		if done >= batch || owed > 0 && len(a.in) == 0 {
-			c.credit(c.ctx, a.name, done, doneGen)
+			c.credit(a.name, done, doneGen)
 			done, owed = 0, 0
 		}
 	}
 	for {
 		if c.hctx.Err() != nil { // closing wins over what is queued
 			if done > 0 {
-				c.credit(c.ctx, a.name, done, doneGen)
+				c.credit(a.name, done, doneGen)
 			}
 			return
 		}
@@ -605,7 +677,7 @@ func (c *Client) runAgent(a *agent) {
 			// Closing: credit what was handled; what is left was not, so
 			// the daemon dead-letters it when the connection closes.
 			if done > 0 {
-				c.credit(c.ctx, a.name, done, doneGen)
+				c.credit(a.name, done, doneGen)
 			}
 			return
 		}
@@ -615,19 +687,25 @@ func (c *Client) runAgent(a *agent) {
 // credit tells the daemon that n deliveries to agent are finished, so it
 // may send n more. It is not answered, and not sent on a newer connection
 // than the one the deliveries came on.
-func (c *Client) credit(ctx context.Context, agent string, n int, gen uint64) {
+//
+// It is queued after what the client has queued to write, and written by
+// the flusher, unless the queue runs empty: then at once, so that a credit
+// is never held back behind nothing.
+func (c *Client) credit(agent string, n int, gen uint64) {
 	c.mu.Lock()
-	t := c.conn
+	l := c.lk
 	live := c.gen == gen
 	c.mu.Unlock()
-	if t == nil || !live {
+	if l == nil || !live {
 		return
 	}
-	b, _ := protocol.EncodeBuffer(&protocol.Frame{Op: protocol.OpCredit, Agent: agent, N: n})
-	if err := t.Send(ctx, b.B); err != nil && c.ctx.Err() == nil {
-		c.log.Debug("credit not sent", "agent", agent, "error", err)
+	b, err := protocol.EncodeBuffer(&protocol.Frame{Op: protocol.OpCredit, Agent: agent, N: n})
+	if err != nil {
+		return
 	}
-	b.Release()
+	if !c.enqueue(l, b, true) {
+		c.log.Debug("credit not sent: the connection dropped", "agent", agent)
+	}
 }
 
 func (c *Client) handle(ctx context.Context, a *agent, m *agentbus.Message) (err error) {
@@ -654,13 +732,18 @@ func stamp(ctx context.Context, m *agentbus.Message) {
 // (ErrNoRecipient, ErrBackpressureTimeout, ErrInvalidMessage, …), an error
 // wrapping protocol's not_registered for a foreign sender, ErrDisconnected,
 // ErrClosed, or ctx's.
+//
+// Send shares the client's pipeline with SendAsync and other Sends: it
+// takes a place in the window, its frame goes out with whatever is queued
+// (concurrent Sends share writes), and it returns once the daemon has
+// answered it. Sends of one client are carried out in the order they were
+// written.
 func (c *Client) Send(ctx context.Context, msg *agentbus.Message) (string, error) {
-	stamp(ctx, msg)
-	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpSend, Message: msg})
+	p, err := c.async(ctx, protocol.OpSend, msg, true)
 	if err != nil {
 		return "", err
 	}
-	return f.MessageID, nil
+	return p.Wait(ctx)
 }
 
 // Publish publishes payload on topic and returns the message ID. It blocks
@@ -674,12 +757,11 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte) (str
 // PublishMessage publishes msg (its Topic set) and returns its ID. It
 // blocks and fails like Send.
 func (c *Client) PublishMessage(ctx context.Context, msg *agentbus.Message) (string, error) {
-	stamp(ctx, msg)
-	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpPublish, Message: msg})
+	p, err := c.async(ctx, protocol.OpPublish, msg, true)
 	if err != nil {
 		return "", err
 	}
-	return f.MessageID, nil
+	return p.Wait(ctx)
 }
 
 // Request sends msg as a request and blocks until its response arrives.

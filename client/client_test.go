@@ -122,7 +122,7 @@ func TestSendAndErrors(t *testing.T) {
 	a, b := d.client(t, client.Options{Name: "a"}), d.client(t, client.Options{Name: "b"})
 	name, version := a.Server()
 	assert.Equal(t, "agentbus", name)
-	assert.Equal(t, 1, version)
+	assert.Equal(t, protocol.Version, version)
 	ctx := ctx5(t)
 	got := make(inbox, 8)
 	require.NoError(t, b.Register(ctx, "bob", got))

@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/descartes/agentbus/internal/backoff"
 )
 
 var (
@@ -268,10 +270,11 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 		return m.fullError(full)
 	}
 	until := time.Now().Add(p.Wait)
-	backoff := p.Backoff
-	if backoff <= 0 {
-		backoff = p.Wait
+	retry := backoff.Policy{Initial: p.Backoff, Max: MaxBackoff}
+	if retry.Initial <= 0 {
+		retry.Initial = p.Wait
 	}
+	delay := retry.Initial
 	w := newWaiter()
 	var timer *time.Timer
 	defer func() {
@@ -305,7 +308,7 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 			full.leave(w)
 			return fmt.Errorf("%w after %v: %w", ErrBackpressureTimeout, p.Wait, m.fullError(full))
 		}
-		d := min(backoff, left)
+		d := min(delay, left)
 		if timer == nil {
 			timer = time.NewTimer(d)
 		} else {
@@ -318,7 +321,7 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 			woken = true
 		case <-timer.C:
 			full.leave(w)
-			backoff = min(2*backoff, MaxBackoff)
+			delay = retry.Next(delay)
 		case <-m.done: // closed; the retry returns the close error
 			full.leave(w)
 		case <-ctx.Done():
@@ -625,6 +628,15 @@ func (m *Mailbox) CloseFromActor(reason error) {
 
 // Closed reports whether Close was called.
 func (m *Mailbox) Closed() bool { return m.closed.Load() }
+
+// CloseReason returns the reason the mailbox was closed with, or nil if it
+// is open.
+func (m *Mailbox) CloseReason() error {
+	if !m.closed.Load() {
+		return nil
+	}
+	return m.closeErr // written before closed is set, never after
+}
 
 // PostUserMessage implements actor.Mailbox for protoactor senders. It never
 // waits: a message that finds no room is dropped with ErrFull (after expired

@@ -234,7 +234,9 @@ func TestNewDefaults(t *testing.T) {
 			assert.Equal(t, tt.wantCap, m.Len())
 			assert.Equal(t, tt.wantCap, m.UserMessageCount())
 			assert.False(t, m.Closed())
+			assert.NoError(t, m.CloseReason())
 			m.Close(nil)
+			assert.Equal(t, ErrStopped, m.CloseReason(), "nil is ErrStopped")
 		})
 	}
 }
@@ -722,6 +724,9 @@ func TestClose(t *testing.T) {
 
 		m.Close(reason)
 		assert.True(t, m.Closed())
+		assert.Equal(t, reason, m.CloseReason())
+		m.Close(errors.New("later"))
+		assert.Equal(t, reason, m.CloseReason(), "only the first reason counts")
 		assert.Zero(t, m.Len())
 		assert.ElementsMatch(t, queued, drops.msgs())
 		for _, d := range drops.all() {

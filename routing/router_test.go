@@ -47,6 +47,7 @@ func (h *testHooks) Panicked(*actors.Agent, *actors.Message, *actors.HandlerPani
 
 func (h *testHooks) Foreign(*actors.Agent, any, *actor.PID) { h.foreign.Add(1) }
 func (h *testHooks) Started(*actors.Agent, int)             {}
+func (h *testHooks) Handled(*actors.Agent, *actors.Message) {}
 func (h *testHooks) Stopped(a *actors.Agent)                { a.Mailbox().Close(mailbox.ErrStopped) }
 func (h *testHooks) Asked(*actors.Agent, *actors.Message)   {}
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/internal/backoff"
 )
 
 // Directive is what a supervisor does with a failed agent.
@@ -192,12 +193,5 @@ func (s Strategy) Decide(failure error) (d Directive, err error) {
 
 // backoff returns the delay before restart number n (1-based) in the window.
 func (s Strategy) backoff(n int) time.Duration {
-	if s.initial <= 0 || n < 1 {
-		return 0
-	}
-	d := s.initial
-	for i := 1; i < n && d < s.max; i++ {
-		d *= 2
-	}
-	return min(d, s.max)
+	return min(backoff.Policy{Initial: s.initial, Max: s.max}.Delay(n), s.max)
 }

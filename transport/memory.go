@@ -252,3 +252,6 @@ func (c *memConn) Close() error {
 func (c *memConn) Peer() Peer {
 	return Peer{Known: true, UID: os.Geteuid(), GID: os.Getegid(), PID: os.Getpid()}
 }
+
+// MaxFrameSize returns the largest frame Send accepts; see Capped.
+func (c *memConn) MaxFrameSize() int { return c.max }

@@ -162,3 +162,20 @@ type Peer struct {
 	Known         bool
 	UID, GID, PID int
 }
+
+// Capped is a Conn that tells the largest frame it sends. Both transports
+// of this package are.
+type Capped interface {
+	Conn
+	// MaxFrameSize returns the largest frame Send accepts, in bytes.
+	MaxFrameSize() int
+}
+
+// MaxFrame returns the largest frame c sends: its own cap if it tells it
+// (see Capped), else DefaultMaxFrameSize. It does not block.
+func MaxFrame(c Conn) int {
+	if m, ok := c.(Capped); ok {
+		return m.MaxFrameSize()
+	}
+	return DefaultMaxFrameSize
+}

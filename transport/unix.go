@@ -667,3 +667,6 @@ func (c *unixConn) releaseRecv() {
 // Peer returns the peer's credentials from SO_PEERCRED, read when the
 // connection was made (Known is false where that is unsupported).
 func (c *unixConn) Peer() Peer { return c.peer }
+
+// MaxFrameSize returns the largest frame Send accepts; see Capped.
+func (c *unixConn) MaxFrameSize() int { return c.max }

@@ -430,6 +430,11 @@ func TestMetricsEndpoint(t *testing.T) {
 		code, body := get("/metrics")
 		return code == 200 && strings.Contains(body, `agentbus_dead_letters_total{reason="no_subscribers"} 1`)
 	}, 10*time.Second, 10*time.Millisecond)
+	_, body := get("/metrics")
+	for _, family := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total",
+		"process_resident_memory_bytes"} {
+		assert.Contains(t, body, "\n"+family+" ", "the standard Go and process collectors")
+	}
 	code, body := get("/healthz")
 	assert.Equal(t, 200, code)
 	assert.Equal(t, "ok\n", body)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -26,6 +27,7 @@ import (
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/server"
+	"github.com/descartes/agentbus/prom"
 	"github.com/descartes/agentbus/transport"
 )
 
@@ -326,8 +328,16 @@ func ensureSocketDir(socket string) error {
 // startMetrics serves /metrics and /healthz on addr.
 func startMetrics(addr string, bus *agentbus.Bus, wg *sync.WaitGroup, log *slog.Logger) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
-	if err := bus.RegisterMetrics(reg); err != nil {
+	if err := prom.Register(reg, bus); err != nil {
 		return nil, err
+	}
+	// The standard runtime and process metrics (go_*, process_*), as every
+	// Go service exposes them.
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))

@@ -259,7 +259,7 @@ func settle(ctx context.Context, bus *agentbus.Bus) error {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for {
-		if a := bus.Accounting(); a.InFlight == 0 && a.Balanced() {
+		if a := bus.Accounting(); a.Idle() && a.Balanced() {
 			return nil
 		}
 		select {

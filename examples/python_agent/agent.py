@@ -24,7 +24,7 @@ import sys
 import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the example's directory
-from agentbus_client import AgentBusError, Client, ConnectionClosed
+from agentbus_client import AgentBusError, Client, ConnectionClosed, FlushError
 
 
 def default_socket():
@@ -61,6 +61,10 @@ def main():
     p.add_argument("--topic", help="where to publish progress (default: progress.NAME)")
     p.add_argument("--subscribe", action="append", default=[], metavar="PATTERN",
                    help="also subscribe to PATTERN and print what is published there (repeatable)")
+    p.add_argument("--stream-to", metavar="AGENT",
+                   help="once ready, send --count messages to AGENT with send_async, one more to nobody, flush, "
+                        "and print what flush reported")
+    p.add_argument("--count", type=int, default=100, help="messages --stream-to sends (default: %(default)s)")
     args = p.parse_args()
     topic = args.topic or "progress." + args.name
 
@@ -112,6 +116,15 @@ def main():
             return 1
         emit("ready")
         ready.set()
+        if args.stream_to:
+            for i in range(args.count):
+                client.send_async(args.stream_to, {"n": i}, sender=args.name)
+            client.send_async("nobody", {"n": -1}, sender=args.name)
+            try:
+                client.flush()
+                emit("flushed %d, refused 0" % args.count)
+            except FlushError as e:
+                emit("flushed %d, refused %d: %s" % (args.count, len(e.errors), ",".join(x.code for x in e.errors)))
         client.wait_closed()  # until the daemon goes away, or a signal raises Stop
         print("agent.py: %s" % (client.close_reason or "connection closed"), file=sys.stderr)
         return 1

@@ -20,6 +20,13 @@ so a handler may call the daemon freely. Deliveries the client never handled
 (it closed, or crashed) are dead-lettered by the daemon, not lost. A handler
 that raises has its delivery refused (nack): a request then fails at once for
 its requester, and anything else is redelivered or dead-lettered.
+
+Pipelining: send_async and publish_async write a message and return a Pending
+at once, without waiting for the daemon's answer; at most `window` of them
+(default 256) are unconfirmed at a time, and the next one waits for room (the
+client's backpressure). flush() waits until every one sent before it is
+answered, and raises FlushError listing every refusal not yet reported. The
+daemon carries out one connection's sends in the order they were written.
 """
 
 import itertools
@@ -43,6 +50,34 @@ class AgentBusError(Exception):
         self.code = code
 
 
+class FlushError(AgentBusError):
+    """flush() found refusals; `errors` lists them (AgentBusError each, oldest first)."""
+
+    def __init__(self, errors):
+        super().__init__(errors[0].code, "%d sends refused, the first: %s" % (len(errors), errors[0]))
+        self.errors = errors
+
+
+class Pending:
+    """A send in flight (see send_async). wait() returns the message id, or raises
+    the AgentBusError the daemon refused it with."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self.message_id = None
+        self.error = None
+
+    def done(self):
+        return self._done.is_set()
+
+    def wait(self, timeout=None):
+        if not self._done.wait(timeout):
+            raise AgentBusError("timeout", "no answer within %ss" % timeout)
+        if self.error is not None:
+            raise self.error
+        return self.message_id
+
+
 class ConnectionClosed(AgentBusError):
     """The connection ended (closed by the daemon, or by close())."""
 
@@ -51,7 +86,8 @@ class ConnectionClosed(AgentBusError):
 
 
 class Client:
-    def __init__(self, path, handler=None, name="agentbus-python", timeout=10.0, max_queue=1024, on_close=None):
+    def __init__(self, path, handler=None, name="agentbus-python", timeout=10.0, max_queue=1024, on_close=None,
+                 window=256):
         """Connect to the daemon at path and say hello. Raises OSError if the
         socket cannot be reached, AgentBusError if the daemon refuses."""
         self.handler, self.timeout, self.on_close = handler, timeout, on_close
@@ -67,6 +103,12 @@ class Client:
         self._queue = queue.Queue(max_queue)
         self._windows = {}  # agent -> its window (0: none)
         self._uncredited = {}  # agent -> deliveries handled, not yet credited
+        self._window = threading.Semaphore(window)  # a token per unconfirmed async send
+        self._async = {}  # id -> (seq, Pending): async sends not yet answered
+        self._aseq = 0  # the next async send's sequence number
+        self._failures = []  # (seq, AgentBusError) not yet reported by flush; at most 1024 kept
+        self._lost_failures = 0
+        self._settled = threading.Condition(self._lock)  # notified when an async send is answered
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.settimeout(timeout)
@@ -113,6 +155,37 @@ class Client:
     def publish(self, topic, payload, **fields):
         msg = dict(fields, topic=topic, payload=payload)
         return self._call({"op": "publish", "message": msg}).get("message_id")
+
+    def send_async(self, recipient, payload, **fields):
+        """Send a direct message without waiting for the daemon's answer; returns a
+        Pending. Blocks while `window` sends are unconfirmed (up to the client's
+        timeout, then raises AgentBusError "timeout")."""
+        msg = dict(fields, recipient=recipient, payload=payload)
+        return self._call_async({"op": "send", "message": msg})
+
+    def publish_async(self, topic, payload, **fields):
+        msg = dict(fields, topic=topic, payload=payload)
+        return self._call_async({"op": "publish", "message": msg})
+
+    def flush(self, timeout=None):
+        """Wait until every send_async/publish_async before this call is answered.
+        Raises FlushError with the refusals not yet reported by an earlier flush,
+        ConnectionClosed if the connection ended, or AgentBusError "timeout"."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        with self._lock:
+            target = self._aseq
+            while any(seq < target for seq, _ in self._async.values()):  # the reader settles all as it ends
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AgentBusError("timeout", "flush: sends still unanswered")
+                self._settled.wait(left)
+            errors = [e for seq, e in self._failures if seq < target]
+            self._failures = [(seq, e) for seq, e in self._failures if seq >= target]
+            if self._lost_failures:
+                errors.append(AgentBusError("internal", "and %d more refusals" % self._lost_failures))
+                self._lost_failures = 0
+        if errors:
+            raise FlushError(errors)
 
     def request(self, recipient, payload, timeout=30.0, **fields):
         """Ask recipient and return the response message (a dict). The daemon
@@ -217,6 +290,51 @@ class Client:
             raise AgentBusError(answer.get("code", "internal"), answer.get("error", ""))
         return answer
 
+    def _call_async(self, frame):
+        if not self._window.acquire(timeout=self.timeout):
+            raise AgentBusError("timeout", "the window of unconfirmed sends stayed full for %ss" % self.timeout)
+        fid = "a%d" % next(self._ids)
+        frame["id"] = fid
+        data = json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+        if len(data) - 1 > self.max_frame:
+            self._window.release()
+            raise AgentBusError("frame_too_large", "frame of %d bytes > max_frame %d" % (len(data) - 1, self.max_frame))
+        pending = Pending()
+        with self._lock:
+            if self._closed:
+                self._window.release()
+                raise ConnectionClosed(self.close_reason or "connection closed")
+            self._async[fid] = (self._aseq, pending)
+            self._aseq += 1
+        try:
+            with self._wlock:
+                self._sock.sendall(data)
+        except OSError as e:
+            self._settle(fid, None, ConnectionClosed("send failed: %s" % e))
+        return pending
+
+    def _settle(self, fid, answer, error=None):
+        """Settle async send fid with its answer (or error); returns whether it was one."""
+        with self._lock:
+            entry = self._async.pop(fid, None)
+            if entry is None:
+                return False
+            seq, pending = entry
+            if error is None and answer.get("op") == "error":
+                error = AgentBusError(answer.get("code", "internal"), answer.get("error", ""))
+            if error is not None:
+                if len(self._failures) < 1024:
+                    self._failures.append((seq, error))
+                else:
+                    self._lost_failures += 1
+            else:
+                pending.message_id = answer.get("message_id")
+            pending.error = error
+            self._settled.notify_all()
+        pending._done.set()
+        self._window.release()
+        return True
+
     def _read_loop(self):
         buf, skipping, reason = bytearray(), False, None
         try:
@@ -251,6 +369,10 @@ class Client:
                 pending = list(self._pending.values())
             for slot in pending:  # their callers raise ConnectionClosed
                 slot[0].set()
+            with self._lock:
+                unanswered = list(self._async)
+            for fid in unanswered:  # whether the daemon carried them out is unknown
+                self._settle(fid, None, ConnectionClosed(self.close_reason or "connection closed"))
             while True:  # stop the dispatcher; what it has not run yet is dropped
                 try:
                     self._queue.put_nowait(None)
@@ -277,6 +399,8 @@ class Client:
         if frame.get("op") == "deliver":
             if not self._closing:
                 self._queue.put(frame)  # blocks while full: backpressure
+            return
+        if str(frame.get("id", "")).startswith("a") and self._settle(frame["id"], frame):
             return
         with self._lock:
             slot = self._pending.get(frame.get("id"))

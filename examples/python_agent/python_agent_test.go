@@ -3,6 +3,7 @@ package python_agent_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -231,6 +232,22 @@ func TestPythonAgent(t *testing.T) {
 	letters, err := c.DeadLetters(ctx, client.LetterFilter{})
 	require.NoError(t, err)
 	assert.Empty(t, letters, "dead letters")
+
+	// A pipelined stream from Python: every message arrives, in order, and
+	// flush reports the one refusal.
+	streamer := startAgent(t, python, socket, "--name", "py-streamer", "--stream-to", "go-observer", "--count", "200")
+	for i := range 200 {
+		select {
+		case m := <-got:
+			require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(m.Payload))
+			require.Equal(t, "py-streamer", m.Sender)
+		case <-time.After(wait):
+			t.Fatalf("message %d of the Python stream did not arrive; agent.py stderr:\n%s", i, streamer.stderr)
+		}
+	}
+	require.Eventually(t, func() bool { return strings.Count(streamer.stdout.String(), "\n") >= 2 }, wait, tick)
+	assert.Equal(t, "flushed 200, refused 1: no_recipient", strings.Split(streamer.stdout.String(), "\n")[1])
+	assert.Equal(t, 0, streamer.stop(t), "agent.py stderr:\n%s", streamer.stderr)
 
 	// (d) SIGTERM: the agent exits 0, and its name is gone from the bus.
 	assert.Equal(t, 0, agent.stop(t), "agent.py stderr:\n%s", agent.stderr)

@@ -40,6 +40,7 @@ const (
 	CodeClosed               = "closed"                 // agentbus.ErrClosed: the daemon is shutting down
 	CodeTransportClosed      = "transport_closed"       // agentbus.ErrTransportClosed
 	CodeHandlerPanic         = "handler_panic"          // agentbus.ErrHandlerPanic
+	CodeAckTimeout           = "ack_timeout"            // a delivery's agent sent no ack or response within the daemon's ack timeout
 	CodeInternal             = "internal"               // anything else
 )
 
@@ -56,6 +57,9 @@ var (
 	ErrTooManyErrors      = errors.New("protocol: too many bad frames")
 	ErrTooManyConns       = errors.New("protocol: too many connections")
 	ErrInternal           = errors.New("protocol: internal error")
+	// ErrAckTimeout: the remote agent a delivery went to sent no ack (or
+	// no response, for a request) within the daemon's ack timeout.
+	ErrAckTimeout = errors.New("protocol: no answer within the ack timeout")
 )
 
 // codes maps each code to its sentinel, in the order errors are matched:
@@ -75,6 +79,7 @@ var codes = []struct {
 	{CodeTooManyRequests, ErrTooManyRequests},
 	{CodeTooManyErrors, ErrTooManyErrors},
 	{CodeTooManyConnections, ErrTooManyConns},
+	{CodeAckTimeout, ErrAckTimeout},
 	{CodeRequestTimeout, agentbus.ErrRequestTimeout},
 	{CodeRequestCycle, agentbus.ErrRequestCycle},
 	{CodeBackpressureTimeout, agentbus.ErrBackpressureTimeout},

@@ -28,7 +28,10 @@ var ErrInvalidFrame = errors.New("protocol: invalid frame")
 // ErrInvalidFrame, which names the field, for anything that is not a JSON
 // object with a string "op", including invalid UTF-8 (which encoding/json
 // would replace silently), a field of the wrong type and a message that is
-// not a valid message. On such an error the frame returned, if not nil,
+// not an object; and an error wrapping agentbus.ErrInvalidMessage, which
+// names the field, for a bad value of a message's field (an unknown type, a
+// priority that is not an integer from 0 to 255, a recipient that is not a
+// string, a missing type where the op has no default). On either error the frame returned, if not nil,
 // holds what could be read of op and id, so that the error can be
 // answered; it is nil when neither could be read (as from a frame that is
 // not JSON). A message in a send,
@@ -204,20 +207,29 @@ func decodeFrame(dec *jsontext.Decoder, f *Frame) (bad, syntax error) {
 
 // decodeMessage reads the value of a frame's message field: an object,
 // whose type defaults to the op's, or null. It returns what is wrong with
-// the message, if anything, and a syntax error apart.
+// the message, if anything, and a syntax error apart. A message that is not
+// an object is a bad frame (ErrInvalidFrame); a bad value of one of its
+// fields is a bad message (agentbus.ErrInvalidMessage, naming the field).
 func decodeMessage(dec *jsontext.Decoder, f *Frame) (bad, syntax error) {
-	if dec.PeekKind() == 'n' {
+	f.Message = nil
+	switch dec.PeekKind() {
+	case 'n':
 		_, err := dec.ReadValue()
-		f.Message = nil
 		return nil, err
+	case '{':
+	default:
+		v, err := dec.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		return fmt.Errorf("%w: message: want an object, got %s", ErrInvalidFrame, codec.Describe(v)), nil
 	}
 	m := new(agentbus.Message)
 	if err := m.DecodeJSON(dec, defaultType(f.Op)); err != nil {
-		f.Message = nil
 		if syntactic(err) {
 			return nil, err
 		}
-		return fmt.Errorf("%w: message: %v", ErrInvalidFrame, err), nil
+		return fmt.Errorf("message: %w", err), nil // err wraps agentbus.ErrInvalidMessage
 	}
 	f.Message = m
 	return nil, nil
@@ -383,6 +395,8 @@ func internOp(op []byte) string {
 		return OpPing
 	case OpPong:
 		return OpPong
+	case OpSync:
+		return OpSync
 	}
 	return string(op)
 }

@@ -116,7 +116,7 @@ func appendLetter(b []byte, l *Letter) ([]byte, error) {
 func appendOp(b []byte, op string) []byte {
 	switch op {
 	case OpHello, OpRegister, OpUnregister, OpSend, OpPublish, OpSubscribe, OpUnsubscribe, OpRequest, OpRespond,
-		OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit,
+		OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit, OpSync,
 		OpWelcome, OpOK, OpError, OpPong, OpResponse, OpDeliver:
 		b = append(b, '"')
 		b = append(b, op...)

@@ -142,7 +142,7 @@ func TestAppendFrameEscaping(t *testing.T) {
 // TestAppendOp: a known op is written as codec.AppendString writes it.
 func TestAppendOp(t *testing.T) {
 	for _, op := range []string{OpHello, OpRegister, OpUnregister, OpSend, OpPublish, OpSubscribe, OpUnsubscribe,
-		OpRequest, OpRespond, OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit,
+		OpRequest, OpRespond, OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit, OpSync,
 		OpWelcome, OpOK, OpError, OpPong, OpResponse, OpDeliver, "", "fut\"ure\n"} {
 		assert.Equal(t, string(codec.AppendString(nil, op)), string(appendOp(nil, op)), "%q", op)
 	}

@@ -17,7 +17,16 @@ import (
 
 // Version is the protocol version this package speaks. A client names the
 // version it speaks in hello; the daemon accepts versions 1..Version.
-const Version = 1
+//
+// Version 2 differs from 1 in one point: a send, publish or respond without
+// an id is confirmed by no ok (a refusal is still answered, by an error
+// frame that names the message in message_id); a sync confirms them all at
+// once. See PROTOCOL.md, "Pipelining".
+const Version = 2
+
+// QuietVersion is the first version in which a send, publish or respond
+// without an id is not answered with an ok.
+const QuietVersion = 2
 
 // Operations. Requests go from client to daemon and are answered by a frame
 // with the same id; deliver frames are pushed by the daemon.
@@ -39,6 +48,7 @@ const (
 	OpHistory     = "history"      // sender/recipient/topic/type/limit; answered by messages
 	OpPing        = "ping"         // answered by pong
 	OpCredit      = "credit"       // agent, n: n more deliveries may be in flight; not answered
+	OpSync        = "sync"         // answered by ok once every earlier send, publish, respond and request is carried out
 
 	OpWelcome  = "welcome"  // daemon → client: answer to hello
 	OpOK       = "ok"       // daemon → client: the operation succeeded

@@ -63,16 +63,20 @@ type conn struct {
 	// otherwise it joins the queue, so frames never overtake each other.
 	wmu    sync.Mutex
 	queued atomic.Int64
+	lane   chan ordered        // ordered operations, carried out by laneLoop
+	laneN  atomic.Int32        // ordered operations queued or being carried out by laneLoop
 	reqs   chan struct{}       // semaphore of requests in flight
 	idle   chan pendingRequest // unbuffered: to the idle request goroutine, if one waits
 	idlers atomic.Int32        // request goroutines waiting for a request
 	wg     sync.WaitGroup      // the writer and request goroutines
 
-	// Touched only by the reader goroutine.
-	hello  bool
-	client string
-	bad    int  // bad frames in a row
-	more   bool // more of the client's frames wait to be read (see answer)
+	// Touched only by the reader goroutine (version is written once, at
+	// hello, before any ordered operation goes to the lane).
+	hello   bool
+	version int
+	client  string
+	bad     int  // bad frames in a row
+	more    bool // more of the client's frames wait to be read (see answer)
 
 	mu     sync.Mutex
 	agents map[string]*remote // registered by this connection
@@ -82,6 +86,9 @@ type conn struct {
 type remote struct {
 	name string
 	pid  *actor.PID
+	// gone is closed when the client unregisters the agent: its handler,
+	// waiting for a credit or an answer, gives up at once.
+	gone chan struct{}
 	wait *waiting // the delivery waiting for the client's answer, if any; guarded by conn.mu
 	// w and timer serve the deliveries that wait for an answer, one at a
 	// time (the agent handles one message at a time); touched only by its
@@ -90,8 +97,11 @@ type remote struct {
 	timer *time.Timer
 	// slots, when the client asked for a window, holds one token per
 	// delivery in flight: the forwarder takes one before it queues a
-	// delivery, a credit frame gives them back.
+	// delivery, a credit frame gives them back. held reports that the
+	// handler has taken the token of the next delivery already; touched
+	// only by the handler.
 	slots chan struct{}
+	held  bool
 	// inflight lists, oldest first, the deliveries in the window that the
 	// client has not credited yet (nil for one that waits for an ack or a
 	// response: its own failure accounts for it). A client credits what
@@ -115,6 +125,7 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 		s: s, t: t, id: id, log: s.log.With("conn", id),
 		ctx: ctx, cancel: cancel,
 		out:    make(chan item, s.cfg.OutboundQueue),
+		lane:   make(chan ordered, s.cfg.MaxQueuedOps),
 		reqs:   make(chan struct{}, s.cfg.MaxRequests),
 		idle:   make(chan pendingRequest),
 		agents: map[string]*remote{},
@@ -125,8 +136,9 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 func (c *conn) run() {
 	p := c.t.Peer()
 	c.log.Info("client connected", "uid", p.UID, "pid", p.PID)
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.writeLoop()
+	go c.laneLoop()
 	why := c.readLoop()
 	c.cancel()
 	c.cleanup(why)
@@ -342,12 +354,16 @@ func (c *conn) readLoop() error {
 		}
 		id := f.ID // also from a frame that decoded in part
 		c.log.Debug("operation failed", "id", id, "error", err)
-		if !c.answer(protocol.ErrorFrame(id, err)) {
+		ef := protocol.ErrorFrame(id, err)
+		if f.Message != nil {
+			ef.MessageID = f.Message.ID // a quiet send has no id: its message names it
+		}
+		if !c.answer(ef) {
 			return c.ctx.Err()
 		}
 		if isBadFrame(err) {
 			c.bad++
-			if c.bad > c.s.cfg.MaxBadFrames {
+			if c.bad >= c.s.cfg.MaxBadFrames {
 				c.answer(protocol.ErrorFrame("", fmt.Errorf("%w: %d bad frames in a row; closing",
 					protocol.ErrTooManyErrors, c.bad)))
 				ctx, cancel := context.WithTimeout(c.ctx, time.Second)
@@ -407,10 +423,13 @@ func (c *conn) handle(f *protocol.Frame) error {
 	bus := c.s.bus
 	switch f.Op {
 	case protocol.OpHello:
+		if c.hello {
+			return fmt.Errorf("%w: hello already received (version %d)", protocol.ErrInvalidFrame, c.version)
+		}
 		if f.Version < 1 || f.Version > protocol.Version {
 			return fmt.Errorf("%w: %d (this daemon speaks 1..%d)", protocol.ErrUnsupportedVersion, f.Version, protocol.Version)
 		}
-		c.hello, c.client = true, f.Client
+		c.hello, c.version, c.client = true, f.Version, f.Client
 		c.log.Info("client hello", "client", f.Client, "version", f.Version)
 		c.answer(&protocol.Frame{Op: protocol.OpWelcome, ID: f.ID, Version: f.Version, Server: c.s.cfg.Name,
 			MaxFrame: c.s.cfg.MaxFrameSize})
@@ -422,27 +441,17 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return c.register(f)
 	case protocol.OpUnregister:
 		return c.unregister(f)
-	case protocol.OpSend, protocol.OpPublish, protocol.OpRespond:
+	case protocol.OpSend, protocol.OpPublish, protocol.OpRespond, protocol.OpRequest:
 		m, err := c.message(f)
 		if err != nil {
 			return err
 		}
-		id, err := bus.Send(c.ctx, m)
-		if f.Op == protocol.OpRespond {
-			// The responding agent is free again, whether or not the
-			// requester still waited.
-			c.settle(m.Sender, func(w *waiting) bool { return w.respond && w.id == m.RequestID }, nil)
+		if f.Op == protocol.OpRequest && f.TimeoutMS < 0 {
+			return fmt.Errorf("%w: negative timeout_ms", protocol.ErrInvalidFrame)
 		}
-		if err != nil {
-			return err
-		}
-		return c.ok(f.ID, id)
-	case protocol.OpRequest:
-		m, err := c.message(f)
-		if err != nil {
-			return err
-		}
-		return c.request(f, m)
+		return c.order(ordered{op: f.Op, id: f.ID, m: m, timeoutMS: f.TimeoutMS})
+	case protocol.OpSync:
+		return c.order(ordered{op: f.Op, id: f.ID})
 	case protocol.OpSubscribe, protocol.OpUnsubscribe:
 		agent, err := c.agentOf(f.Agent)
 		if err != nil {
@@ -565,7 +574,7 @@ func (c *conn) agentOf(name string) (string, error) {
 
 func (c *conn) register(f *protocol.Frame) error {
 	if f.Agent == "" {
-		return fmt.Errorf("%w: register needs an agent name", protocol.ErrInvalidFrame)
+		return fmt.Errorf("%w: register needs an agent name", agentbus.ErrInvalidAgent)
 	}
 	c.mu.Lock()
 	n := len(c.agents)
@@ -580,7 +589,7 @@ func (c *conn) register(f *protocol.Frame) error {
 	if f.Window < 0 || f.Window > maxWindow {
 		return fmt.Errorf("%w: window %d not in 0..%d", protocol.ErrInvalidFrame, f.Window, maxWindow)
 	}
-	r := &remote{name: f.Agent}
+	r := &remote{name: f.Agent, gone: make(chan struct{})}
 	if f.Window > 0 {
 		r.slots = make(chan struct{}, f.Window)
 	}
@@ -612,7 +621,12 @@ func (c *conn) unregister(f *protocol.Frame) error {
 	r := c.agents[name]
 	delete(c.agents, name)
 	c.mu.Unlock()
-	c.stopAgent(name, r, nil)
+	// Its handler lets go of the message it holds (see deliver), and the
+	// mailbox is closed before the agent stops: what is queued is
+	// dead-lettered as agent_stopped at once, and a send to it from now on
+	// is refused, so the name is free when the ok goes out.
+	close(r.gone)
+	c.stopAgent(name, r, agentbus.ErrAgentStopped)
 	c.log.Info("agent unregistered", "agent", name, "client", c.client)
 	return c.ok(f.ID, "")
 }
@@ -649,10 +663,16 @@ func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
 }
 
 // deliver is the handler of remote agent r, named name; see forward.
+//
+// A windowed agent's handler takes the window slot for the next delivery
+// before it returns (see holdSlot), so that while the window is full the
+// agent is busy and what it has no room for stays in its mailbox, in
+// priority order, rather than in its handler.
 func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
-	if r.slots != nil && !c.takeSlot(r) { // flow control: wait for the client's credit
-		return errClosedBefore(name)
+	if r.slots != nil && !r.held && !c.takeSlot(r) { // flow control: wait for the client's credit
+		return c.stopped(name, r, m)
 	}
+	r.held = false
 	var w *waiting
 	if m.Type == agentbus.TypeRequest || m.RequiresAck {
 		w = c.await(r, m)
@@ -681,11 +701,57 @@ func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 		return errClosedBefore(name)
 	}
 	if w == nil {
+		c.holdSlot(r)
 		return nil
 	}
 	err := c.answerOf(name, r, w, m)
 	c.unwait(r, w)
+	if errors.Is(err, errUnregistered) {
+		return c.stopped(name, r, m)
+	}
+	if err == nil {
+		c.holdSlot(r)
+	}
 	return err
+}
+
+// holdSlot takes, for a windowed agent r, the slot of its next delivery,
+// waiting for the client's credit while the window is full; the handler
+// returns only then. It gives up if the client unregisters r or the
+// connection ends (m, delivered, needs nothing more).
+func (c *conn) holdSlot(r *remote) {
+	if r.slots != nil && c.takeSlot(r) {
+		r.held = true
+	}
+}
+
+// errUnregistered: the client unregistered the agent while its handler
+// waited.
+var errUnregistered = errors.New("agentbus daemon: agent unregistered")
+
+// stopped is what the handler of r returns for m, which it held when the
+// client unregistered r or the connection ended. After an unregister, m
+// is dead-lettered as agent_stopped, as what was queued for the agent is
+// (a letter the daemon records: the bus counts m as handled by the
+// agent), except a request: its requester is failed at once with
+// agent_stopped, and the bus dead-letters it (as transport_closed: the
+// reason the bus gives a delivery its remote agent's end let go of).
+//
+//go:noinline
+func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
+	select {
+	case <-r.gone:
+	default:
+		return errClosedBefore(name)
+	}
+	if m.Type == agentbus.TypeRequest {
+		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w (%w)", name,
+			agentbus.ErrAgentStopped, agentbus.ErrTransportClosed)
+	}
+	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: m,
+		Reason: deadletter.AgentStopped, Agent: name, Attempts: m.Attempts,
+		Err: fmt.Sprintf("agentbus daemon: %q was unregistered while it held this message: %v", name, agentbus.ErrAgentStopped)})
+	return nil
 }
 
 // takeSlot takes one of r's window slots, waiting for the client's credit;
@@ -696,6 +762,8 @@ func (c *conn) takeSlot(r *remote) bool {
 	select {
 	case r.slots <- struct{}{}:
 		return true
+	case <-r.gone:
+		return false
 	case <-c.ctx.Done():
 		return false
 	}
@@ -769,6 +837,8 @@ func (c *conn) answerOf(name string, r *remote, w *waiting, m *agentbus.Message)
 		return err
 	case <-r.timer.C:
 		return noAnswer(name, w, m, c.s.cfg.AckTimeout)
+	case <-r.gone:
+		return errUnregistered
 	case <-c.ctx.Done():
 		return closedBeforeAnswer(name, w, m)
 	}
@@ -789,7 +859,7 @@ func errClosedBefore(name string) error {
 
 //go:noinline
 func noAnswer(name string, w *waiting, m *agentbus.Message, d time.Duration) error {
-	return fmt.Errorf("agentbus daemon: %q sent no %s to %s within %v", name, w.what(), m.ID, d)
+	return fmt.Errorf("%w: %q sent no %s to %s within %v", protocol.ErrAckTimeout, name, w.what(), m.ID, d)
 }
 
 //go:noinline
@@ -909,17 +979,13 @@ func (c *conn) refuse(agent, msgID string, result error) bool {
 // request runs a request in a goroutine of its own, so the connection goes
 // on reading (the response may come from this very connection): an idle
 // request goroutine of the connection if one waits, else a new one.
-func (c *conn) request(f *protocol.Frame, m *agentbus.Message) error {
+func (c *conn) request(id string, timeoutMS int64, m *agentbus.Message) error {
 	select {
 	case c.reqs <- struct{}{}:
 	default:
 		return fmt.Errorf("%w: %d", protocol.ErrTooManyRequests, c.s.cfg.MaxRequests)
 	}
-	if f.TimeoutMS < 0 {
-		<-c.reqs
-		return fmt.Errorf("%w: negative timeout_ms", protocol.ErrInvalidFrame)
-	}
-	r := pendingRequest{id: f.ID, timeout: time.Duration(f.TimeoutMS) * time.Millisecond, m: m}
+	r := pendingRequest{id: id, timeout: time.Duration(timeoutMS) * time.Millisecond, m: m}
 	select {
 	case c.idle <- r:
 	default:
@@ -984,13 +1050,16 @@ func (c *conn) runRequest(r pendingRequest) {
 }
 
 func (c *conn) limit(n int) int {
-	if n <= 0 || n > c.s.cfg.MaxList {
+	if n == 0 || n > c.s.cfg.MaxList {
 		return c.s.cfg.MaxList
 	}
 	return n
 }
 
 func (c *conn) deadLetters(f *protocol.Frame) error {
+	if f.Limit < 0 {
+		return fmt.Errorf("%w: limit %d is negative", protocol.ErrInvalidFrame, f.Limit)
+	}
 	if f.Reason != "" && !validReason(f.Reason) {
 		return fmt.Errorf("%w: unknown reason %q", protocol.ErrInvalidFrame, f.Reason)
 	}
@@ -1000,8 +1069,21 @@ func (c *conn) deadLetters(f *protocol.Frame) error {
 	for i, l := range letters {
 		out[i] = protocol.FromLetter(l)
 	}
+	if len(out) == 0 {
+		c.emit(emptyList(protocol.OpDeadLetters, f.ID, "letters"), c.more)
+		return nil
+	}
 	c.answer(&protocol.Frame{Op: protocol.OpDeadLetters, ID: f.ID, Letters: out})
 	return nil
+}
+
+// emptyList is the answer op with an empty list named field: the frame
+// encoder leaves an empty list out, and the protocol sends [].
+func emptyList(op, id, field string) item {
+	it := encode(&protocol.Frame{Op: op, ID: id})
+	b := it.frame.B[:len(it.frame.B)-1] // without its closing brace
+	it.frame.B = append(append(b, `,"`+field+`":[]`...), '}')
+	return it
 }
 
 func validReason(r string) bool {
@@ -1014,6 +1096,9 @@ func validReason(r string) bool {
 }
 
 func (c *conn) history(f *protocol.Frame) error {
+	if f.Limit < 0 {
+		return fmt.Errorf("%w: limit %d is negative", protocol.ErrInvalidFrame, f.Limit)
+	}
 	q := agentbus.HistoryQuery{Sender: f.Sender, Recipient: f.Recipient, Topic: f.Topic, Limit: c.limit(f.Limit)}
 	if f.Type != "" {
 		var t agentbus.MessageType
@@ -1023,8 +1108,9 @@ func (c *conn) history(f *protocol.Frame) error {
 		q.Type = t
 	}
 	msgs := c.s.bus.QueryHistory(q)
-	if msgs == nil {
-		msgs = []*agentbus.Message{}
+	if len(msgs) == 0 {
+		c.emit(emptyList(protocol.OpHistory, f.ID, "messages"), c.more)
+		return nil
 	}
 	c.answer(&protocol.Frame{Op: protocol.OpHistory, ID: f.ID, Messages: msgs})
 	return nil

@@ -1,9 +1,16 @@
 // Package server is the agentbus daemon's core: it serves the protocol of
 // PROTOCOL.md over any transport.Listener, on top of one agentbus.Bus.
 //
-// Each connection has a reader goroutine that runs its operations in order,
-// a writer goroutine, and at most Config.MaxRequests goroutines for
-// requests in flight (one of which stays, idle, for the next request). Each
+// Each connection has a reader goroutine, a lane goroutine, a writer
+// goroutine, and at most Config.MaxRequests goroutines for requests in
+// flight (one of which stays, idle, for the next request). The reader
+// decodes frames and carries out most operations at once; the ordered ones
+// (send, publish, respond, request, sync) go to the lane, which carries
+// them out one at a time in the order they came, so that a send waiting
+// for room in a full mailbox holds up only the ordered operations behind
+// it (at most Config.MaxQueuedOps), never a ping, a credit or an ack. A
+// request or sync that finds the lane idle is carried out by the reader
+// itself. Each
 // agent a client registers is a real agent of the bus whose handler
 // forwards its messages to the connection, so mailbox bounds, priority
 // order, supervision, TTL and dead letters apply to remote agents exactly
@@ -84,6 +91,14 @@ type Config struct {
 	// MaxConns bounds the connections served at once (default 1024). One
 	// more is sent an error frame (too_many_connections) and closed.
 	MaxConns int
+	// MaxQueuedOps bounds the ordered operations (send, publish, respond,
+	// request, sync) of one connection that wait to be carried out
+	// (default 1024). They are carried out one at a time, in order; while
+	// one waits for room in a full mailbox, the connection's other
+	// operations go on, and new ordered ones queue up to this bound, after
+	// which the daemon reads nothing more from the connection until room
+	// frees.
+	MaxQueuedOps int
 }
 
 func (c *Config) withDefaults() error {
@@ -91,7 +106,7 @@ func (c *Config) withDefaults() error {
 		return fmt.Errorf("%w: nil Bus", ErrInvalidConfig)
 	}
 	if c.OutboundQueue < 0 || c.MaxAgents < 0 || c.MaxRequests < 0 || c.AckTimeout < 0 || c.MaxBadFrames < 0 ||
-		c.MaxList < 0 || c.MaxFrameSize < 0 || c.MaxConns < 0 {
+		c.MaxList < 0 || c.MaxFrameSize < 0 || c.MaxConns < 0 || c.MaxQueuedOps < 0 {
 		return fmt.Errorf("%w: negative limit", ErrInvalidConfig)
 	}
 	if c.Logger == nil {
@@ -108,6 +123,7 @@ func (c *Config) withDefaults() error {
 	setDefault(&c.MaxBadFrames, DefaultMaxBadFrames)
 	setDefault(&c.MaxList, DefaultMaxList)
 	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.MaxQueuedOps, DefaultMaxQueuedOps)
 	return nil
 }
 

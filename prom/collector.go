@@ -1,19 +1,22 @@
-package agentbus
+package prom
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/descartes/agentbus"
 )
 
-// Collector returns a prometheus.Collector that exposes the bus's statistics
-// (see Stats) under the agentbus_ prefix. Every scrape takes one snapshot
-// (ReadStats into a Stats the collector keeps, so a scrape allocates little
+// NewCollector returns a prometheus.Collector that exposes b's statistics
+// (see agentbus.Bus.Stats) under the agentbus_ prefix. Every scrape takes one snapshot
+// (Bus.ReadStats into a Stats the collector keeps, so a scrape allocates little
 // beyond the metrics themselves; concurrent scrapes take turns); it counts
 // nothing itself, so it stays correct however often it is scraped, and after
 // Shutdown it reports the final totals. Register it on your own registry, or
-// use RegisterMetrics; the bus never touches prometheus.DefaultRegisterer.
+// use Register; neither the bus nor this package touches prometheus.DefaultRegisterer.
 // Two buses on one registry need distinct labels
 // (prometheus.WrapRegistererWith). It is safe for concurrent use and does not
 // block beyond the short locks of Stats.
@@ -45,30 +48,40 @@ import (
 //	agentbus_pending_retries                    gauge    redeliveries waiting for their timer
 //	agentbus_delivery_latency_seconds           histogram  queued to handled (see Histogram)
 //
-// Topic and sender labels are bounded by Config.StatsMaxKeys, with the rest
-// under OtherKey.
-func (b *Bus) Collector() prometheus.Collector { return newCollector(b) }
+// Topic and sender labels are bounded by agentbus.Config.StatsMaxKeys, with
+// the rest under agentbus.OtherKey. A nil b gets ErrNilBus from Register and
+// a collector that reports the error on every scrape.
+func NewCollector(b *agentbus.Bus) prometheus.Collector { return newCollector(b) }
 
-// RegisterMetrics registers b.Collector() with reg. It returns an error
-// wrapping ErrInvalidConfig for a nil reg, and reg's own error otherwise
-// (a prometheus.AlreadyRegisteredError if the bus's metrics are registered
-// already). It does not block.
-func (b *Bus) RegisterMetrics(reg prometheus.Registerer) error {
+// ErrNilBus is returned by Register for a nil bus.
+var ErrNilBus = errors.New("prom: nil bus")
+
+// ErrNilRegisterer is returned by Register for a nil registerer.
+var ErrNilRegisterer = errors.New("prom: nil prometheus registerer")
+
+// Register registers NewCollector(b) with reg. It returns ErrNilBus or
+// ErrNilRegisterer for a nil argument, and reg's own error otherwise (a
+// prometheus.AlreadyRegisteredError if b's metrics are registered already).
+// It does not block.
+func Register(reg prometheus.Registerer, b *agentbus.Bus) error {
 	if r, ok := reg.(*prometheus.Registry); reg == nil || ok && r == nil {
-		return fmt.Errorf("%w: nil prometheus registerer", ErrInvalidConfig)
+		return ErrNilRegisterer
 	}
-	if err := reg.Register(b.Collector()); err != nil {
-		return fmt.Errorf("agentbus: register metrics: %w", err)
+	if b == nil {
+		return ErrNilBus
+	}
+	if err := reg.Register(NewCollector(b)); err != nil {
+		return fmt.Errorf("prom: register agentbus metrics: %w", err)
 	}
 	return nil
 }
 
 // collector implements prometheus.Collector over Bus.ReadStats.
 type collector struct {
-	b *Bus
+	b *agentbus.Bus
 
-	mu sync.Mutex // serializes scrapes, which share s
-	s  Stats      // reused from scrape to scrape
+	mu sync.Mutex     // serializes scrapes, which share s
+	s  agentbus.Stats // reused from scrape to scrape
 
 	sent, delivered, failed, expired, rejected    *prometheus.Desc
 	deadLetters, dlHeld, dlEvicted                *prometheus.Desc
@@ -83,7 +96,7 @@ type collector struct {
 	latency                                       *prometheus.Desc
 }
 
-func newCollector(b *Bus) *collector {
+func newCollector(b *agentbus.Bus) *collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("agentbus_"+name, help, labels, nil)
 	}
@@ -103,7 +116,7 @@ func newCollector(b *Bus) *collector {
 		handled:      d("deliveries_handled_total", "Accepted deliveries that completed."),
 		deadLettered: d("deliveries_dead_lettered_total", "Accepted deliveries that were dead-lettered."),
 		retried:      d("deliveries_retried_total", "Failed deliveries of messages requiring an ack that were scheduled again."),
-		inFlight:     d("deliveries_in_flight", "Deliveries queued or waiting to be redelivered."),
+		inFlight:     d("deliveries_in_flight", "Deliveries queued in a mailbox or being handled (redeliveries waiting for their timer are agentbus_pending_retries)."),
 
 		depth:           d("mailbox_depth", "Messages queued in the agent's mailbox.", "agent"),
 		capacity:        d("mailbox_capacity", "Capacity of the agent's mailbox.", "agent"),
@@ -117,8 +130,8 @@ func newCollector(b *Bus) *collector {
 		handlerFailed:  d("handler_failed_total", "Messages the routing handler failed (error or panic).", "handler"),
 		handlerDepth:   d("handler_mailbox_depth", "Messages queued for the routing handler.", "handler"),
 
-		topicMessages:  d("topic_messages_total", "Messages published, by topic ("+OtherKey+": topics beyond the cap).", "topic"),
-		senderMessages: d("sender_messages_total", "Messages sent, by sender ("+OtherKey+": senders beyond the cap).", "sender"),
+		topicMessages:  d("topic_messages_total", "Messages published, by topic ("+agentbus.OtherKey+": topics beyond the cap).", "topic"),
+		senderMessages: d("sender_messages_total", "Messages sent, by sender ("+agentbus.OtherKey+": senders beyond the cap).", "sender"),
 
 		bpPending:       d("backpressure_pending", "Messages queued in all mailboxes together."),
 		bpMax:           d("backpressure_max_pending", "The bound on messages queued in all mailboxes together."),
@@ -151,6 +164,10 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector: one Stats snapshot per call.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	if c.b == nil {
+		ch <- prometheus.NewInvalidMetric(c.sent, ErrNilBus)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.b.ReadStats(&c.s)

@@ -1,4 +1,4 @@
-package agentbus_test
+package prom_test
 
 import (
 	"context"
@@ -16,8 +16,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/internal/bustest"
+	"github.com/descartes/agentbus/prom"
 	"github.com/descartes/agentbus/routing"
 	"github.com/descartes/agentbus/supervisor"
 )
@@ -89,7 +92,7 @@ func TestMetricsScrape(t *testing.T) {
 	ctx := t.Context()
 	bus := newBus(t, agentbus.Config{})
 	reg := prometheus.NewRegistry()
-	require.NoError(t, bus.RegisterMetrics(reg))
+	require.NoError(t, prom.Register(reg, bus))
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
 
@@ -108,7 +111,7 @@ func TestMetricsScrape(t *testing.T) {
 	g := newGate(agentbus.HandlerFunc(sink))
 	_, err = bus.Spawn("blocked", g)
 	require.NoError(t, err)
-	t.Cleanup(func() { close(g.open) }) // before the bus shuts down
+	t.Cleanup(func() { close(g.Open) }) // before the bus shuts down
 	require.NoError(t, bus.Subscribe("jobs.*", "monitor"))
 
 	for range 5 {
@@ -129,7 +132,7 @@ func TestMetricsScrape(t *testing.T) {
 		_, err := bus.Send(ctx, from("planner", "blocked", "1"))
 		require.NoError(t, err)
 	}
-	<-g.entered
+	<-g.Entered
 	asking, stopAsking := context.WithCancel(ctx)
 	defer stopAsking()
 	asked := make(chan error, 1)
@@ -165,7 +168,7 @@ func TestMetricsScrape(t *testing.T) {
 	assert.Equal(t, float64(agentbus.DefaultMaxPending), value(t, families, "agentbus_backpressure_max_pending"))
 	assert.Equal(t, 1.0, value(t, families, "agentbus_pending_requests"))
 	assert.Equal(t, 0.0, value(t, families, "agentbus_pending_retries"))
-	assert.Equal(t, 3.0, value(t, families, "agentbus_deliveries_in_flight"))
+	assert.Equal(t, 4.0, value(t, families, "agentbus_deliveries_in_flight"), "3 queued, 1 being handled")
 	assert.Greater(t, value(t, families, "agentbus_agent_last_active_timestamp_seconds", "agent", "worker"),
 		float64(time.Now().Add(-time.Minute).Unix()))
 
@@ -200,12 +203,12 @@ func TestMetricsLint(t *testing.T) {
 	require.NoError(t, err)
 	quiet(t, bus)
 
-	problems, err := testutil.CollectAndLint(bus.Collector())
+	problems, err := testutil.CollectAndLint(prom.NewCollector(bus))
 	require.NoError(t, err)
 	assert.Empty(t, problems)
 	// Once an agent and a routing handler have handled a message, every
 	// family is present, and a pedantic registry accepts them.
-	assert.Len(t, familyNames(t, bus.Collector()), 30)
+	assert.Len(t, familyNames(t, prom.NewCollector(bus)), 30)
 }
 
 func familyNames(t *testing.T, c prometheus.Collector) map[string]bool {
@@ -228,20 +231,20 @@ func TestRegisterMetrics(t *testing.T) {
 		give    prometheus.Registerer
 		wantErr error
 	}{
-		{name: "nil", give: nil, wantErr: agentbus.ErrInvalidConfig},
-		{name: "nil registry", give: (*prometheus.Registry)(nil), wantErr: agentbus.ErrInvalidConfig},
+		{name: "nil", give: nil, wantErr: prom.ErrNilRegisterer},
+		{name: "nil registry", give: (*prometheus.Registry)(nil), wantErr: prom.ErrNilRegisterer},
 		{name: "fresh registry", give: prometheus.NewRegistry()},
 		{name: "pedantic registry", give: prometheus.NewPedanticRegistry()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := bus.RegisterMetrics(tt.give)
+			err := prom.Register(tt.give, bus)
 			if tt.wantErr != nil {
 				require.ErrorIs(t, err, tt.wantErr)
 				return
 			}
 			require.NoError(t, err)
-			err = bus.RegisterMetrics(tt.give)
+			err = prom.Register(tt.give, bus)
 			var already prometheus.AlreadyRegisteredError
 			require.ErrorAs(t, err, &already, "registered twice")
 		})
@@ -250,8 +253,9 @@ func TestRegisterMetrics(t *testing.T) {
 	// Two buses on one registry, told apart by a label.
 	other := newBus(t, agentbus.Config{})
 	reg := prometheus.NewRegistry()
-	require.NoError(t, bus.RegisterMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "a"}, reg)))
-	require.NoError(t, other.RegisterMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "b"}, reg)))
+	require.NoError(t, prom.Register(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "a"}, reg), bus))
+	require.NoError(t, prom.Register(prometheus.WrapRegistererWith(prometheus.Labels{"bus": "b"}, reg), other))
+	require.ErrorIs(t, prom.Register(prometheus.NewRegistry(), nil), prom.ErrNilBus)
 	_, err := reg.Gather()
 	require.NoError(t, err)
 }
@@ -260,7 +264,7 @@ func TestRegisterMetrics(t *testing.T) {
 // registry and http.DefaultServeMux alone.
 func TestMetricsTouchNoGlobals(t *testing.T) {
 	bus := newBus(t, agentbus.Config{})
-	require.NoError(t, bus.RegisterMetrics(prometheus.NewRegistry()))
+	require.NoError(t, prom.Register(prometheus.NewRegistry(), bus))
 	_, err := bus.Spawn("worker", agentbus.HandlerFunc(sink))
 	require.NoError(t, err)
 
@@ -284,7 +288,7 @@ func TestMetricsAfterShutdown(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, bus.Shutdown(t.Context()))
 
-	c := bus.Collector()
+	c := prom.NewCollector(bus)
 	assert.Equal(t, 1.0, testutil.ToFloat64(filter{c, "agentbus_messages_delivered_total"}))
 	assert.Zero(t, testutil.CollectAndCount(c, "agentbus_mailbox_depth"), "no agents left")
 }
@@ -306,3 +310,28 @@ func (f filter) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// TestNilBusCollector checks that a collector made for a nil bus reports an
+// error on scrape instead of panicking.
+func TestNilBusCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(prom.NewCollector(nil)))
+	_, err := reg.Gather()
+	require.ErrorContains(t, err, prom.ErrNilBus.Error())
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newBus(t testing.TB, cfg agentbus.Config) *agentbus.Bus { return bustest.New(t, cfg) }
+
+func quiet(t testing.TB, bus *agentbus.Bus) { bustest.Quiet(t, bus) }
+
+var sink = bustest.Sink
+
+func from(sender, to, payload string) *agentbus.Message {
+	return agentbus.NewMessage(agentbus.TypeDirect, sender, []byte(payload)).WithRecipient(to)
+}
+
+// newGate returns a handler that holds its first message until its Open is
+// closed, so a test can queue messages behind it.
+func newGate(inner agentbus.Handler) *bustest.Gate { return bustest.NewGate(inner) }
