@@ -22,10 +22,11 @@ func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
 	b := h.b
 	tap := isHandler(a)
 	b.report(Outcome{Kind: OutcomeFailed, Message: m, Dest: a.Name(), Err: err, Tap: tap})
-	if errors.Is(err, ErrTransportClosed) {
-		// Not the handler's fault: its peer has gone, and the agent is
-		// about to be stopped with the same cause. No retry, no restart.
-		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: m, Reason: deadletter.TransportClosed,
+	if errors.Is(err, ErrTransportClosed) || errors.Is(err, ErrAgentStopped) {
+		// Not the handler's fault: its peer has gone, or unregistered it,
+		// and the agent is about to be stopped with the same cause. No
+		// retry, no restart.
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: m, Reason: reasonOf(err),
 			Err: err.Error(), Agent: a.Name()}, Err: err, Queued: true, Tap: tap})
 		return nil
 	}
@@ -112,6 +113,13 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 		h.b.handlers = slices.Delete(h.b.handlers, i, i+1)
 	}
 	h.b.spawnMu.Unlock()
-	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", why.Error())
+	reason := why.Error()
+	if errors.Is(why, ErrShutdown) {
+		// Stopped by Shutdown: what it had queued, if the drain was cut
+		// short, is dead-lettered and logged as such; the agent itself
+		// lost nothing.
+		reason = "bus shutdown"
+	}
+	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", reason)
 	h.b.events.emit(Event{Kind: EventStopped, Agent: a.Name(), Restarts: a.Restarts(), Err: why})
 }

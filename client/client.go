@@ -59,6 +59,9 @@ var ErrDisconnected = fmt.Errorf("client: disconnected: %w", agentbus.ErrTranspo
 // Letter is a dead letter as the daemon reports it.
 type Letter = protocol.Letter
 
+// TopicInfo is a subscribed topic and its subscribers, as Topics reports it.
+type TopicInfo = protocol.TopicInfo
+
 // Options configures a Client. The zero value is usable.
 type Options struct {
 	// Name is the client's name in the daemon's logs. Default: the
@@ -83,6 +86,17 @@ type Options struct {
 	// until the handler has caught up. So a handler that is slow, or that
 	// itself calls the daemon, never stalls the connection.
 	AgentQueue int
+	// OnDisconnect, if set, is called each time the live connection drops
+	// (not when Close ends it), with why, before the client starts to
+	// reconnect (or, with NoReconnect, gives up). It runs on the client's
+	// reader goroutine: it must return quickly and not call Close.
+	OnDisconnect func(err error)
+	// OnReconnect, if set, is called each time the client has connected
+	// again and registered its agents and their subscriptions anew, with
+	// the errors of those it could not restore (nil when all were). It
+	// runs on the client's reconnect goroutine: it must return quickly and
+	// not call Close.
+	OnReconnect func(restoreErr error)
 	// Window bounds the sends, publishes and replies of this client that
 	// the daemon has not confirmed yet (default DefaultWindow, 1024): Send,
 	// SendAsync and the publishes wait while it is full. It is the
@@ -450,6 +464,9 @@ func (c *Client) readLoop(l *link) {
 		delete(c.pending, id)
 	}
 	c.mu.Unlock()
+	if wasLive && c.ctx.Err() == nil && c.opts.OnDisconnect != nil {
+		c.opts.OnDisconnect(why)
+	}
 	if c.ctx.Err() != nil || !wasLive || c.opts.NoReconnect {
 		return
 	}
@@ -485,13 +502,17 @@ func (c *Client) reconnect() {
 		}
 		c.redialed.Add(1)
 		c.log.Info("reconnected", "attempt", attempt)
-		c.restore()
+		err = c.restore()
+		if c.opts.OnReconnect != nil {
+			c.opts.OnReconnect(err)
+		}
 		return
 	}
 }
 
 // restore registers the agents and subscriptions again after a reconnect.
-func (c *Client) restore() {
+// It returns the errors of those it could not restore.
+func (c *Client) restore() error {
 	c.mu.Lock()
 	agents := make([]*agent, 0, len(c.agents))
 	for _, a := range c.agents {
@@ -500,9 +521,11 @@ func (c *Client) restore() {
 		}
 	}
 	c.mu.Unlock()
+	var errs []error
 	for _, a := range agents {
 		if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: a.name, Window: c.opts.AgentQueue}); err != nil {
 			c.log.Warn("re-register failed", "agent", a.name, "error", err)
+			errs = append(errs, fmt.Errorf("client: register %q again: %w", a.name, err))
 			continue
 		}
 		c.mu.Lock()
@@ -511,9 +534,11 @@ func (c *Client) restore() {
 		for _, topic := range topics {
 			if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpSubscribe, Agent: a.name, Topic: topic}); err != nil {
 				c.log.Warn("re-subscribe failed", "agent", a.name, "topic", topic, "error", err)
+				errs = append(errs, fmt.Errorf("client: subscribe %q to %q again: %w", a.name, topic, err))
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // dispatch hands a delivery to its agent's goroutine, waiting while its
@@ -880,6 +905,21 @@ func (c *Client) Replay(ctx context.Context, seq uint64, to string) (string, err
 		return "", err
 	}
 	return r.MessageID, nil
+}
+
+// Topics returns the topics (subjects and patterns) agents of the daemon's
+// bus are subscribed to, sorted, each with its subscribers; at most limit of
+// them (0 or more than the daemon's cap: the cap, 1,000 by default). It
+// blocks for the daemon's answer. Errors: the connection's, or ctx's.
+func (c *Client) Topics(ctx context.Context, limit int) ([]TopicInfo, error) {
+	r, err := c.do(ctx, &protocol.Frame{Op: protocol.OpTopics, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	if r.Topics == nil {
+		return []TopicInfo{}, nil
+	}
+	return r.Topics, nil
 }
 
 // HistoryQuery selects messages from the daemon's history.

@@ -109,6 +109,7 @@ const (
 	fStats
 	fLetters
 	fMessages
+	fTopics
 )
 
 // frameFields are the JSON names of a frame's fields, for encoding/json's
@@ -118,7 +119,7 @@ var frameFields = [...]string{
 	fAgent: "agent", fWindow: "window", fN: "n", fTopic: "topic", fMessage: "message", fMessageID: "message_id",
 	fTimeoutMS: "timeout_ms", fReason: "reason", fSender: "sender", fRecipient: "recipient", fType: "type",
 	fLimit: "limit", fSeq: "seq", fTo: "to", fCode: "code", fError: "error", fStats: "stats", fLetters: "letters",
-	fMessages: "messages",
+	fMessages: "messages", fTopics: "topics",
 }
 
 // frameField returns the field the object name v (quoted, as read)
@@ -241,9 +242,9 @@ func syntactic(err error) bool {
 	return errors.As(err, &se)
 }
 
-// decodeList decodes v, the value of a frame's letters or messages field
-// (the answers of dead_letters and history), into *list, or returns what
-// is wrong with it.
+// decodeList decodes v, the value of a frame's letters, messages or topics
+// field (the answers of dead_letters, history and topics), into *list, with
+// encoding/json/v2, or returns what is wrong with it.
 func decodeList[T any](field int, v jsontext.Value, list *[]T) error {
 	if err := jsonv2.Unmarshal(v, list, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)); err != nil {
 		*list = nil
@@ -271,6 +272,8 @@ func setField(f *Frame, field int, v jsontext.Value) error {
 		return decodeList(field, v, &f.Letters)
 	case fMessages:
 		return decodeList(field, v, &f.Messages)
+	case fTopics:
+		return decodeList(field, v, &f.Topics)
 	}
 	if s := stringField(f, field); s != nil {
 		if k != '"' {

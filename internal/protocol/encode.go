@@ -84,7 +84,35 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 		}
 		b = append(b, ']')
 	}
+	if len(f.Topics) > 0 {
+		b = append(b, `,"topics":[`...)
+		for i := range f.Topics {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendTopic(b, &f.Topics[i])
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}'), nil
+}
+
+// appendTopic appends the JSON form of t to b (subscribers null when nil,
+// as encoding/json writes a nil slice).
+func appendTopic(b []byte, t *TopicInfo) []byte {
+	b = codec.AppendString(append(b, `{"topic":`...), t.Topic)
+	b = append(b, `,"subscribers":`...)
+	if t.Subscribers == nil {
+		return append(b, "null}"...)
+	}
+	b = append(b, '[')
+	for i, s := range t.Subscribers {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = codec.AppendString(b, s)
+	}
+	return append(b, "]}"...)
 }
 
 // appendLetter appends the JSON form of l to b: its fields in the order of
@@ -117,6 +145,7 @@ func appendOp(b []byte, op string) []byte {
 	switch op {
 	case OpHello, OpRegister, OpUnregister, OpSend, OpPublish, OpSubscribe, OpUnsubscribe, OpRequest, OpRespond,
 		OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit, OpSync,
+		OpTopics, OpDeadLetter, OpPurgeDeadLetters, OpSubscribers,
 		OpWelcome, OpOK, OpError, OpPong, OpResponse, OpDeliver:
 		b = append(b, '"')
 		b = append(b, op...)

@@ -92,6 +92,8 @@ func TestAppendFrameMatchesEncodingJSON(t *testing.T) {
 		{Op: OpDeadLetters, ID: "d", Letters: []Letter{{Seq: 1, Reason: "expired", Time: m.Timestamp, Message: m,
 			Agent: "b<", Error: "it\nbroke", Attempts: 3, Replays: 1}, {Seq: 2, Reason: "x", Value: "int 4"}}},
 		{Op: OpDeadLetters, ID: "d", Letters: []Letter{{Seq: 1, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}}, // both fail
+		{Op: OpTopics, ID: "t", Topics: []TopicInfo{{Topic: "a.*", Subscribers: []string{"w", "x<"}}, {Topic: "b"},
+			{Topic: "c", Subscribers: []string{}}}},
 	} {
 		t.Run(f.Op, func(t *testing.T) { requireEncodesAsJSON(t, f) })
 	}
@@ -143,6 +145,7 @@ func TestAppendFrameEscaping(t *testing.T) {
 func TestAppendOp(t *testing.T) {
 	for _, op := range []string{OpHello, OpRegister, OpUnregister, OpSend, OpPublish, OpSubscribe, OpUnsubscribe,
 		OpRequest, OpRespond, OpAck, OpNack, OpStats, OpDeadLetters, OpReplay, OpHistory, OpPing, OpCredit, OpSync,
+		OpTopics, OpDeadLetter, OpPurgeDeadLetters, OpSubscribers,
 		OpWelcome, OpOK, OpError, OpPong, OpResponse, OpDeliver, "", "fut\"ure\n"} {
 		assert.Equal(t, string(codec.AppendString(nil, op)), string(appendOp(nil, op)), "%q", op)
 	}

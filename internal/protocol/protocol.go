@@ -49,6 +49,11 @@ const (
 	OpPing        = "ping"         // answered by pong
 	OpCredit      = "credit"       // agent, n: n more deliveries may be in flight; not answered
 	OpSync        = "sync"         // answered by ok once every earlier send, publish, respond and request is carried out
+	OpTopics      = "topics"       // limit; answered by topics: the subscribed topics and their subscribers
+
+	OpDeadLetter       = "dead_letter"        // seq; answered by dead_letters with that one letter
+	OpPurgeDeadLetters = "purge_dead_letters" // answered by ok with n, the letters removed
+	OpSubscribers      = "subscribers"        // topic; answered by ok with n, the agents a publish reaches
 
 	OpWelcome  = "welcome"  // daemon → client: answer to hello
 	OpOK       = "ok"       // daemon → client: the operation succeeded
@@ -94,6 +99,14 @@ type Frame struct {
 	Stats    json.RawMessage     `json:"stats,omitempty"`    // stats answer
 	Letters  []Letter            `json:"letters,omitempty"`  // dead_letters answer
 	Messages []*agentbus.Message `json:"messages,omitempty"` // history answer
+	Topics   []TopicInfo         `json:"topics,omitempty"`   // topics answer
+}
+
+// TopicInfo is one subscribed topic (a subject or a pattern) in a topics
+// answer, with the agents subscribed to exactly it, sorted.
+type TopicInfo struct {
+	Topic       string   `json:"topic"`
+	Subscribers []string `json:"subscribers"`
 }
 
 // Letter is the wire form of a dead letter.

@@ -135,7 +135,7 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 // run serves the connection until it ends, then cleans up.
 func (c *conn) run() {
 	p := c.t.Peer()
-	c.log.Info("client connected", "uid", p.UID, "pid", p.PID)
+	c.log.Debug("client connected", "uid", p.UID, "pid", p.PID)
 	c.wg.Add(2)
 	go c.writeLoop()
 	go c.laneLoop()
@@ -430,7 +430,7 @@ func (c *conn) handle(f *protocol.Frame) error {
 			return fmt.Errorf("%w: %d (this daemon speaks 1..%d)", protocol.ErrUnsupportedVersion, f.Version, protocol.Version)
 		}
 		c.hello, c.version, c.client = true, f.Version, f.Client
-		c.log.Info("client hello", "client", f.Client, "version", f.Version)
+		c.log.Debug("client hello", "client", f.Client, "version", f.Version)
 		c.answer(&protocol.Frame{Op: protocol.OpWelcome, ID: f.ID, Version: f.Version, Server: c.s.cfg.Name,
 			MaxFrame: c.s.cfg.MaxFrameSize})
 		return nil
@@ -493,6 +493,15 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return c.ok(f.ID, id)
 	case protocol.OpHistory:
 		return c.history(f)
+	case protocol.OpDeadLetter:
+		return c.deadLetter(f)
+	case protocol.OpPurgeDeadLetters:
+		return c.purgeDeadLetters(f)
+	case protocol.OpSubscribers:
+		return c.subscribers(f)
+	case protocol.OpTopics:
+		c.answer(&protocol.Frame{Op: protocol.OpTopics, ID: f.ID, Topics: c.topics(f.Limit)})
+		return nil
 	default:
 		return fmt.Errorf("%w: %q", protocol.ErrUnknownOp, f.Op)
 	}
@@ -608,7 +617,8 @@ func (c *conn) register(f *protocol.Frame) error {
 	if err != nil {
 		return err
 	}
-	c.log.Info("agent registered", "agent", f.Agent, "client", c.client)
+	c.log.Debug("agent registered", "agent", f.Agent, "client", c.client)
+	c.s.changed(0)
 	return c.ok(f.ID, "")
 }
 
@@ -627,7 +637,8 @@ func (c *conn) unregister(f *protocol.Frame) error {
 	// is refused, so the name is free when the ok goes out.
 	close(r.gone)
 	c.stopAgent(name, r, agentbus.ErrAgentStopped)
-	c.log.Info("agent unregistered", "agent", name, "client", c.client)
+	c.log.Debug("agent unregistered", "agent", name, "client", c.client)
+	c.s.changed(0)
 	return c.ok(f.ID, "")
 }
 
@@ -733,9 +744,9 @@ var errUnregistered = errors.New("agentbus daemon: agent unregistered")
 // client unregistered r or the connection ended. After an unregister, m
 // is dead-lettered as agent_stopped, as what was queued for the agent is
 // (a letter the daemon records: the bus counts m as handled by the
-// agent), except a request: its requester is failed at once with
-// agent_stopped, and the bus dead-letters it (as transport_closed: the
-// reason the bus gives a delivery its remote agent's end let go of).
+// agent), except a request: the bus dead-letters it as agent_stopped (a
+// handler error wrapping ErrAgentStopped is not the handler's fault), and
+// its requester fails at once with that cause.
 //
 //go:noinline
 func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
@@ -745,8 +756,7 @@ func (c *conn) stopped(name string, r *remote, m *agentbus.Message) error {
 		return errClosedBefore(name)
 	}
 	if m.Type == agentbus.TypeRequest {
-		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w (%w)", name,
-			agentbus.ErrAgentStopped, agentbus.ErrTransportClosed)
+		return fmt.Errorf("agentbus daemon: %q was unregistered before it answered: %w", name, agentbus.ErrAgentStopped)
 	}
 	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: m,
 		Reason: deadletter.AgentStopped, Agent: name, Attempts: m.Attempts,
@@ -1039,10 +1049,14 @@ func (c *conn) runRequest(r pendingRequest) {
 		ctx, cancel = context.WithTimeout(c.ctx, r.timeout)
 	}
 	resp, err := c.s.bus.Request(ctx, r.m)
+	gaveUp := err != nil && (errors.Is(err, agentbus.ErrRequestTimeout) || ctx.Err() != nil)
 	if cancel != nil {
 		cancel()
 	}
 	if err != nil {
+		if gaveUp {
+			c.s.abandoned(r.m.RequestID)
+		}
 		c.reply(protocol.ErrorFrame(r.id, err))
 		return
 	}
@@ -1116,6 +1130,18 @@ func (c *conn) history(f *protocol.Frame) error {
 	return nil
 }
 
+// topics lists the bus's subscribed topics, at most limit of them (capped
+// like dead_letters), each with its subscribers.
+func (c *conn) topics(limit int) []protocol.TopicInfo {
+	all := c.s.bus.Topics()
+	all = all[:min(len(all), c.limit(limit))]
+	out := make([]protocol.TopicInfo, 0, len(all))
+	for _, t := range all {
+		out = append(out, protocol.TopicInfo{Topic: t, Subscribers: c.s.bus.Subscribers(t)})
+	}
+	return out
+}
+
 // cleanup runs once the reader has returned and the context is canceled:
 // it stops the connection's agents (what was queued for them is
 // dead-lettered as transport_closed), waits for its goroutines, closes the
@@ -1158,7 +1184,7 @@ func (c *conn) cleanup(why error) {
 			}
 		}
 	}
-	c.log.Info("client disconnected", "client", c.client, "agents", len(agents), "reason", fmt.Sprint(why))
+	c.log.Debug("client disconnected", "client", c.client, "agents", len(agents), "reason", fmt.Sprint(why))
 }
 
 // undelivered dead-letters a delivery that was queued for the connection

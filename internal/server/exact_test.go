@@ -85,6 +85,10 @@ func TestUnregisterFailsPendingRequest(t *testing.T) {
 	assert.Less(t, time.Since(start), atOnce)
 	require.Equal(t, protocol.OpError, f.Op)
 	assert.Equal(t, protocol.CodeAgentStopped, f.Code, f.Error)
+	require.Eventually(t, func() bool {
+		return len(e.bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.AgentStopped})) == 1
+	}, 5*time.Second, time.Millisecond, "the request is dead-lettered as agent_stopped too")
+	assert.Empty(t, e.bus.DeadLetters().List(deadletter.Filter{Reason: deadletter.TransportClosed}))
 }
 
 // A ping is answered while sends of the same connection wait for room.
