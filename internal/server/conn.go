@@ -353,9 +353,7 @@ func (c *conn) readLoop() error {
 		case err != nil:
 			return err
 		default:
-			if err = protocol.DecodeInto(f, data); err != nil {
-				err = diagnose(data, err)
-			}
+			err = protocol.DecodeInto(f, data)
 		}
 		if err == nil {
 			err = c.handle(f)
