@@ -66,6 +66,13 @@ func BenchmarkValid(b *testing.B) {
 					Valid(p.data)
 				}
 			})
+			b.Run("jsontext", func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(p.data)))
+				for b.Loop() {
+					validJSONText(p.data)
+				}
+			})
 			b.Run("encoding-json", func(b *testing.B) {
 				b.ReportAllocs()
 				b.SetBytes(int64(len(p.data)))

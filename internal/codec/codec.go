@@ -3,8 +3,9 @@
 // encoding/json/v2's): which syntax is accepted, how strings are written,
 // and a pooled decoder for byte slices. The message envelope (actors) and
 // the wire protocol (internal/protocol) read and write JSON only through it
-// and jsontext, so both accept and write the same JSON. It holds no scanner
-// of its own.
+// and jsontext, so both accept and write the same JSON. It holds one scanner
+// of its own, for validity only, where jsontext measured too slow for every
+// fresh message (valid.go).
 //
 // # Syntax accepted
 //
@@ -35,9 +36,14 @@ import (
 
 // Valid reports whether data is one JSON value in the syntax accepted (see
 // the package doc): it returns what encoding/json.Valid returns. It is safe
-// for concurrent use and does not block; it neither keeps nor modifies
-// data, and allocates only to refuse it (its decoder comes from a pool).
-func Valid(data []byte) bool {
+// for concurrent use, does not block and does not allocate; it neither
+// keeps nor modifies data. (It is the package's own scanner, 2.5 times as
+// fast as jsontext's: see valid.go.)
+func Valid(data []byte) bool { return scanValid(data) }
+
+// validJSONText is Valid by way of jsontext, the reference scanValid is
+// checked against.
+func validJSONText(data []byte) bool {
 	return jsontext.Value(data).IsValid(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 }
 

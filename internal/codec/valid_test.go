@@ -13,9 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// maxDepth is the deepest nesting encoding/json accepts.
-const maxDepth = 10000
-
 type validCase struct {
 	name string
 	in   string
@@ -520,6 +517,24 @@ func FuzzValid(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if got, want := Valid(b), json.Valid(b); got != want {
 			t.Fatalf("Valid(%q) = %v, encoding/json.Valid = %v", b, got, want)
+		}
+	})
+}
+
+// FuzzValidAgreesWithJSONText checks the package's scanner against jsontext,
+// with the options the decoders use.
+func FuzzValidAgreesWithJSONText(f *testing.F) {
+	for _, tc := range validCases {
+		if len(tc.in) <= 4096 {
+			f.Add([]byte(tc.in))
+		}
+	}
+	f.Add(benchTask)
+	f.Add([]byte("\"\xff\xfe\""))
+	f.Add([]byte(`"\ud800"`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := Valid(b), validJSONText(b); got != want {
+			t.Fatalf("Valid(%q) = %v, jsontext = %v", b, got, want)
 		}
 	})
 }
