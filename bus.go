@@ -125,6 +125,8 @@ type Bus struct {
 
 	observers     observers // who is told each outcome (see observe)
 	reportHandled bool      // some observer wants every queued delivery's Handled
+
+	cluster *Cluster // nil unless Config.Cluster; see cluster.go
 }
 
 // New returns a running bus configured by cfg. It returns an error wrapping
@@ -187,6 +189,12 @@ func New(cfg Config) (*Bus, error) {
 			b.protoDeadLetter(d)
 		}
 	})
+	if cfg.Cluster != nil {
+		if err := b.startCluster(); err != nil {
+			_ = b.Shutdown(context.Background())
+			return nil, err
+		}
+	}
 	return b, nil
 }
 
@@ -249,6 +257,15 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 			return nil, err
 		}
 	}
+	spawned := false
+	if b.cluster != nil { // the name is the cluster's
+		done, err := b.clusterClaim(name)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { done(spawned) }()
+		h = b.clusterGate(name, h)
+	}
 	b.spawnMu.Lock()
 	defer b.spawnMu.Unlock()
 	if b.closed.Load() {
@@ -282,6 +299,7 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 	b.agentsGen.Add(1)
 	b.agentsMu.Unlock()
 	b.log.Info("agent spawned", "agent", name, "mailbox", o.mailboxSize)
+	spawned = true
 	return pid, nil
 }
 
@@ -465,6 +483,9 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	// again, then stop the agents.
 	err := b.shared.WaitZero(ctx)
 	if err == nil {
+		err = b.leaveCluster(ctx)
+	}
+	if err == nil {
 		err = b.stopTopics(ctx, false)
 	}
 	b.router.Stop(b.system, nil)
@@ -500,6 +521,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		return true
 	})
 	b.stopRetries()
+	b.stopCluster()
 	b.sup.Close()
 	b.system.Root.Stop(b.dlqPID)
 	b.cancel()

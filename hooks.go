@@ -22,10 +22,11 @@ func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
 	b := h.b
 	tap := isHandler(a)
 	b.report(Outcome{Kind: OutcomeFailed, Message: m, Dest: a.Name(), Err: err, Tap: tap})
-	if errors.Is(err, ErrTransportClosed) {
-		// Not the handler's fault: its peer has gone, and the agent is
-		// about to be stopped with the same cause. No retry, no restart.
-		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: m, Reason: deadletter.TransportClosed,
+	if errors.Is(err, ErrTransportClosed) || errors.Is(err, ErrNameConflict) {
+		// Not the handler's fault: its peer has gone (or another node won
+		// its name), and the agent is about to be stopped with the same
+		// cause. No retry, no restart.
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: m, Reason: reasonOf(err),
 			Err: err.Error(), Agent: a.Name()}, Err: err, Queued: true, Tap: tap})
 		return nil
 	}

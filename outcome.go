@@ -180,6 +180,9 @@ func (b *Bus) observe(user []Observer) {
 	o.add(newDLQStore(b.dlq, b.log), OutcomeDeadLettered)
 	o.add(&b.events, OutcomeDeadLettered)
 	o.add(requestFailer{b}, OutcomeDeadLettered)
+	if b.cfg.Cluster != nil {
+		o.add(clusterObserver{b}, OutcomeDeadLettered)
+	}
 	for _, u := range user {
 		o.add(u)
 	}
