@@ -71,9 +71,10 @@ func (c *Cluster) Members() []Member {
 }
 
 // Where returns the node that holds the agent name: this node if the agent
-// is local, else the node the directory names. It does not block.
+// is local (and this node vouches for it, see Vouches), else the node the
+// directory names. It does not block.
 func (c *Cluster) Where(agent string) (Member, bool) {
-	if c.b.agent(agent) != nil {
+	if c.b.agent(agent) != nil && !c.n.Fenced() && !c.n.Lost(agent) {
 		return c.n.Self(), true
 	}
 	id, ok := c.n.Where(agent)
@@ -87,6 +88,12 @@ func (c *Cluster) Where(agent string) (Member, bool) {
 	}
 	return Member{}, false
 }
+
+// Vouches reports whether this node vouches for its agents' names now: it
+// does not while it is fenced (it heard from no peer for longer than
+// FenceAfter and is checking with the others that nobody took their names;
+// its agents handle nothing meanwhile). It does not block.
+func (c *Cluster) Vouches() bool { return !c.n.Fenced() }
 
 // Counters returns this node's link and membership counts. It does not
 // block.

@@ -11,7 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/descartes/agentbus")
+	"github.com/descartes/agentbus"
+)
 
 // clusterTimeout bounds every wait of the cluster tests: a few detection
 // times on a loaded machine.

@@ -155,6 +155,9 @@ func (c Config) withDefaults() (Config, string, int, error) {
 // probe rounds, then the suspicion timeout at its longest
 // (3 × SuspicionMult × ProbeInterval). With the defaults: 3.1 s.
 func (c Config) DetectionBound() time.Duration {
+	if c.Name == "" {
+		c.Name = "-" // only the timing fields matter here
+	}
 	c, _, _, _ = c.withDefaults()
 	return 2*c.ProbeInterval + c.ProbeTimeout + 3*time.Duration(c.SuspicionMult)*c.ProbeInterval
 }

@@ -477,6 +477,10 @@ func (n *Node) Stats(ctx context.Context) (map[string][]byte, []string) {
 	return out, nil
 }
 
+// Fenced reports whether this node is fenced (see isFenced). It does not
+// block.
+func (n *Node) Fenced() bool { return n.isFenced() }
+
 // isFenced reports whether this node does not vouch for its names: it is
 // reconciling, or has heard from no peer for longer than FenceAfter while it
 // has peers (it was stalled, or is cut off, and may have been declared dead).
@@ -496,7 +500,7 @@ func (n *Node) Gate(ctx context.Context, agent string) error {
 	if !n.isFenced() {
 		return nil
 	}
-	n.signal(n.recon)
+	n.fence()
 	for n.isFenced() {
 		n.mu.RLock()
 		settled := n.settled
@@ -524,30 +528,36 @@ func (n *Node) watchdog() {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
-			if !n.clockFenced() {
-				continue
+			if n.clockFenced() {
+				n.fence()
 			}
 		case <-n.recon:
 		}
-		n.reconcile()
+		if n.fenced.Load() {
+			n.reconcile()
+		}
 	}
+}
+
+// fence stops the node vouching for its names until reconcile has run.
+func (n *Node) fence() {
+	n.mu.Lock()
+	if !n.fenced.Load() {
+		n.fenced.Store(true)
+		n.settled = make(chan struct{})
+		n.stats.fences.Add(1)
+		n.log.Warn("cluster: fenced: heard from no peer for too long (or was declared dead); checking names before going on",
+			"after", n.cfg.FenceAfter)
+	}
+	n.mu.Unlock()
+	n.signal(n.recon)
 }
 
 // reconcile runs while the node is fenced: once it hears from peers again
 // (or has none left), it asks them about every name it holds, gives up those
 // another node holds now, and announces the rest under a new epoch.
 func (n *Node) reconcile() {
-	n.mu.Lock()
-	if n.fenced.Load() {
-		n.mu.Unlock()
-		return
-	}
-	n.fenced.Store(true)
-	n.settled = make(chan struct{})
-	n.mu.Unlock()
-	n.stats.fences.Add(1)
 	began := time.Now()
-	n.log.Warn("cluster: fenced: heard from no peer for too long; checking names before going on", "after", n.cfg.FenceAfter)
 	defer func() {
 		n.mu.Lock()
 		n.own.epoch++

@@ -277,7 +277,7 @@ func Start(cfg Config, host Host, maxMessageSize int, logger *slog.Logger) (*Nod
 	n.raddr = n.hub.addr
 
 	// Membership: memberlist on the advertised host (UDP and TCP).
-	mlog := log.New(logWriter{l: logger.With("component", "memberlist"), refuted: func() { n.signal(n.recon) }}, "", 0)
+	mlog := log.New(logWriter{l: logger.With("component", "memberlist"), refuted: n.fence}, "", 0)
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{ip}, BindPort: port, Logger: mlog})
 	if err != nil {
 		n.stopRemote()
@@ -459,8 +459,17 @@ func (n *Node) Alive() []string {
 // ID returns this node's member id.
 func (n *Node) ID() string { return n.self }
 
-// touch records that a peer was heard from.
-func (n *Node) touch() { n.lastContact.Store(int64(time.Since(n.start))) }
+// touch records that a peer was heard from. The first contact after a
+// silence longer than FenceAfter fences the node before it counts, so that
+// nothing (not even a packet that waited in a socket buffer while the
+// process was stopped) makes it vouch for its names before it checked them.
+func (n *Node) touch() {
+	now := int64(time.Since(n.start))
+	if n.alive.Load() > 0 && time.Duration(now-n.lastContact.Load()) > n.cfg.FenceAfter {
+		n.fence()
+	}
+	n.lastContact.Store(now)
+}
 
 // Leave announces that this node leaves, waits (up to ctx) for its links to
 // have every message confirmed, and stops the membership: peers see it as

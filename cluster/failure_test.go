@@ -1,0 +1,187 @@
+package cluster_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/descartes/agentbus"
+)
+
+// failureTimeout bounds each wait of the process tests.
+const failureTimeout = 20 * time.Second
+
+// startCluster starts n node processes, node0 to node(n-1), joined to node0,
+// and waits until each sees all alive.
+func startCluster(t *testing.T, n int) []*proc {
+	t.Helper()
+	name := fmt.Sprintf("proc-%d-%d", os.Getpid(), time.Now().UnixNano())
+	var nodes []*proc
+	for i := range n {
+		seed := ""
+		if i > 0 {
+			seed = nodes[0].info.Addr
+		}
+		nodes = append(nodes, startNode(t, name, fmt.Sprintf("node%d", i), seed))
+	}
+	for _, p := range nodes {
+		waitAlive(t, p, n)
+	}
+	return nodes
+}
+
+// alive returns the names of the members p lists alive.
+func alive(t *testing.T, p *proc) []string {
+	var names []string
+	for _, m := range p.do(command{Op: "members"}).Members {
+		if m.State == agentbus.StateAlive {
+			names = append(names, m.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func waitAlive(t *testing.T, p *proc, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(alive(t, p)) == n }, failureTimeout, 20*time.Millisecond,
+		"%s sees %v", p.name, alive(t, p))
+}
+
+// waitWhere waits until every node places agent on member id.
+func waitWhere(t *testing.T, nodes []*proc, agent, id string) {
+	t.Helper()
+	for _, p := range nodes {
+		require.Eventually(t, func() bool { return p.do(command{Op: "where", Name: agent}).Where == id },
+			failureTimeout, 10*time.Millisecond, "%s does not place %s on %s", p.name, agent, id)
+	}
+}
+
+// TestProcessesKillMidStream kills a node's process (SIGKILL) while another
+// streams messages to its agent: once membership declares it dead (within
+// DetectionBound), sends to its agent fail with ErrNoRecipient, every
+// message the sender had in flight is dead-lettered on the sender as
+// node_unreachable unless the dead node had confirmed it, and every
+// survivor's ledger balances. A new process of the same name then rejoins.
+func TestProcessesKillMidStream(t *testing.T) {
+	nodes := startCluster(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	require.Empty(t, c.do(command{Op: "spawn", Name: "sink", Kind: "sink"}).Err)
+	waitWhere(t, nodes, "sink", c.info.ID)
+	require.Empty(t, a.do(command{Op: "stream", To: "sink"}).Err)
+	require.Eventually(t, func() bool { return a.do(command{Op: "stats"}).Links.Confirmed > 1000 },
+		failureTimeout, 10*time.Millisecond)
+
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGKILL))
+	killed := time.Now()
+	require.Eventually(t, func() bool { return !slices.Contains(alive(t, a), "node2") }, failureTimeout,
+		10*time.Millisecond)
+	detected := time.Since(killed)
+	bound := agentbus.ClusterConfig{}.DetectionBound()
+	t.Logf("SIGKILL detected after %v (bound %v)", detected, bound)
+	assert.Less(t, detected, bound+time.Second, "detection took longer than documented")
+
+	// The stream stops at its first ErrNoRecipient; nothing is in flight.
+	require.Eventually(t, func() bool {
+		st := a.do(command{Op: "stats"})
+		return st.Refused["no_recipient"] > 0 && st.Links.InFlight == 0
+	}, failureTimeout, 10*time.Millisecond)
+	st := a.do(command{Op: "stop"})
+	t.Logf("sender: %d sent, %d confirmed by the dead node, %d dead-lettered node_unreachable",
+		st.Sent, st.Links.Confirmed, st.Dead["node_unreachable"])
+	assert.Equal(t, st.Sent, st.Links.Confirmed+st.Dead["node_unreachable"],
+		"every message sent was confirmed by the dead node or dead-lettered here")
+	assert.Equal(t, st.Links.Sent, st.Sent)
+	for _, p := range []*proc{a, b} {
+		require.Eventually(t, func() bool {
+			l := p.do(command{Op: "stats"}).Ledger
+			return l.Balanced() && l.Idle()
+		}, failureTimeout, 10*time.Millisecond, "%s: %+v", p.name, p.do(command{Op: "stats"}).Ledger)
+	}
+
+	// A new process of node2 rejoins; the name is free again.
+	c2 := startNode(t, a.info.ID[:0]+clusterOf(t, a), "node2", a.info.Addr)
+	waitAlive(t, a, 3)
+	require.Empty(t, c2.do(command{Op: "spawn", Name: "sink", Kind: "sink"}).Err)
+	waitWhere(t, []*proc{a, b, c2}, "sink", c2.info.ID)
+}
+
+// clusterOf is the cluster name p was started with.
+func clusterOf(t *testing.T, p *proc) string {
+	for _, e := range p.cmd.Env {
+		if v, ok := cutPrefix(e, "AGENTBUS_TEST_CLUSTER="); ok {
+			return v
+		}
+	}
+	t.Fatal("no cluster name")
+	return ""
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return "", false
+}
+
+// TestProcessesStall stops a node's process (SIGSTOP) for longer than the
+// failure detector's timeout, lets another node take one of its agents'
+// names meanwhile, and resumes it (SIGCONT): it rejoins, gives the name up
+// (its agent is stopped), and at no moment does any node see the name live
+// on two nodes.
+func TestProcessesStall(t *testing.T) {
+	nodes := startCluster(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	require.Empty(t, c.do(command{Op: "spawn", Name: "keeper", Kind: "sink"}).Err)
+	require.Empty(t, c.do(command{Op: "spawn", Name: "kept", Kind: "sink"}).Err)
+	waitWhere(t, nodes, "keeper", c.info.ID)
+	waitWhere(t, nodes, "kept", c.info.ID)
+
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGSTOP))
+	stopped := time.Now()
+	for _, p := range []*proc{a, b} {
+		require.Eventually(t, func() bool { return !slices.Contains(alive(t, p), "node2") }, failureTimeout,
+			10*time.Millisecond)
+	}
+	t.Logf("stalled node declared dead after %v", time.Since(stopped))
+	require.Empty(t, a.do(command{Op: "spawn", Name: "keeper", Kind: "sink"}).Err, "the stalled node's name is free")
+	waitWhere(t, []*proc{a, b}, "keeper", a.info.ID)
+
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGCONT))
+	resumed := time.Now()
+	// Watch every node: "keeper" must never be live on two at once, and
+	// no node may place it anywhere but on a.
+	settled := false
+	for time.Since(resumed) < failureTimeout {
+		live := 0
+		for _, p := range nodes {
+			r := p.do(command{Op: "where", Name: "keeper"})
+			if r.Live {
+				live++
+			}
+			if r.Where != "" {
+				require.Equal(t, a.info.ID, r.Where, "%s places keeper elsewhere", p.name)
+			}
+		}
+		require.LessOrEqual(t, live, 1, "keeper live on two nodes")
+		if len(alive(t, c)) == 3 && len(alive(t, a)) == 3 && c.do(command{Op: "where", Name: "keeper"}).Where == a.info.ID &&
+			c.do(command{Op: "where", Name: "kept"}).Live {
+			settled = true
+			break
+		}
+	}
+	require.True(t, settled, "the stalled node did not rejoin cleanly")
+	t.Logf("stalled node rejoined %v after SIGCONT", time.Since(resumed))
+	// Its other agent kept its name, and is reachable again.
+	waitWhere(t, nodes, "kept", c.info.ID)
+	require.Empty(t, b.do(command{Op: "send", To: "kept", Payload: `1`}).Err)
+	require.Eventually(t, func() bool { return c.do(command{Op: "stats"}).Handled["kept"] == 1 }, failureTimeout,
+		10*time.Millisecond)
+	assert.EqualValues(t, 1, c.do(command{Op: "stats"}).Links.Fences, "the stalled node fenced itself once")
+}

@@ -1,0 +1,293 @@
+package cluster_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/cluster"
+)
+
+// nodeEnv, when set, makes the test binary run as a cluster node process
+// (see runNode) instead of running tests.
+const nodeEnv = "AGENTBUS_TEST_NODE"
+
+// command is one line the test sends a node process.
+type command struct {
+	Op      string `json:"op"`
+	Name    string `json:"name,omitempty"`
+	Kind    string `json:"kind,omitempty"` // spawn: sink (counts), echo (replies), block (waits for release)
+	To      string `json:"to,omitempty"`
+	Payload string `json:"payload,omitempty"`
+}
+
+// reply is a node process's answer to a command.
+type reply struct {
+	Err     string               `json:"err,omitempty"`
+	ID      string               `json:"id,omitempty"`
+	Addr    string               `json:"addr,omitempty"`
+	Remote  string               `json:"remote,omitempty"`
+	Members []agentbus.Member    `json:"members,omitempty"`
+	Where   string               `json:"where,omitempty"` // member id holding Name
+	Live    bool                 `json:"live,omitempty"`  // Name runs here and this node vouches for it
+	Ledger  agentbus.Accounting  `json:"ledger"`
+	Links   cluster.Counters     `json:"links"`
+	Dead    map[string]uint64    `json:"dead,omitempty"` // dead letters by reason
+	Handled map[string]uint64    `json:"handled,omitempty"`
+	Sent    uint64               `json:"sent,omitempty"` // stream: sends accepted
+	Refused map[string]uint64    `json:"refused,omitempty"`
+	Payload string               `json:"payload,omitempty"`
+	Stats   *agentbus.ClusterStats `json:"stats,omitempty"`
+}
+
+// runNode is a cluster node process: a bus joined to the seeds in
+// AGENTBUS_TEST_SEEDS, answering commands on stdin (one JSON line each)
+// with one JSON line on stdout, until stdin closes.
+func runNode() int {
+	var seeds []string
+	if s := os.Getenv("AGENTBUS_TEST_SEEDS"); s != "" {
+		seeds = []string{s}
+	}
+	bus, err := agentbus.New(agentbus.Config{
+		Backpressure: agentbus.BackpressureConfig{Timeout: 2 * time.Second},
+		Cluster: &agentbus.ClusterConfig{Name: os.Getenv("AGENTBUS_TEST_CLUSTER"),
+			NodeName: os.Getenv(nodeEnv), Seeds: seeds},
+	})
+	out := json.NewEncoder(os.Stdout)
+	if err != nil {
+		_ = out.Encode(reply{Err: err.Error()})
+		return 1
+	}
+	self := bus.Cluster().Self()
+	_ = out.Encode(reply{ID: self.ID, Addr: self.Addr, Remote: self.RemoteAddr})
+	nd := &node{bus: bus, handled: map[string]*atomic.Uint64{}, release: make(chan struct{})}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var c command
+		if err := json.Unmarshal(in.Bytes(), &c); err != nil {
+			_ = out.Encode(reply{Err: err.Error()})
+			continue
+		}
+		_ = out.Encode(nd.do(c))
+	}
+	nd.stopStream()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = bus.Shutdown(ctx)
+	return 0
+}
+
+type node struct {
+	bus     *agentbus.Bus
+	mu      sync.Mutex
+	handled map[string]*atomic.Uint64
+	release chan struct{}
+	stream  context.CancelFunc
+	wg      sync.WaitGroup
+	sent    atomic.Uint64
+	refused sync.Map // error text → *atomic.Uint64
+}
+
+func (nd *node) counter(name string) *atomic.Uint64 {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	c := nd.handled[name]
+	if c == nil {
+		c = &atomic.Uint64{}
+		nd.handled[name] = c
+	}
+	return c
+}
+
+func (nd *node) do(c command) reply {
+	b := nd.bus
+	switch c.Op {
+	case "spawn":
+		count := nd.counter(c.Name)
+		h := agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+			switch c.Kind {
+			case "echo":
+				_, err := b.Reply(ctx, m, m.Payload)
+				count.Add(1)
+				return err
+			case "block":
+				<-nd.release
+			}
+			count.Add(1)
+			return nil
+		})
+		if _, err := b.Spawn(c.Name, h); err != nil {
+			return reply{Err: err.Error()}
+		}
+		return reply{}
+	case "where":
+		r := reply{}
+		if m, ok := b.Cluster().Where(c.Name); ok {
+			r.Where = m.ID
+		}
+		m, ok := b.Cluster().Where(c.Name)
+		r.Live = ok && m.Self
+		return r
+	case "members":
+		return reply{Members: b.Cluster().Members()}
+	case "send":
+		_, err := b.Send(context.Background(), agentbus.NewMessage(agentbus.TypeDirect, "tester",
+			[]byte(c.Payload)).WithRecipient(c.To))
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		return reply{}
+	case "request":
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := b.Request(ctx, agentbus.NewMessage(agentbus.TypeRequest, "tester", []byte(c.Payload)).
+			WithRecipient(c.To))
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		return reply{Payload: string(resp.Payload)}
+	case "stream": // send to c.To as fast as the link allows, until "stop"
+		ctx, cancel := context.WithCancel(context.Background())
+		nd.stream = cancel
+		nd.wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				_, err := b.Send(ctx, agentbus.NewMessage(agentbus.TypeDirect, "tester",
+					fmt.Appendf(nil, "%d", i)).WithRecipient(c.To))
+				if err == nil {
+					nd.sent.Add(1)
+					continue
+				}
+				key := "other"
+				switch {
+				case errors.Is(err, agentbus.ErrNoRecipient):
+					key = "no_recipient"
+				case errors.Is(err, agentbus.ErrBackpressureTimeout):
+					key = "backpressure"
+				}
+				v, _ := nd.refused.LoadOrStore(key, &atomic.Uint64{})
+				v.(*atomic.Uint64).Add(1)
+				if key == "no_recipient" { // the node is gone: stop, as a client would
+					return
+				}
+			}
+		})
+		return reply{}
+	case "stop":
+		nd.stopStream()
+		return nd.stats()
+	case "release":
+		close(nd.release)
+		return reply{}
+	case "stats":
+		return nd.stats()
+	case "cluster-stats":
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := b.Cluster().Stats(ctx)
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		return reply{Stats: &st}
+	}
+	return reply{Err: "unknown op " + c.Op}
+}
+
+func (nd *node) stopStream() {
+	if nd.stream != nil {
+		nd.stream()
+		nd.wg.Wait()
+		nd.stream = nil
+	}
+}
+
+func (nd *node) stats() reply {
+	b := nd.bus
+	r := reply{Ledger: b.Accounting(), Links: b.Cluster().Counters(), Dead: map[string]uint64{},
+		Handled: map[string]uint64{}, Sent: nd.sent.Load(), Refused: map[string]uint64{}}
+	for reason, n := range b.DeadLetters().Counts() {
+		if n > 0 {
+			r.Dead[string(reason)] = n
+		}
+	}
+	nd.mu.Lock()
+	for k, v := range nd.handled {
+		r.Handled[k] = v.Load()
+	}
+	nd.mu.Unlock()
+	nd.refused.Range(func(k, v any) bool {
+		r.Refused[k.(string)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return r
+}
+
+// proc is a node process started by a test.
+type proc struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *json.Decoder
+	mu   sync.Mutex
+	info reply
+	done chan struct{}
+}
+
+// startNode starts a node process named name in cluster, joined to seed
+// (empty: none), and waits until it is up. It is stopped when the test ends.
+func startNode(t *testing.T, cluster, name, seed string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), nodeEnv+"="+name, "AGENTBUS_TEST_SEEDS="+seed, "AGENTBUS_TEST_CLUSTER="+cluster)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	p := &proc{t: t, name: name, cmd: cmd, in: in, out: json.NewDecoder(out), done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }() // reaped when it exits
+	t.Cleanup(p.stop)
+	require.NoError(t, p.out.Decode(&p.info), "node %s did not start", name)
+	require.Empty(t, p.info.Err, "node %s", name)
+	return p
+}
+
+// do sends c and returns the node's reply.
+func (p *proc) do(c command) reply {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, _ := json.Marshal(c)
+	_, err := p.in.Write(append(b, '\n'))
+	require.NoError(p.t, err, "node %s", p.name)
+	var r reply
+	require.NoError(p.t, p.out.Decode(&r), "node %s: %s", p.name, c.Op)
+	return r
+}
+
+// stop closes the node's stdin (it shuts its bus down and exits) and waits,
+// killing it if it does not exit in time.
+func (p *proc) stop() {
+	_ = p.in.Close()
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // in case it is stopped
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
