@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/deadletter"
 )
 
 // clusterTimeout bounds every wait of the cluster tests: a few detection
@@ -244,4 +246,59 @@ func receive(t *testing.T, c <-chan *agentbus.Message) *agentbus.Message {
 		t.Fatal("no message")
 		return nil
 	}
+}
+
+// TestClusterPartitionHeals splits a cluster in two (a simulated partition:
+// the nodes drop every packet between the sides), lets each side take the
+// same agent name, and heals it: the earlier claim keeps the name on every
+// node; the other agent is stopped and what was queued for it is
+// dead-lettered as name_conflict on its node.
+func TestClusterPartitionHeals(t *testing.T) {
+	p := agentbus.NewPartition()
+	buses := newCluster(t, 3, p, nil)
+	a, b, c := buses[0], buses[1], buses[2]
+	addr := func(x *agentbus.Bus) string { return x.Cluster().Self().Addr }
+	p.Split([]string{addr(a)}, []string{addr(b), addr(c)})
+	require.Eventually(t, func() bool { return aliveCount(a) == 1 && aliveCount(b) == 2 && aliveCount(c) == 2 },
+		clusterTimeout, 10*time.Millisecond)
+
+	// Each side takes "dup": a first.
+	got := newRecorder(8)
+	_, err := a.Spawn("dup", got)
+	require.NoError(t, err)
+	release := make(chan struct{})
+	var handled sync.WaitGroup
+	handled.Add(1)
+	_, err = b.Spawn("dup", agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error {
+		defer handled.Done()
+		<-release
+		return nil
+	}))
+	require.NoError(t, err, "b's side does not see a")
+	seen(t, []*agentbus.Bus{b, c}, "dup", b)
+	for range 3 { // one in b's handler, two queued behind it
+		_, err := c.Send(t.Context(), agentbus.NewMessage(agentbus.TypeDirect, "tester", nil).WithRecipient("dup"))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return b.Stats().Agents[0].Queued == 2 }, clusterTimeout, 5*time.Millisecond)
+	stopped, err := b.Watch("dup", 8)
+	require.NoError(t, err)
+
+	p.Heal()
+	for _, x := range buses {
+		require.Eventually(t, func() bool { return aliveCount(x) == 3 }, clusterTimeout, 10*time.Millisecond)
+	}
+	seen(t, buses, "dup", a)
+	close(release) // b's agent stops once its handler returns
+	handled.Wait()
+	for e := range stopped.C() {
+		if e.Kind == agentbus.EventStopped {
+			assert.ErrorIs(t, e.Err, agentbus.ErrNameConflict)
+			break
+		}
+	}
+	assert.EqualValues(t, 2, b.DeadLetters().Counts()[deadletter.NameConflict], "b's queue")
+	_, err = c.Send(t.Context(), agentbus.NewMessage(agentbus.TypeDirect, "tester", []byte(`"after"`)).WithRecipient("dup"))
+	require.NoError(t, err)
+	assert.JSONEq(t, `"after"`, string(receive(t, got.got).Payload))
 }

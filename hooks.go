@@ -99,6 +99,8 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 	case why != nil:
 	case h.b.closed.Load():
 		why = ErrShutdown
+	case a.Mailbox().Closed(): // stopped with a cause (StopCause, a name lost to another node)
+		why = a.Mailbox().CloseReason()
 	default:
 		why = mailbox.ErrStopped
 	}

@@ -430,14 +430,28 @@ func (n *Node) endQuery(id uint64) {
 func (n *Node) answerClaim(f *wire.Frame) {
 	name := f.GetName()
 	r := &wire.Frame{Kind: wire.Kind_CLAIM_REPLY, QueryId: f.GetQueryId(), Name: name, Granted: true}
-	if n.host.HasAgent(name) {
-		r.Granted, r.Holder = false, n.self
+	asker := claim{member: f.GetFrom(), time: f.GetClaimTime()}
+	if n.host.HasAgent(name) && !n.Lost(name) {
+		// Both hold it (each side of a partition took it, or this node
+		// took it while the asker was thought dead): the earlier claim
+		// keeps it. If it is the asker's, this node's agent is stopped
+		// before the asker hears it may go on.
+		n.mu.RLock()
+		mine, ok := n.own.names[name]
+		if !ok {
+			mine, ok = n.claimed[name]
+		}
+		n.mu.RUnlock()
+		if !ok || (claim{member: n.self, time: mine}).wins(asker) {
+			r.Granted, r.Holder = false, n.self
+		} else {
+			n.lose([]string{name})
+		}
 	} else {
-		asker := claim{member: f.GetFrom(), time: f.GetClaimTime()}
 		n.mu.RLock()
 		if t, ok := n.claiming[name]; ok && (claim{member: n.self, time: t}).wins(asker) {
 			r.Granted, r.Holder = false, n.self
-		} else if w, ok := n.winner(name); ok && w.member != f.GetFrom() {
+		} else if w, ok := n.winner(name); ok && w.member != f.GetFrom() && w.wins(asker) {
 			r.Granted, r.Holder = false, w.member
 		}
 		n.mu.RUnlock()

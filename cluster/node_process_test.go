@@ -51,6 +51,9 @@ type reply struct {
 	Refused map[string]uint64    `json:"refused,omitempty"`
 	Payload string               `json:"payload,omitempty"`
 	Stats   *agentbus.ClusterStats `json:"stats,omitempty"`
+	// Timeline: intervals (start, end; Unix ns, this machine's clock) in which the watched name
+	// was seen live here, from "watch".
+	Timeline []int64 `json:"timeline,omitempty"`
 }
 
 // runNode is a cluster node process: a bus joined to the seeds in
@@ -84,6 +87,10 @@ func runNode() int {
 		_ = out.Encode(nd.do(c))
 	}
 	nd.stopStream()
+	if nd.watchStop != nil {
+		nd.watchStop()
+		nd.wg.Wait()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = bus.Shutdown(ctx)
@@ -99,6 +106,10 @@ type node struct {
 	wg      sync.WaitGroup
 	sent    atomic.Uint64
 	refused sync.Map // error text → *atomic.Uint64
+
+	watchStop context.CancelFunc
+	timeline  []int64 // guarded by mu: interval starts and ends
+	lastLive  int64   // guarded by mu
 }
 
 func (nd *node) counter(name string) *atomic.Uint64 {
@@ -188,6 +199,51 @@ func (nd *node) do(c command) reply {
 	case "stop":
 		nd.stopStream()
 		return nd.stats()
+	case "watch": // sample whether Name is live here every 500 µs, until stdin closes
+		ctx, cancel := context.WithCancel(context.Background())
+		nd.watchStop = cancel
+		// An interval runs from the first sample that saw the name live to
+		// the last one that did: a process that is stopped takes no
+		// sample, so nothing is said of it while it is stopped.
+		sample := func(live bool) {
+			now := time.Now().UnixNano()
+			nd.mu.Lock()
+			defer nd.mu.Unlock()
+			open := len(nd.timeline)%2 == 1
+			switch {
+			case live && !open:
+				nd.timeline = append(nd.timeline, now)
+				nd.lastLive = now
+			case live:
+				nd.lastLive = now
+			case open:
+				nd.timeline = append(nd.timeline, nd.lastLive)
+			}
+		}
+		m, ok := b.Cluster().Where(c.Name)
+		sample(ok && m.Self) // before the reply
+		nd.wg.Go(func() {
+			tick := time.NewTicker(500 * time.Microsecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				m, ok := b.Cluster().Where(c.Name)
+				sample(ok && m.Self)
+			}
+		})
+		return reply{}
+	case "timeline":
+		nd.mu.Lock()
+		defer nd.mu.Unlock()
+		tl := append([]int64(nil), nd.timeline...)
+		if len(tl)%2 == 1 {
+			tl = append(tl, nd.lastLive)
+		}
+		return reply{Timeline: tl}
 	case "release":
 		close(nd.release)
 		return reply{}
