@@ -1,17 +1,26 @@
 package cluster_test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/cluster/wire"
 )
 
 // failureTimeout bounds each wait of the process tests.
@@ -188,3 +197,85 @@ func TestProcessesStall(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, len(intervals), 3, "live on c, then a, then c again")
 }
+
+// TestProcessesRefuseBadPeers speaks to a node process as a broken or
+// hostile peer would, over its real gRPC data link and its real membership
+// port: envelopes of a type the node does not know (which would crash
+// protoactor's receiver), out-of-range indexes, a frame of another wire
+// version, a frame from a non-member, and a membership peer of another wire
+// version. Each is dropped (or refused) and counted; the node keeps
+// working.
+func TestProcessesRefuseBadPeers(t *testing.T) {
+	nodes := startCluster(t, 2)
+	a, b := nodes[0], nodes[1]
+	require.Empty(t, a.do(command{Op: "spawn", Name: "echo", Kind: "echo"}).Err)
+	waitWhere(t, nodes, "echo", a.info.ID)
+
+	conn, err := grpc.Dial(a.info.Remote, grpc.WithTransportCredentials(insecure.NewCredentials())) // grpc v1.60: no NewClient yet
+	require.NoError(t, err)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), failureTimeout)
+	defer cancel()
+	stream, err := remote.NewRemotingClient(conn).Receive(ctx)
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&remote.RemoteMessage{MessageType: &remote.RemoteMessage_ConnectRequest{
+		ConnectRequest: &remote.ConnectRequest{ConnectionType: &remote.ConnectRequest_ServerConnection{
+			ServerConnection: &remote.ServerConnection{SystemId: "evil", Address: a.info.Remote}}}}}))
+	_, err = stream.Recv()
+	require.NoError(t, err)
+	target := []*actor.PID{{Address: a.info.Remote, Id: "$cluster/" + a.info.ID}}
+	frame := func(f *wire.Frame) []byte {
+		b, err := proto.Marshal(f)
+		require.NoError(t, err)
+		return b
+	}
+	batches := []*remote.MessageBatch{
+		{TypeNames: []string{"evil.Unknown"}, Targets: target, Envelopes: []*remote.MessageEnvelope{{MessageData: []byte{1}}}},
+		{TypeNames: []string{"google.protobuf.BytesValue"}, Targets: target, Envelopes: []*remote.MessageEnvelope{{}}},
+		{TypeNames: []string{wire.FullName}, Targets: target, Envelopes: []*remote.MessageEnvelope{
+			{TypeId: 5}, {Target: 7}, {Sender: 3}, {SerializerId: 1}}},
+		{TypeNames: []string{wire.FullName}, Targets: target, Envelopes: []*remote.MessageEnvelope{
+			{MessageData: frame(&wire.Frame{Version: 2, Kind: wire.Kind_DELIVER, From: b.info.ID, Seq: 1})},
+			{MessageData: frame(&wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: "stranger/1", Seq: 1})},
+			{MessageData: frame(&wire.Frame{Version: wire.Version, Kind: 99, From: b.info.ID})},
+		}},
+	}
+	for _, batch := range batches {
+		require.NoError(t, stream.Send(&remote.RemoteMessage{MessageType: &remote.RemoteMessage_MessageBatch{MessageBatch: batch}}))
+	}
+	require.Eventually(t, func() bool {
+		l := a.do(command{Op: "stats"}).Links
+		return l.Malformed >= 7 && l.Refused >= 1 && l.Strays >= 1
+	}, failureTimeout, 10*time.Millisecond, "%+v", a.do(command{Op: "stats"}).Links)
+
+	// A membership peer of another wire version is refused at join.
+	evil := memberlist.DefaultLANConfig()
+	evil.Name, evil.BindAddr, evil.BindPort = "evil/1", "127.0.0.1", 0
+	evil.Label = "agentbus/" + clusterOf(t, a)
+	evil.LogOutput = io.Discard
+	evil.Delegate = metaDelegate(frame(&wire.Frame{Version: 2, Kind: wire.Kind_META, From: "evil/1",
+		Cluster: clusterOf(t, a), NodeName: "evil"}))
+	ml, err := memberlist.Create(evil)
+	require.NoError(t, err)
+	before := a.do(command{Op: "stats"}).Links.Refused
+	_, _ = ml.Join([]string{a.info.Addr}) // it hears a's state; a refuses to take its
+	require.Eventually(t, func() bool { return a.do(command{Op: "stats"}).Links.Refused > before }, failureTimeout,
+		10*time.Millisecond)
+	require.NoError(t, ml.Shutdown())
+	assert.NotContains(t, alive(t, a), "evil")
+
+	// The node still works.
+	r := b.do(command{Op: "request", To: "echo", Payload: `"still here"`})
+	require.Empty(t, r.Err)
+	assert.JSONEq(t, `"still here"`, r.Payload)
+}
+
+// metaDelegate is a memberlist delegate that announces meta and nothing
+// else.
+type metaDelegate []byte
+
+func (d metaDelegate) NodeMeta(int) []byte           { return d }
+func (metaDelegate) NotifyMsg([]byte)                {}
+func (metaDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (metaDelegate) LocalState(bool) []byte          { return nil }
+func (metaDelegate) MergeRemoteState([]byte, bool)   {}

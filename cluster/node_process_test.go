@@ -36,20 +36,20 @@ type command struct {
 
 // reply is a node process's answer to a command.
 type reply struct {
-	Err     string               `json:"err,omitempty"`
-	ID      string               `json:"id,omitempty"`
-	Addr    string               `json:"addr,omitempty"`
-	Remote  string               `json:"remote,omitempty"`
-	Members []agentbus.Member    `json:"members,omitempty"`
-	Where   string               `json:"where,omitempty"` // member id holding Name
-	Live    bool                 `json:"live,omitempty"`  // Name runs here and this node vouches for it
-	Ledger  agentbus.Accounting  `json:"ledger"`
-	Links   cluster.Counters     `json:"links"`
-	Dead    map[string]uint64    `json:"dead,omitempty"` // dead letters by reason
-	Handled map[string]uint64    `json:"handled,omitempty"`
-	Sent    uint64               `json:"sent,omitempty"` // stream: sends accepted
-	Refused map[string]uint64    `json:"refused,omitempty"`
-	Payload string               `json:"payload,omitempty"`
+	Err     string                 `json:"err,omitempty"`
+	ID      string                 `json:"id,omitempty"`
+	Addr    string                 `json:"addr,omitempty"`
+	Remote  string                 `json:"remote,omitempty"`
+	Members []agentbus.Member      `json:"members,omitempty"`
+	Where   string                 `json:"where,omitempty"` // member id holding Name
+	Live    bool                   `json:"live,omitempty"`  // Name runs here and this node vouches for it
+	Ledger  agentbus.Accounting    `json:"ledger"`
+	Links   cluster.Counters       `json:"links"`
+	Dead    map[string]uint64      `json:"dead,omitempty"` // dead letters by reason
+	Handled map[string]uint64      `json:"handled,omitempty"`
+	Sent    uint64                 `json:"sent,omitempty"` // stream: sends accepted
+	Refused map[string]uint64      `json:"refused,omitempty"`
+	Payload string                 `json:"payload,omitempty"`
 	Stats   *agentbus.ClusterStats `json:"stats,omitempty"`
 	// Timeline: intervals (start, end; Unix ns, this machine's clock) in which the watched name
 	// was seen live here, from "watch".
