@@ -25,7 +25,9 @@ type holdGate struct {
 	fail    int // fail this many first attempts
 }
 
-func newHoldGate() *holdGate { return &holdGate{started: make(chan struct{}), release: make(chan struct{})} }
+func newHoldGate() *holdGate {
+	return &holdGate{started: make(chan struct{}), release: make(chan struct{})}
+}
 
 func (g *holdGate) Handle(_ context.Context, m *agentbus.Message) error {
 	first := false

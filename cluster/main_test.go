@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -11,7 +12,13 @@ func TestMain(m *testing.M) {
 	if os.Getenv(nodeEnv) != "" {
 		os.Exit(runNode())
 	}
+	code := m.Run()
+	stopBenchPeer()
 	// A process that ran a cluster node keeps its data link's gRPC listener
 	// until it exits (see hub).
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("google.golang.org/grpc.(*Server).Serve"))
+	if err := goleak.Find(goleak.IgnoreAnyFunction("google.golang.org/grpc.(*Server).Serve")); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		code = 1
+	}
+	os.Exit(code)
 }

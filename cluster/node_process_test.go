@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"sync"
@@ -15,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/cluster"
@@ -134,6 +138,13 @@ func (nd *node) do(c command) reply {
 				_, err := b.Reply(ctx, m, m.Payload)
 				count.Add(1)
 				return err
+			case "bench": // counts; answers requests
+				count.Add(1)
+				if m.Type == agentbus.TypeRequest {
+					_, err := b.Reply(ctx, m, m.Payload)
+					return err
+				}
+				return nil
 			case "block":
 				<-nd.release
 			}
@@ -244,6 +255,28 @@ func (nd *node) do(c command) reply {
 			tl = append(tl, nd.lastLive)
 		}
 		return reply{Timeline: tl}
+	case "raw": // a raw protoactor actor "raw" on a remote of its own, for benchmarks
+		sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+			return slog.New(slog.DiscardHandler)
+		}))
+		remote.NewRemote(sys, remote.Configure("127.0.0.1", 0)).Start() // not under the race detector: benchmarks only
+		count := int64(0)
+		_, err := sys.Root.SpawnNamed(actor.PropsFromFunc(func(ctx actor.Context) {
+			switch m := ctx.Message().(type) {
+			case *wrapperspb.BytesValue:
+				if ctx.Sender() != nil {
+					ctx.Respond(m)
+				} else {
+					count++
+				}
+			case *wrapperspb.StringValue:
+				ctx.Respond(&wrapperspb.Int64Value{Value: count})
+			}
+		}), "raw")
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		return reply{Remote: sys.Address()}
 	case "release":
 		close(nd.release)
 		return reply{}
@@ -306,33 +339,64 @@ type proc struct {
 // (empty: none), and waits until it is up. It is stopped when the test ends.
 func startNode(t *testing.T, cluster, name, seed string) *proc {
 	t.Helper()
+	p, err := startProc(cluster, name, seed)
+	if p != nil {
+		t.Cleanup(p.stop)
+	}
+	require.NoError(t, err)
+	p.t = t
+	return p
+}
+
+// startProc starts a node process and waits until it is up.
+func startProc(cluster, name, seed string) (*proc, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), nodeEnv+"="+name, "AGENTBUS_TEST_SEEDS="+seed, "AGENTBUS_TEST_CLUSTER="+cluster)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	p := &proc{t: t, name: name, cmd: cmd, in: in, out: json.NewDecoder(out), done: make(chan struct{})}
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{name: name, cmd: cmd, in: in, out: json.NewDecoder(out), done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }() // reaped when it exits
-	t.Cleanup(p.stop)
-	require.NoError(t, p.out.Decode(&p.info), "node %s did not start", name)
-	require.Empty(t, p.info.Err, "node %s", name)
-	return p
+	if err := p.out.Decode(&p.info); err != nil {
+		return p, fmt.Errorf("node %s did not start: %w", name, err)
+	}
+	if p.info.Err != "" {
+		return p, fmt.Errorf("node %s: %s", name, p.info.Err)
+	}
+	return p, nil
 }
 
-// do sends c and returns the node's reply.
+// do sends c and returns the node's reply; the test fails if the node does
+// not answer.
 func (p *proc) do(c command) reply {
 	p.t.Helper()
+	r, err := p.call(c)
+	require.NoError(p.t, err)
+	return r
+}
+
+// call sends c and returns the node's reply.
+func (p *proc) call(c command) (reply, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b, _ := json.Marshal(c)
-	_, err := p.in.Write(append(b, '\n'))
-	require.NoError(p.t, err, "node %s", p.name)
+	if _, err := p.in.Write(append(b, '\n')); err != nil {
+		return reply{}, fmt.Errorf("node %s: %w", p.name, err)
+	}
 	var r reply
-	require.NoError(p.t, p.out.Decode(&r), "node %s: %s", p.name, c.Op)
-	return r
+	if err := p.out.Decode(&r); err != nil {
+		return reply{}, fmt.Errorf("node %s: %s: %w", p.name, c.Op, err)
+	}
+	return r, nil
 }
 
 // stop closes the node's stdin (it shuts its bus down and exits) and waits,
