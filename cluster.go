@@ -54,8 +54,9 @@ var (
 // Cluster is the bus's view of its cluster. Its methods are safe for
 // concurrent use.
 type Cluster struct {
-	b *Bus
-	n *cluster.Node
+	b       *Bus
+	n       *cluster.Node
+	expired context.Context // canceled: for deliveries that must not wait
 }
 
 // Cluster returns the bus's cluster, or nil when Config.Cluster was nil.
@@ -160,11 +161,15 @@ func (c *Cluster) nodeStats() NodeStats {
 
 // startCluster makes the bus a node of the cluster cfg.Cluster names.
 func (b *Bus) startCluster() error {
+	// The host is called only once Start has returned: before, no peer
+	// knows the node.
 	n, err := cluster.Start(*b.cfg.Cluster, clusterHost{b}, b.cfg.MaxMessageSize, b.log)
 	if err != nil {
 		return err
 	}
-	b.cluster = &Cluster{b: b, n: n}
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.cluster = &Cluster{b: b, n: n, expired: expired}
 	return nil
 }
 
@@ -384,9 +389,13 @@ func (h clusterHost) Deliver(ctx context.Context, m *actors.Message, _ string, w
 		h.refuse(m, deadletter.Expired, fmt.Errorf("%w: ttl %v ran out on the way", ErrExpired, m.TTL))
 		return nil
 	}
-	var cancel context.CancelFunc
-	ctx, cancel = context.WithDeadline(ctx, now.Add(wait))
-	defer cancel()
+	if wait <= 0 {
+		ctx = h.b.cluster.expired // try once: a full destination says so at once
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, now.Add(wait))
+		defer cancel()
+	}
 	var err error
 	switch m.Type {
 	case TypeBroadcast:

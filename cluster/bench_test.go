@@ -69,7 +69,7 @@ func startBenchPeer(b *testing.B) error {
 	if err != nil || r.Err != "" {
 		return fmt.Errorf("raw: %v %s", err, r.Err)
 	}
-	bus, err := agentbus.New(agentbus.Config{Cluster: &agentbus.ClusterConfig{Name: name, NodeName: "local",
+	bus, err := agentbus.New(agentbus.Config{Cluster: &agentbus.ClusterConfig{Name: name, NodeName: "local", Window: 8192,
 		Seeds: []string{p.info.Addr}}})
 	if err != nil {
 		return err

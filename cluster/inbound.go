@@ -124,7 +124,10 @@ func (n *Node) receive(v any) {
 	)
 	alive := m != nil && m.state == StateAlive
 	if alive {
-		l, addr = m.link, m.node.Address()
+		l = m.link
+		if n.cfg.Partition != nil {
+			addr = m.node.Address()
+		}
 	}
 	n.mu.RUnlock()
 	if !alive {
@@ -137,6 +140,9 @@ func (n *Node) receive(v any) {
 	n.touch()
 	switch f.GetKind() {
 	case wire.Kind_DELIVER:
+		if len(f.GetConfirms()) > 0 {
+			l.confirm(f.GetConfirmLink(), f.GetConfirms())
+		}
 		n.deliver(f)
 	case wire.Kind_CONFIRM:
 		l.confirm(f.GetLink(), f.GetConfirms())
@@ -294,14 +300,41 @@ func (n *Node) confirm(key linkKey, seq uint64) {
 	n.signal(n.confirmSig)
 }
 
+// confirmDelay is how long the confirmer lets confirmations gather (or ride
+// along on a DELIVER frame the other way, such as a request's response)
+// before it sends them in a CONFIRM frame of their own.
+const confirmDelay = time.Millisecond
+
+// takeConfirms takes the confirmations queued for member's link, to ride
+// along on a frame to it.
+func (n *Node) takeConfirms(member string) (link uint64, seqs []uint64) {
+	n.confirmMu.Lock()
+	defer n.confirmMu.Unlock()
+	for k, s := range n.confirmBuf {
+		if k.from == member && len(s) <= maxConfirmBatch {
+			delete(n.confirmBuf, k)
+			return k.link, s
+		}
+	}
+	return 0, nil
+}
+
 // confirmer sends the queued confirmations, one CONFIRM frame per link for
 // all that queued since its last round: under load they batch themselves.
 func (n *Node) confirmer() {
+	timer := time.NewTimer(confirmDelay)
+	defer timer.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-n.confirmSig:
+		}
+		timer.Reset(confirmDelay)
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-timer.C:
 		}
 		n.confirmMu.Lock()
 		buf := n.confirmBuf

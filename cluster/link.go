@@ -103,6 +103,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	}
 	f := &wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: l.n.self, Link: l.epoch,
 		Message: wire.Encode(m), PatienceNs: int64(patience), Origin: origin}
+	f.ConfirmLink, f.Confirms = l.n.takeConfirms(l.to)
 	l.mu.Lock()
 	if l.err != nil {
 		err := l.err
@@ -116,7 +117,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	l.mu.Unlock()
 	l.n.stats.sent.Add(1)
 	l.n.post(l.to, l.pid, f)
-	return nil
+	return nil // (a retransmission carries its confirmations again: they are idempotent)
 }
 
 // await waits up to wait for a slot in the window.

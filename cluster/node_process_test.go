@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,6 +66,21 @@ type reply struct {
 // AGENTBUS_TEST_SEEDS, answering commands on stdin (one JSON line each)
 // with one JSON line on stdout, until stdin closes.
 func runNode() int {
+	if path := os.Getenv("AGENTBUS_TEST_CPUPROFILE"); path != "" { // to profile the peer of a benchmark
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if path := os.Getenv("AGENTBUS_TEST_BLOCKPROFILE"); path != "" {
+		runtime.SetBlockProfileRate(1)
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("block").WriteTo(f, 0)
+				_ = f.Close()
+			}
+		}()
+	}
 	var seeds []string
 	if s := os.Getenv("AGENTBUS_TEST_SEEDS"); s != "" {
 		seeds = []string{s}

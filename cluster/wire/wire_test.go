@@ -26,17 +26,40 @@ func TestRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, m, got)
 	assert.EqualValues(t, 9, f.GetSeq())
+
+	// The hand-written encoding is the Envelope of wire.proto.
+	var e wire.Envelope
+	require.NoError(t, proto.Unmarshal(wire.Encode(m), &e))
+	assert.Equal(t, m.ID, e.GetId())
+	assert.Equal(t, "00-x", e.GetMetadata()["traceparent"])
+	assert.EqualValues(t, 77, e.GetPriority())
+	assert.Equal(t, m.Timestamp.UnixNano(), e.GetTimestampUnixNano())
+	assert.True(t, e.GetRequiresAck())
+	again, err := wire.Decode(mustMarshal(t, &e), 1<<20)
+	require.NoError(t, err)
+	assert.Equal(t, m, again)
+}
+
+func mustMarshal(t *testing.T, e *wire.Envelope) []byte {
+	b, err := proto.Marshal(e)
+	require.NoError(t, err)
+	return b
 }
 
 func TestDecodeRefuses(t *testing.T) {
 	ok := func() *wire.Envelope {
-		return wire.Encode(actors.NewMessage(actors.TypeDirect, "a", []byte(`1`)).WithRecipient("b"))
+		var e wire.Envelope
+		m := actors.NewMessage(actors.TypeDirect, "a", []byte(`1`)).WithRecipient("b")
+		if err := proto.Unmarshal(wire.Encode(m), &e); err != nil {
+			panic(err)
+		}
+		return &e
 	}
 	tests := []struct {
 		name   string
 		mutate func(e *wire.Envelope) *wire.Envelope
 	}{
-		{"nil", func(*wire.Envelope) *wire.Envelope { return nil }},
+		{"empty", func(*wire.Envelope) *wire.Envelope { return &wire.Envelope{} }},
 		{"no id", func(e *wire.Envelope) *wire.Envelope { e.Id = ""; return e }},
 		{"unknown type", func(e *wire.Envelope) *wire.Envelope { e.Type = 99; return e }},
 		{"type overflow", func(e *wire.Envelope) *wire.Envelope { e.Type = 257; return e }},
@@ -49,10 +72,22 @@ func TestDecodeRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := wire.Decode(tt.mutate(ok()), 1000)
+			_, err := wire.Decode(mustMarshal(t, tt.mutate(ok())), 1000)
 			require.ErrorIs(t, err, wire.ErrMalformed)
 		})
 	}
+}
+
+func TestDecodeRefusesGarbage(t *testing.T) {
+	for _, b := range [][]byte{nil, {0xff}, {0x0a, 0x7f}, {0x10, 0x01, 0x0a}, {0x12, 0x01, 'x'}} {
+		_, err := wire.Decode(b, 1000)
+		require.ErrorIs(t, err, wire.ErrMalformed, "%x", b)
+	}
+	bad := &wire.Envelope{Id: "x", Type: 1, Recipient: "b", Metadata: map[string]string{"k": "v"}}
+	b := mustMarshal(t, bad)
+	b = append(b, 0xa2, 0x06, 0x00) // an unknown field (100) of a newer version is skipped
+	_, err := wire.Decode(b, 1000)
+	require.NoError(t, err)
 }
 
 func TestUnmarshalRefuses(t *testing.T) {
