@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/cluster"
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/server"
 	"github.com/descartes/agentbus/prom"
@@ -62,6 +63,11 @@ type serveConfig struct {
 	MaxRequests   int    `json:"max_requests"`
 	MaxConns      int    `json:"max_conns"`
 	AckTimeout    string `json:"ack_timeout"`
+
+	Cluster string `json:"cluster"` // cluster name; empty: not a cluster node
+	Listen  string `json:"listen"`  // membership address host:port
+	Seeds   string `json:"seeds"`   // comma-separated host:port
+	Node    string `json:"node"`    // node name
 }
 
 // flagNames maps config keys to flag names: the JSON key with '-' for '_'.
@@ -117,6 +123,10 @@ with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags w
 	f.IntVar(&cfg.MaxRequests, "max-requests", server.DefaultMaxRequests, "requests one connection may have in flight")
 	f.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "connections served at once")
 	f.StringVar(&cfg.AckTimeout, "ack-timeout", "30s", "how long a requires_ack delivery waits for the client's ack")
+	f.StringVar(&cfg.Cluster, "cluster", "", "join (or start) the cluster of this name: agents of every node's clients reach each other (docs/cluster.md)")
+	f.StringVar(&cfg.Listen, "listen", cluster.DefaultListen, "with --cluster: this node's membership address, host:port (every port binds to host only; port 0: a free one)")
+	f.StringVar(&cfg.Seeds, "seeds", "", "with --cluster: comma-separated membership addresses of nodes to join")
+	f.StringVar(&cfg.Node, "node", "", "with --cluster: this node's name (default: its membership address)")
 	return cmd
 }
 
@@ -225,6 +235,19 @@ func (c serveConfig) daemon() (daemon, error) {
 		MaxTopics:        c.MaxTopics,
 		MaxSubscriptions: c.MaxSubscriptions,
 	}
+	if c.Cluster != "" {
+		d.bus.Cluster = &agentbus.ClusterConfig{Name: c.Cluster, NodeName: c.Node, Listen: c.Listen}
+		for _, s := range strings.Split(c.Seeds, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				if _, _, err := net.SplitHostPort(s); err != nil {
+					errs = append(errs, usagef("--seeds: %q is not host:port", s))
+				}
+				d.bus.Cluster.Seeds = append(d.bus.Cluster.Seeds, s)
+			}
+		}
+	} else if c.Seeds != "" || c.Node != "" || c.Listen != cluster.DefaultListen && c.Listen != "" {
+		errs = append(errs, usagef("--listen, --seeds and --node need --cluster"))
+	}
 	maxFrame := c.MaxMessageSize
 	if maxFrame == 0 {
 		maxFrame = agentbus.DefaultMaxMessageSize
@@ -279,6 +302,11 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 	}
 	log.Info("agentbus daemon listening", "socket", l.Addr(), "protocol", protocol.Version, "version", version,
 		"metrics", d.metrics)
+	if cl := bus.Cluster(); cl != nil {
+		self := cl.Self()
+		log.Info("cluster node", "cluster", d.bus.Cluster.Name, "node", self.Name, "listen", self.Addr,
+			"remote", self.RemoteAddr, "members", len(cl.Members()))
+	}
 	serveErr := srv.Serve(ctx, l)
 	stop()
 	log.Info("agentbus daemon shutting down", "drain_timeout", d.drainTimeout)

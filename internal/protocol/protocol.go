@@ -27,23 +27,24 @@ const Version = 1
 // Operations. Requests go from client to daemon and are answered by a frame
 // with the same id; deliver frames are pushed by the daemon.
 const (
-	OpHello       = "hello"        // client → daemon: version, client name
-	OpRegister    = "register"     // agent name; deliveries for it are pushed
-	OpUnregister  = "unregister"   // agent name
-	OpSend        = "send"         // message (type direct unless set)
-	OpPublish     = "publish"      // message with topic (type publish)
-	OpSubscribe   = "subscribe"    // agent, topic (a subject or pattern)
-	OpUnsubscribe = "unsubscribe"  // agent, topic
-	OpRequest     = "request"      // message; answered by a response frame
-	OpRespond     = "respond"      // message with request_id (type response)
-	OpAck         = "ack"          // message_id of a delivered requires_ack message
-	OpNack        = "nack"         // message_id; error: why (redelivered if attempts remain)
-	OpStats       = "stats"        // answered by a stats frame
-	OpDeadLetters = "dead_letters" // reason/agent/topic/limit filter; answered by letters
-	OpReplay      = "replay"       // seq, to
-	OpHistory     = "history"      // sender/recipient/topic/type/limit; answered by messages
-	OpPing        = "ping"         // answered by pong
-	OpCredit      = "credit"       // agent, n: n more deliveries may be in flight; not answered
+	OpHello        = "hello"         // client → daemon: version, client name
+	OpRegister     = "register"      // agent name; deliveries for it are pushed
+	OpUnregister   = "unregister"    // agent name
+	OpSend         = "send"          // message (type direct unless set)
+	OpPublish      = "publish"       // message with topic (type publish)
+	OpSubscribe    = "subscribe"     // agent, topic (a subject or pattern)
+	OpUnsubscribe  = "unsubscribe"   // agent, topic
+	OpRequest      = "request"       // message; answered by a response frame
+	OpRespond      = "respond"       // message with request_id (type response)
+	OpAck          = "ack"           // message_id of a delivered requires_ack message
+	OpNack         = "nack"          // message_id; error: why (redelivered if attempts remain)
+	OpStats        = "stats"         // answered by a stats frame
+	OpClusterStats = "cluster_stats" // answered by a stats frame with every cluster node's statistics
+	OpDeadLetters  = "dead_letters"  // reason/agent/topic/limit filter; answered by letters
+	OpReplay       = "replay"        // seq, to
+	OpHistory      = "history"       // sender/recipient/topic/type/limit; answered by messages
+	OpPing         = "ping"          // answered by pong
+	OpCredit       = "credit"        // agent, n: n more deliveries may be in flight; not answered
 
 	OpWelcome  = "welcome"  // daemon → client: answer to hello
 	OpOK       = "ok"       // daemon → client: the operation succeeded
