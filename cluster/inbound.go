@@ -22,6 +22,12 @@ import (
 // are forgotten: their response then goes by its Recipient.
 const originMemory = 1 << 16
 
+// maxSeen bounds the sequence numbers a link's receiver remembers above its
+// contiguous base (taken out of order, or parked behind a full
+// destination): far more than any sender's window. Past it, the lowest
+// missing ones are given up.
+const maxSeen = 1 << 16
+
 // maxConfirmBatch caps the sequence numbers one CONFIRM frame carries.
 const maxConfirmBatch = 4096
 
@@ -63,7 +69,7 @@ type parkedFrame struct {
 
 // taken reports whether seq was taken before, and whether it is still
 // parked; otherwise it records it as taken.
-func (in *inbound) take(seq uint64, window int) (dup, parked bool) {
+func (in *inbound) take(seq uint64) (dup, parked bool) {
 	if seq <= in.base {
 		return true, false
 	}
@@ -71,7 +77,7 @@ func (in *inbound) take(seq uint64, window int) (dup, parked bool) {
 		return true, p
 	}
 	in.seen[seq] = false
-	if len(in.seen) > 4*window {
+	if len(in.seen) > maxSeen {
 		// Frames below are missing for far longer than retransmission
 		// takes: give up on them rather than grow.
 		lowest := seq
@@ -143,7 +149,18 @@ func (n *Node) receive(v any) {
 		if len(f.GetConfirms()) > 0 {
 			l.confirm(f.GetConfirmLink(), f.GetConfirms())
 		}
-		n.deliver(f)
+		if len(f.GetBatch()) == 0 {
+			n.deliver(f)
+			break
+		}
+		for _, d := range f.GetBatch() {
+			if d == nil || len(d.GetBatch()) > 0 {
+				n.stats.malformed.Add(1)
+				continue
+			}
+			d.From, d.Link = f.GetFrom(), f.GetLink()
+			n.deliver(d)
+		}
 	case wire.Kind_CONFIRM:
 		l.confirm(f.GetLink(), f.GetConfirms())
 	case wire.Kind_REQUEST_FAILED:
@@ -166,7 +183,7 @@ func (n *Node) deliver(f *wire.Frame) {
 	}
 	in := n.inboundFor(key)
 	in.mu.Lock()
-	dup, parked := in.take(seq, n.cfg.Window)
+	dup, parked := in.take(seq)
 	in.mu.Unlock()
 	if dup {
 		n.stats.duplicates.Add(1)

@@ -36,11 +36,16 @@ type link struct {
 	slots chan struct{} // one token per frame in flight
 	done  chan struct{} // closed by fail
 
-	mu      sync.Mutex
-	seq     uint64
-	pending map[uint64]*outbound
-	err     error // why the link failed
-	leaving atomic.Bool
+	mu       sync.Mutex
+	seq      uint64
+	pending  map[uint64]*outbound
+	err      error         // why the link failed
+	batch    []*wire.Frame // waiting for the flusher, in sequence
+	flushing bool          // the flusher is sending a batch
+	flusher  bool          // the flusher runs
+	lastPost time.Time
+	flushSig chan struct{}
+	leaving  atomic.Bool
 }
 
 type outbound struct {
@@ -52,7 +57,7 @@ type outbound struct {
 
 func newLink(n *Node, to string, pid *actor.PID, epoch uint64) *link {
 	return &link{n: n, to: to, pid: pid, epoch: epoch, slots: make(chan struct{}, n.cfg.Window),
-		done: make(chan struct{}), pending: make(map[uint64]*outbound)}
+		done: make(chan struct{}), pending: make(map[uint64]*outbound), flushSig: make(chan struct{}, 1)}
 }
 
 func (l *link) closed() bool {
@@ -113,11 +118,86 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	}
 	l.seq++
 	f.Seq = l.seq
-	l.pending[f.Seq] = &outbound{f: f, m: m, sent: time.Now(), wait: retransmitFirst}
-	l.mu.Unlock()
+	now := time.Now()
+	l.pending[f.Seq] = &outbound{f: f, m: m, sent: now, wait: retransmitFirst}
 	l.n.stats.sent.Add(1)
-	l.n.post(l.to, l.pid, f)
-	return nil // (a retransmission carries its confirmations again: they are idempotent)
+	// A frame goes at once when the link is quiet (a request, a trickle);
+	// in a stream it joins the batch the link's flusher sends next, so
+	// that protoactor and the receiver handle one frame for many. Either
+	// way the order is the sequence's: nothing goes at once while a batch
+	// waits or is being sent.
+	if len(l.batch) == 0 && !l.flushing && now.Sub(l.lastPost) > batchGap {
+		l.lastPost = now
+		l.mu.Unlock()
+		l.n.post(l.to, l.pid, f)
+		return nil // (a retransmission carries its confirmations again: they are idempotent)
+	}
+	l.lastPost = now
+	l.batch = append(l.batch, f)
+	start := !l.flusher
+	l.flusher = true
+	l.mu.Unlock()
+	if start && !l.n.spawn(l.flush) {
+		l.mu.Lock()
+		l.flusher = false
+		l.mu.Unlock()
+	}
+	l.n.signal(l.flushSig)
+	return nil
+}
+
+// batchGap is how soon after the last frame a new one waits for the
+// flusher, to go with others, rather than going at once.
+const batchGap = 50 * time.Microsecond
+
+// maxBatch caps the deliveries of one frame.
+const maxBatch = 256
+
+// flush sends the batched frames, as many as wait (up to maxBatch) in one
+// frame, until the link fails or the node stops.
+func (l *link) flush() {
+	for {
+		select {
+		case <-l.flushSig:
+		case <-l.done:
+			return
+		case <-l.n.ctx.Done():
+			return
+		}
+		for {
+			l.mu.Lock()
+			if len(l.batch) == 0 {
+				l.flushing = false
+				l.mu.Unlock()
+				break
+			}
+			k := min(len(l.batch), maxBatch)
+			frames := l.batch[:k:k]
+			l.batch = l.batch[k:]
+			if len(l.batch) == 0 {
+				l.batch = nil
+			}
+			l.flushing = true
+			l.mu.Unlock()
+			if len(frames) == 1 {
+				l.n.post(l.to, l.pid, frames[0])
+			} else {
+				outer := &wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: l.n.self, Link: l.epoch,
+					Batch: make([]*wire.Frame, len(frames))}
+				for i, f := range frames {
+					// The inner frames carry what is theirs; the outer one
+					// the rest. (They are this link's own, not yet posted.)
+					outer.Batch[i] = &wire.Frame{Seq: f.Seq, Message: f.Message, PatienceNs: f.PatienceNs,
+						Origin: f.Origin}
+					if len(f.Confirms) > 0 {
+						outer.ConfirmLink = f.ConfirmLink
+						outer.Confirms = append(outer.Confirms, f.Confirms...)
+					}
+				}
+				l.n.post(l.to, l.pid, outer)
+			}
+		}
+	}
 }
 
 // await waits up to wait for a slot in the window.
