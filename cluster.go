@@ -389,9 +389,12 @@ func (h clusterHost) Deliver(ctx context.Context, m *actors.Message, _ string, w
 		h.refuse(m, deadletter.Expired, fmt.Errorf("%w: ttl %v ran out on the way", ErrExpired, m.TTL))
 		return nil
 	}
-	if wait <= 0 {
+	switch {
+	case wait <= 0:
 		ctx = h.b.cluster.expired // try once: a full destination says so at once
-	} else {
+	case wait >= b.cfg.Backpressure.Timeout:
+		// Send's own patience bounds the wait: no deadline to set.
+	default:
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, now.Add(wait))
 		defer cancel()

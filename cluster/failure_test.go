@@ -235,8 +235,8 @@ func TestProcessesRefuseBadPeers(t *testing.T) {
 		{TypeNames: []string{wire.FullName}, Targets: target, Envelopes: []*remote.MessageEnvelope{
 			{TypeId: 5}, {Target: 7}, {Sender: 3}, {SerializerId: 1}}},
 		{TypeNames: []string{wire.FullName}, Targets: target, Envelopes: []*remote.MessageEnvelope{
-			{MessageData: frame(&wire.Frame{Version: 2, Kind: wire.Kind_DELIVER, From: b.info.ID, Seq: 1})},
-			{MessageData: frame(&wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: "stranger/1", Seq: 1})},
+			{MessageData: frame(&wire.Frame{Version: 2, Kind: wire.Kind_DELIVER, From: b.info.ID})},
+			{MessageData: frame(&wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: "stranger/1"})},
 			{MessageData: frame(&wire.Frame{Version: wire.Version, Kind: 99, From: b.info.ID})},
 		}},
 	}

@@ -149,17 +149,9 @@ func (n *Node) receive(v any) {
 		if len(f.GetConfirms()) > 0 {
 			l.confirm(f.GetConfirmLink(), f.GetConfirms())
 		}
-		if len(f.GetBatch()) == 0 {
-			n.deliver(f)
-			break
-		}
-		for _, d := range f.GetBatch() {
-			if d == nil || len(d.GetBatch()) > 0 {
-				n.stats.malformed.Add(1)
-				continue
-			}
-			d.From, d.Link = f.GetFrom(), f.GetLink()
-			n.deliver(d)
+		key := linkKey{from: f.GetFrom(), link: f.GetLink()}
+		for _, d := range f.GetDeliveries() {
+			n.deliver(key, d)
 		}
 	case wire.Kind_CONFIRM:
 		l.confirm(f.GetLink(), f.GetConfirms())
@@ -174,8 +166,7 @@ func (n *Node) receive(v any) {
 // destination has room, else parked behind it (in order) and delivered by a
 // goroutine that waits for room as the sender allowed. It is confirmed once
 // the host took it on.
-func (n *Node) deliver(f *wire.Frame) {
-	key := linkKey{from: f.GetFrom(), link: f.GetLink()}
+func (n *Node) deliver(key linkKey, f *wire.Delivery) {
 	seq := f.GetSeq()
 	if seq == 0 {
 		n.stats.malformed.Add(1)

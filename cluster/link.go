@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +42,7 @@ type link struct {
 	seq      uint64
 	pending  map[uint64]*outbound
 	err      error         // why the link failed
-	batch    []*wire.Frame // waiting for the flusher, in sequence
+	batch    []*wire.Delivery // waiting for the flusher, in sequence
 	flushing bool          // the flusher is sending a batch
 	flusher  bool          // the flusher runs
 	lastPost time.Time
@@ -49,7 +51,7 @@ type link struct {
 }
 
 type outbound struct {
-	f    *wire.Frame
+	d    *wire.Delivery
 	m    *actors.Message
 	sent time.Time
 	wait time.Duration
@@ -106,9 +108,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 			return err
 		}
 	}
-	f := &wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: l.n.self, Link: l.epoch,
-		Message: wire.Encode(m), PatienceNs: int64(patience), Origin: origin}
-	f.ConfirmLink, f.Confirms = l.n.takeConfirms(l.to)
+	d := &wire.Delivery{Message: wire.Encode(m), PatienceNs: int64(patience), Origin: origin}
 	l.mu.Lock()
 	if l.err != nil {
 		err := l.err
@@ -117,23 +117,23 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 		return fmt.Errorf("%w: %s", err, l.to)
 	}
 	l.seq++
-	f.Seq = l.seq
+	d.Seq = l.seq
 	now := time.Now()
-	l.pending[f.Seq] = &outbound{f: f, m: m, sent: now, wait: retransmitFirst}
+	l.pending[d.Seq] = &outbound{d: d, m: m, sent: now, wait: retransmitFirst}
 	l.n.stats.sent.Add(1)
-	// A frame goes at once when the link is quiet (a request, a trickle);
-	// in a stream it joins the batch the link's flusher sends next, so
-	// that protoactor and the receiver handle one frame for many. Either
-	// way the order is the sequence's: nothing goes at once while a batch
-	// waits or is being sent.
+	// A delivery goes at once when the link is quiet (a request, a
+	// trickle); in a stream it joins the batch the link's flusher sends
+	// next, so that protoactor and the receiver handle one frame for many.
+	// Either way the order is the sequence's: nothing goes at once while a
+	// batch waits or is being sent.
 	if len(l.batch) == 0 && !l.flushing && now.Sub(l.lastPost) > batchGap {
 		l.lastPost = now
 		l.mu.Unlock()
-		l.n.post(l.to, l.pid, f)
-		return nil // (a retransmission carries its confirmations again: they are idempotent)
+		l.post([]*wire.Delivery{d})
+		return nil
 	}
 	l.lastPost = now
-	l.batch = append(l.batch, f)
+	l.batch = append(l.batch, d)
 	start := !l.flusher
 	l.flusher = true
 	l.mu.Unlock()
@@ -146,15 +146,23 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	return nil
 }
 
-// batchGap is how soon after the last frame a new one waits for the
+// post sends deliveries in one frame, with the confirmations that wait for
+// this link's member.
+func (l *link) post(ds []*wire.Delivery) {
+	f := &wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: l.n.self, Link: l.epoch, Deliveries: ds}
+	f.ConfirmLink, f.Confirms = l.n.takeConfirms(l.to)
+	l.n.post(l.to, l.pid, f)
+}
+
+// batchGap is how soon after the last delivery a new one waits for the
 // flusher, to go with others, rather than going at once.
 const batchGap = 50 * time.Microsecond
 
 // maxBatch caps the deliveries of one frame.
 const maxBatch = 256
 
-// flush sends the batched frames, as many as wait (up to maxBatch) in one
-// frame, until the link fails or the node stops.
+// flush sends the batched deliveries, as many as wait (up to maxBatch) in
+// one frame, until the link fails or the node stops.
 func (l *link) flush() {
 	for {
 		select {
@@ -172,30 +180,14 @@ func (l *link) flush() {
 				break
 			}
 			k := min(len(l.batch), maxBatch)
-			frames := l.batch[:k:k]
+			ds := l.batch[:k:k]
 			l.batch = l.batch[k:]
 			if len(l.batch) == 0 {
 				l.batch = nil
 			}
 			l.flushing = true
 			l.mu.Unlock()
-			if len(frames) == 1 {
-				l.n.post(l.to, l.pid, frames[0])
-			} else {
-				outer := &wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: l.n.self, Link: l.epoch,
-					Batch: make([]*wire.Frame, len(frames))}
-				for i, f := range frames {
-					// The inner frames carry what is theirs; the outer one
-					// the rest. (They are this link's own, not yet posted.)
-					outer.Batch[i] = &wire.Frame{Seq: f.Seq, Message: f.Message, PatienceNs: f.PatienceNs,
-						Origin: f.Origin}
-					if len(f.Confirms) > 0 {
-						outer.ConfirmLink = f.ConfirmLink
-						outer.Confirms = append(outer.Confirms, f.Confirms...)
-					}
-				}
-				l.n.post(l.to, l.pid, outer)
-			}
+			l.post(ds)
 		}
 	}
 }
@@ -298,18 +290,21 @@ func (l *link) inFlight() int {
 // retransmit sends again the frames unconfirmed for longer than their
 // backoff.
 func (l *link) retransmit(now time.Time) {
-	var again []*wire.Frame
+	var again []*wire.Delivery
 	l.mu.Lock()
 	for _, o := range l.pending {
 		if now.Sub(o.sent) >= o.wait {
 			o.sent, o.wait = now, min(o.wait*2, retransmitMax)
-			again = append(again, o.f)
+			again = append(again, o.d)
 		}
 	}
 	l.mu.Unlock()
-	for _, f := range again {
-		l.n.stats.retransmitted.Add(1)
-		l.n.post(l.to, l.pid, f)
+	slices.SortFunc(again, func(a, b *wire.Delivery) int { return cmp.Compare(a.Seq, b.Seq) })
+	l.n.stats.retransmitted.Add(uint64(len(again)))
+	for len(again) > 0 {
+		k := min(len(again), maxBatch)
+		l.post(again[:k])
+		again = again[k:]
 	}
 }
 

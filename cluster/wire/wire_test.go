@@ -18,14 +18,15 @@ func TestRoundTrip(t *testing.T) {
 		WithTTL(1500*time.Millisecond).WithMetadata("traceparent", "00-x").RequireAck()
 	m.Attempts = 2
 	require.NoError(t, m.Validate(0)) // as the bus did when it accepted it
-	b, err := wire.Marshal(&wire.Frame{Kind: wire.Kind_DELIVER, From: "n/1", Seq: 9, Message: wire.Encode(m)})
+	b, err := wire.Marshal(&wire.Frame{Kind: wire.Kind_DELIVER, From: "n/1",
+		Deliveries: []*wire.Delivery{{Seq: 9, Message: wire.Encode(m)}}})
 	require.NoError(t, err)
 	f, err := wire.Unmarshal(b)
 	require.NoError(t, err)
-	got, err := wire.Decode(f.GetMessage(), 1<<20)
+	got, err := wire.Decode(f.GetDeliveries()[0].GetMessage(), 1<<20)
 	require.NoError(t, err)
 	assert.Equal(t, m, got)
-	assert.EqualValues(t, 9, f.GetSeq())
+	assert.EqualValues(t, 9, f.GetDeliveries()[0].GetSeq())
 
 	// The hand-written encoding is the Envelope of wire.proto.
 	var e wire.Envelope
