@@ -153,7 +153,7 @@ func (c Config) withDefaults() (Config, string, int, error) {
 // DetectionBound returns the longest a node that stopped answering (killed,
 // stalled, cut off) stays listed as alive under c: a failed probe within two
 // probe rounds, then the suspicion timeout at its longest
-// (3 × SuspicionMult × ProbeInterval). With the defaults: 3.1 s.
+// (3 × SuspicionMult × ProbeInterval). With the defaults: 2.95 s.
 func (c Config) DetectionBound() time.Duration {
 	if c.Name == "" {
 		c.Name = "-" // only the timing fields matter here

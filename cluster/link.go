@@ -41,10 +41,10 @@ type link struct {
 	mu       sync.Mutex
 	seq      uint64
 	pending  map[uint64]*outbound
-	err      error         // why the link failed
+	err      error            // why the link failed
 	batch    []*wire.Delivery // waiting for the flusher, in sequence
-	flushing bool          // the flusher is sending a batch
-	flusher  bool          // the flusher runs
+	flushing bool             // the flusher is sending a batch
+	flusher  bool             // the flusher runs
 	lastPost time.Time
 	flushSig chan struct{}
 	leaving  atomic.Bool

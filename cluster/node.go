@@ -160,7 +160,6 @@ type Node struct {
 	lastContact atomic.Int64 // ns since start: last time a peer was heard from
 	fenced      atomic.Bool  // reconciling after a stall or isolation
 	settled     chan struct{}
-	incarnation uint32
 	wake        chan struct{} // the announcer has work
 	recon       chan struct{} // the watchdog should reconcile
 
