@@ -326,14 +326,8 @@ func (n *Node) announcer() {
 		}
 		n.own.version++
 		f.Epoch, f.DirVersion = n.own.epoch, n.own.version
-		var peers []string
-		for id, m := range n.members {
-			if m.state == StateAlive {
-				peers = append(peers, id)
-			}
-		}
 		n.mu.Unlock()
-		for _, id := range peers {
+		for _, id := range n.Alive() {
 			n.goSend(id, f)
 		}
 	}
@@ -577,14 +571,8 @@ func (n *Node) reconcile() {
 		n.own.epoch++
 		n.fenced.Store(false)
 		close(n.settled)
-		peers := make([]string, 0, len(n.members))
-		for id, m := range n.members {
-			if m.state == StateAlive {
-				peers = append(peers, id)
-			}
-		}
 		n.mu.Unlock()
-		for _, id := range peers {
+		for _, id := range n.Alive() {
 			n.sendState(id, false)
 		}
 		n.log.Info("cluster: unfenced", "took", time.Since(began))
