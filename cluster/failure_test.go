@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -78,7 +79,21 @@ func waitWhere(t *testing.T, nodes []*proc, agent, id string) {
 // message the sender had in flight is dead-lettered on the sender as
 // node_unreachable unless the dead node had confirmed it, and every
 // survivor's ledger balances. A new process of the same name then rejoins.
-func TestProcessesKillMidStream(t *testing.T) {
+func TestProcessesKillMidStream(t *testing.T) { soak(t, killMidStream) }
+
+// soak runs a failure test once, or AGENTBUS_CLUSTER_SOAK times (a longer
+// run, to catch what happens rarely).
+func soak(t *testing.T, test func(t *testing.T)) {
+	rounds, err := strconv.Atoi(os.Getenv("AGENTBUS_CLUSTER_SOAK"))
+	if err != nil || rounds < 1 {
+		rounds = 1
+	}
+	for i := range rounds {
+		t.Run(fmt.Sprintf("round=%d", i), test)
+	}
+}
+
+func killMidStream(t *testing.T) {
 	nodes := startCluster(t, 3)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	require.Empty(t, c.do(command{Op: "spawn", Name: "sink", Kind: "sink"}).Err)
@@ -145,7 +160,9 @@ func cutPrefix(s, prefix string) (string, bool) {
 // keeps the name (the stalled node's: the other node's agent is stopped),
 // and at no moment is the name live on two nodes: every node samples,
 // every 500 µs, whether it holds the name, and the intervals never overlap.
-func TestProcessesStall(t *testing.T) {
+func TestProcessesStall(t *testing.T) { soak(t, stall) }
+
+func stall(t *testing.T) {
 	nodes := startCluster(t, 3)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	require.Empty(t, c.do(command{Op: "spawn", Name: "keeper", Kind: "sink"}).Err)
