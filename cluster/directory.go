@@ -508,6 +508,14 @@ func (n *Node) Gate(ctx context.Context, agent string) error {
 	if !n.isFenced() {
 		return nil
 	}
+	return n.gate(ctx, agent)
+}
+
+// gate is Gate's slow path, apart so that the fast path's frame stays small
+// on the agents' (fresh, small) goroutines.
+//
+//go:noinline
+func (n *Node) gate(ctx context.Context, agent string) error {
 	n.fence()
 	for n.isFenced() {
 		n.mu.RLock()
