@@ -1,54 +1,18 @@
 package cluster_test
 
 import (
-	"context"
 	"fmt"
-	"time"
 
-	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/cluster"
 )
 
-// Two buses form a cluster (here in one process, on 127.0.0.1 and free
-// ports): an agent spawned on one is reached by name from the other.
-func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	a, err := agentbus.New(agentbus.Config{Cluster: &agentbus.ClusterConfig{Name: "example", NodeName: "a"}})
-	if err != nil {
-		panic(err)
-	}
-	defer a.Shutdown(ctx)
-	b, err := agentbus.New(agentbus.Config{Cluster: &agentbus.ClusterConfig{Name: "example", NodeName: "b",
-		Seeds: []string{a.Cluster().Self().Addr}}})
-	if err != nil {
-		panic(err)
-	}
-	defer b.Shutdown(ctx)
-
-	_, err = b.Spawn("echo", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
-		_, err := b.Reply(ctx, m, m.Payload)
-		return err
-	}))
-	if err != nil {
-		panic(err)
-	}
-	for { // the name reaches a's directory within a moment
-		if m, ok := a.Cluster().Where("echo"); ok {
-			fmt.Println("echo is on", m.Name)
-			break
-		}
-		select {
-		case <-ctx.Done():
-			panic(ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	resp, err := a.Request(ctx, agentbus.NewMessage(agentbus.TypeRequest, "main", []byte(`"hello"`)).WithRecipient("echo"))
-	if err != nil {
-		panic(err)
-	}
-	fmt.Println("a got", string(resp.Payload))
+// How long a node that stopped answering stays listed as alive, at most,
+// with the default timing and with a faster one. (ExampleBus_Cluster, in
+// the agentbus package, forms a cluster.)
+func ExampleConfig_DetectionBound() {
+	fmt.Println(cluster.Config{}.DetectionBound())
+	fmt.Println(cluster.Config{ProbeInterval: 100 * 1e6, ProbeTimeout: 50 * 1e6, SuspicionMult: 3}.DetectionBound())
 	// Output:
-	// echo is on b
-	// a got "hello"
+	// 2.95s
+	// 1.15s
 }
