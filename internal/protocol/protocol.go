@@ -31,25 +31,26 @@ const QuietVersion = 2
 // Operations. Requests go from client to daemon and are answered by a frame
 // with the same id; deliver frames are pushed by the daemon.
 const (
-	OpHello       = "hello"        // client → daemon: version, client name
-	OpRegister    = "register"     // agent name; deliveries for it are pushed
-	OpUnregister  = "unregister"   // agent name
-	OpSend        = "send"         // message (type direct unless set)
-	OpPublish     = "publish"      // message with topic (type publish)
-	OpSubscribe   = "subscribe"    // agent, topic (a subject or pattern)
-	OpUnsubscribe = "unsubscribe"  // agent, topic
-	OpRequest     = "request"      // message; answered by a response frame
-	OpRespond     = "respond"      // message with request_id (type response)
-	OpAck         = "ack"          // message_id of a delivered requires_ack message
-	OpNack        = "nack"         // message_id; error: why (redelivered if attempts remain)
-	OpStats       = "stats"        // answered by a stats frame
-	OpDeadLetters = "dead_letters" // reason/agent/topic/limit filter; answered by letters
-	OpReplay      = "replay"       // seq, to
-	OpHistory     = "history"      // sender/recipient/topic/type/limit; answered by messages
-	OpPing        = "ping"         // answered by pong
-	OpCredit      = "credit"       // agent, n: n more deliveries may be in flight; not answered
-	OpSync        = "sync"         // answered by ok once every earlier send, publish, respond and request is carried out
-	OpTopics      = "topics"       // limit; answered by topics: the subscribed topics and their subscribers
+	OpHello        = "hello"         // client → daemon: version, client name
+	OpRegister     = "register"      // agent name; deliveries for it are pushed
+	OpUnregister   = "unregister"    // agent name
+	OpSend         = "send"          // message (type direct unless set)
+	OpPublish      = "publish"       // message with topic (type publish)
+	OpSubscribe    = "subscribe"     // agent, topic (a subject or pattern)
+	OpUnsubscribe  = "unsubscribe"   // agent, topic
+	OpRequest      = "request"       // message; answered by a response frame
+	OpRespond      = "respond"       // message with request_id (type response)
+	OpAck          = "ack"           // message_id of a delivered requires_ack message
+	OpNack         = "nack"          // message_id; error: why (redelivered if attempts remain)
+	OpStats        = "stats"         // answered by a stats frame
+	OpClusterStats = "cluster_stats" // answered by a stats frame with every cluster node's statistics
+	OpDeadLetters  = "dead_letters"  // reason/agent/topic/limit filter; answered by letters
+	OpReplay       = "replay"        // seq, to
+	OpHistory      = "history"       // sender/recipient/topic/type/limit; answered by messages
+	OpPing         = "ping"          // answered by pong
+	OpCredit       = "credit"        // agent, n: n more deliveries may be in flight; not answered
+	OpSync         = "sync"          // answered by ok once every earlier send, publish, respond and request is carried out
+	OpTopics       = "topics"        // limit; answered by topics: the subscribed topics and their subscribers
 
 	OpDeadLetter       = "dead_letter"        // seq; answered by dead_letters with that one letter
 	OpPurgeDeadLetters = "purge_dead_letters" // answered by ok with n, the letters removed
