@@ -228,7 +228,7 @@ func TestProcessesRefuseBadPeers(t *testing.T) {
 	require.Empty(t, a.do(command{Op: "spawn", Name: "echo", Kind: "echo"}).Err)
 	waitWhere(t, nodes, "echo", a.info.ID)
 
-	conn, err := grpc.Dial(a.info.Remote, grpc.WithTransportCredentials(insecure.NewCredentials())) // grpc v1.60: no NewClient yet
+	conn, err := grpc.NewClient("passthrough:///"+a.info.Remote, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), failureTimeout)
