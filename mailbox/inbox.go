@@ -63,11 +63,13 @@ type inbox struct {
 	batchI    int32
 	batchN    int32
 	batchPrio int32
-	batch     [batchSize]entry
+
+	ttlQueued int32 // messages in q that have a deadline; under the mailbox's lock
+
+	batch [batchSize]entry
 
 	// Under the mailbox's lock.
 	q          queue
-	ttlQueued  int   // messages in q that have a deadline
 	nextExpiry int64 // no message in q expires before this (Unix ns)
 }
 

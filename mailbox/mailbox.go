@@ -632,7 +632,7 @@ func (in *inbox) reapLocked() []entry {
 		live++
 		return false
 	})
-	in.ttlQueued, in.nextExpiry = live, next
+	in.ttlQueued, in.nextExpiry = int32(live), next
 	return expired
 }
 
