@@ -38,7 +38,7 @@ func startPost(t *testing.T, m *Mailbox) *inFlight {
 	_, _, full, err := m.reserve()
 	require.NoError(t, err)
 	require.Nil(t, full)
-	in, c, pos := m.claim()
+	in, c, pos := m.claim(m.in.Load())
 	return &inFlight{m, in, c, pos}
 }
 

@@ -364,7 +364,7 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		return full, err
 	}
 	stamp := m.stamp(depth, m.Posted()+1)
-	in, c, pos := m.claim()
+	in, c, pos := m.claim(m.in.Load())
 	c.write(pos, prio, entry{msg, deadline, stamp})
 	m.dropExpired(expired)
 	m.announce(in, pos, prio, msg)
@@ -447,12 +447,13 @@ func (m *Mailbox) announce(in *inbox, pos uint64, prio int, msg any) {
 	m.schedule()
 }
 
-// claim reserves an inbox cell, installing an inbox if the mailbox has none.
-// If every cell is taken, it moves the inbox into the queue itself (under
-// the lock) and tries again; if the oldest cell is still being written by
-// another sender, it yields to that sender first.
-func (m *Mailbox) claim() (*inbox, *cell, uint64) {
-	in := m.in.Load()
+// claim reserves a cell of in, the mailbox's inbox as the caller last
+// loaded it, and returns the inbox it claimed in: in, or the one it
+// installed if in was nil or has been released since. If every cell is
+// taken, it moves the inbox into the queue itself (under the lock) and tries
+// again; if the oldest cell is still being written by another sender, it
+// yields to that sender first.
+func (m *Mailbox) claim(in *inbox) (*inbox, *cell, uint64) {
 	for {
 		if in == nil {
 			in = m.install()
