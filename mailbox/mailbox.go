@@ -31,6 +31,14 @@
 // message posted before it is, so a sender that is preempted while writing
 // its message delays those posted after it, as a sender holding a lock
 // would.
+//
+// # Memory
+//
+// A mailbox allocates its inbox, queue and batch (about 7 KB for a capacity
+// of 64 or more: 64 cells of a cache line, and 2 KiB) when a message arrives, and releases them when its
+// agent finds nothing left to deliver, so an idle mailbox holds 512 bytes.
+// The released inbox is kept weakly: a message that arrives before the next
+// garbage collection takes it back.
 package mailbox
 
 import (
@@ -131,8 +139,13 @@ const batchSize = 32
 // The agent takes a batch under the lock: straight from the inbox while the
 // priority queue is empty (an agent that keeps up), otherwise after moving
 // the inbox into the queue. So a sender takes no lock: only a sender that
-// finds the mailbox full (to reap expired messages) or the inbox's cells all
-// taken does.
+// finds the mailbox full (to reap expired messages), the inbox's cells all
+// taken, or no inbox does.
+//
+// The inbox, with the queue and the batch, is what only a busy mailbox
+// needs: the first post allocates it, and the agent releases it whenever it
+// finds the mailbox empty (see release). An idle mailbox is the 512 bytes of
+// this struct.
 type Mailbox struct {
 	// Read by senders and the agent for every message, written seldom:
 	// kept off the lines below, which are written for every message.
