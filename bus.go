@@ -123,6 +123,8 @@ type Bus struct {
 	dlSub   *eventstream.Subscription
 	stats   statsState
 
+	durable *durability // durable agents and their store (durable.go)
+
 	observers     observers // who is told each outcome (see observe)
 	reportHandled bool      // some observer wants every queued delivery's Handled
 }
@@ -132,6 +134,10 @@ type Bus struct {
 // starts no goroutine of its own; agents run on protoactor's dispatcher.
 func New(cfg Config) (*Bus, error) {
 	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	durable, err := newDurability(&cfg) // may raise MaxPending for what it recovers
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +164,7 @@ func New(cfg Config) (*Bus, error) {
 		topicRefs:    make(map[string]*topicRef),
 		late:         newRecent[struct{}](lateResponseMemory),
 		askers:       newRecent[*actor.PID](askerMemory),
+		durable:      durable,
 	}
 	b.hooks = agentHooks{b}
 	b.stats.init(cfg.StatsMaxKeys)
@@ -187,6 +194,10 @@ func New(cfg Config) (*Bus, error) {
 			b.protoDeadLetter(d)
 		}
 	})
+	if err := b.recoverDurable(); err != nil {
+		_ = b.Shutdown(context.Background())
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -200,6 +211,9 @@ type SpawnOption func(*spawnOptions) error
 type spawnOptions struct {
 	mailboxSize int
 	strategy    supervisor.Strategy
+	durable     bool // see WithDurable
+	handOff     bool // see WithHandOff
+	detached    bool // a durable agent recovered at New, with no handler yet
 }
 
 // WithSupervisor sets how the agent is supervised when its handler panics
@@ -249,6 +263,18 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 			return nil, err
 		}
 	}
+	return b.spawn(name, h, o)
+}
+
+// spawn is Spawn with its options read.
+func (b *Bus) spawn(name string, h Handler, o spawnOptions) (*actor.PID, error) {
+	if o.durable {
+		pid, attached, wrapped, err := b.spawnDurable(name, h, o)
+		if attached || err != nil {
+			return pid, err
+		}
+		h = wrapped
+	}
 	b.spawnMu.Lock()
 	defer b.spawnMu.Unlock()
 	if b.closed.Load() {
@@ -264,6 +290,12 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 		Latency:  b.stats.latencyShard(),
 	})
 	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
+	if o.durable {
+		a.SetDurable()
+		if o.detached { // it waits, suspended, for a handler to attach
+			mb.PostSystemMessage(&actor.SuspendMailbox{})
+		}
+	}
 	b.sup.Add(name, name, o.strategy)
 	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup), name)
 	if err != nil {
@@ -281,7 +313,14 @@ func (b *Bus) Spawn(name string, h Handler, opts ...SpawnOption) (*actor.PID, er
 	b.agents.Store(withAgent(*b.agents.Load(), name, a))
 	b.agentsGen.Add(1)
 	b.agentsMu.Unlock()
-	b.log.Info("agent spawned", "agent", name, "mailbox", o.mailboxSize)
+	if o.durable {
+		if err := b.spawned(a, h, o); err != nil {
+			a.Mailbox().Close(err)
+			b.system.Root.Stop(pid)
+			return nil, fmt.Errorf("agentbus: spawn %q: record the durable agent: %w", name, err)
+		}
+	}
+	b.log.Info("agent spawned", "agent", name, "mailbox", o.mailboxSize, "durable", o.durable)
 	return pid, nil
 }
 
@@ -459,6 +498,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		}
 	}
 	b.log.Info("bus shutting down", "pending", b.shared.Used())
+	b.shutdownDurable() // durable agents keep their queues in the store
 
 	// Drain, then stop the topic actors and the router and wait for them:
 	// what they were fanning out lands in agents that still run. Drain
@@ -503,6 +543,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	b.sup.Close()
 	b.system.Root.Stop(b.dlqPID)
 	b.cancel()
+	b.closeDurable()
 	b.system.EventStream.Unsubscribe(b.dlSub)
 	b.system.Shutdown()
 	b.events.close()

@@ -81,6 +81,9 @@ type Config struct {
 	// Stamper), in order. A nil entry makes New fail with
 	// ErrInvalidConfig.
 	Stampers []Stamper
+	// Durability says where durable agents (WithDurable) keep their
+	// messages; see DurabilityConfig.
+	Durability DurabilityConfig
 }
 
 // BackpressureConfig says how much may be queued and how senders wait.

@@ -60,7 +60,7 @@ func (h agentHooks) Panicked(a *actors.Agent, m *actors.Message, err *actors.Han
 }
 
 func (h agentHooks) Handled(a *actors.Agent, m *actors.Message) {
-	if h.b.reportHandled { // the bus's own observers read the agent's counters
+	if h.b.reportHandled || a.Durable() { // the bus's own observers read the agent's counters
 		h.b.report(Outcome{Kind: OutcomeHandled, Message: m, Dest: a.Name(), Queued: true, Tap: isHandler(a)})
 	}
 }
@@ -106,6 +106,9 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 	// was queued is already dead-lettered.
 	a.Mailbox().CloseFromActor(why) // on the agent's goroutine: its batch too
 	h.b.subs.Leave(a.Name())
+	if a.Durable() {
+		h.b.durableStopped(a)
+	}
 	h.b.spawnMu.Lock()
 	h.b.retire(a)
 	h.b.unregister(a)
@@ -113,6 +116,13 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 		h.b.handlers = slices.Delete(h.b.handlers, i, i+1)
 	}
 	h.b.spawnMu.Unlock()
-	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", why.Error())
+	reason := why.Error()
+	if errors.Is(why, ErrShutdown) {
+		// Stopped by Shutdown: what it had queued, if the drain was cut
+		// short, is dead-lettered and logged as such; the agent itself
+		// lost nothing.
+		reason = "bus shutdown"
+	}
+	h.b.log.Info("agent stopped", "agent", a.Name(), "reason", reason)
 	h.b.events.emit(Event{Kind: EventStopped, Agent: a.Name(), Restarts: a.Restarts(), Err: why})
 }

@@ -169,6 +169,9 @@ func (s *observers) add(o Observer, kinds ...OutcomeKind) {
 //     it is logged (throttled); events announce it; a Request whose request
 //     it was fails at once.
 //   - Failed: told to the user's observers only (agents count failures).
+//   - Handled, Retried, DeadLettered of durable agents' deliveries: the
+//     durable store deletes, rewrites or dead-letters their records
+//     (durable.go).
 func (b *Bus) observe(user []Observer) {
 	o := &b.observers
 	o.add(&b.stats, OutcomeAccepted, OutcomeRefused)
@@ -180,6 +183,7 @@ func (b *Bus) observe(user []Observer) {
 	o.add(newDLQStore(b.dlq, b.log), OutcomeDeadLettered)
 	o.add(&b.events, OutcomeDeadLettered)
 	o.add(requestFailer{b}, OutcomeDeadLettered)
+	o.add(b.durable, OutcomeHandled, OutcomeRetried, OutcomeDeadLettered)
 	for _, u := range user {
 		o.add(u)
 	}

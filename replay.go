@@ -45,11 +45,13 @@ func (b *Bus) Replay(ctx context.Context, seq uint64, to string) (string, error)
 	default:
 		dest = m.Recipient
 	}
-	id, err := b.Send(ctx, m)
+	id, err := b.Send(withoutDedup(ctx), m) // the same ID again, on purpose
 	if err != nil {
 		return "", err
 	}
-	_ = b.dlq.MarkReplayed(seq, dest, time.Now()) // evicted meanwhile: nothing to mark
+	if b.dlq.MarkReplayed(seq, dest, time.Now()) == nil { // evicted meanwhile: nothing to mark
+		b.replayed(seq)
+	}
 	b.log.Info("dead letter replayed", "msg_id", m.ID, "seq", seq, "agent", dest, "attempts", m.Attempts)
 	return id, nil
 }

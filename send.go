@@ -110,7 +110,13 @@ func (b *Bus) accept(ctx context.Context, msg *Message, self *actors.Agent) erro
 // post queues msg in a's mailbox under the backpressure rules of Send.
 func (b *Bus) post(ctx context.Context, a *actors.Agent, msg *Message, self *actors.Agent) (string, error) {
 	mb := a.Mailbox()
-	id, err := b.postTo(ctx, mb, a.Name(), msg, self)
+	var id string
+	var err error
+	if a.Durable() {
+		id, err = b.postDurable(ctx, a, msg, self) // committed to the store first
+	} else {
+		id, err = b.postTo(ctx, mb, a.Name(), msg, self)
+	}
 	if err != nil && id == "" && mb.Closed() && errors.Is(err, mb.CloseReason()) && !errors.Is(err, ErrShutdown) {
 		// Its agent stopped, or is stopping (by Stop, by its supervisor,
 		// with its connection): as if it were gone already.

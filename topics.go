@@ -43,9 +43,16 @@ func (b *Bus) Subscribe(topic, agent string) error {
 	if _, err := b.subs.Subscribe(topic, agent); err != nil {
 		return err
 	}
-	if b.agent(agent) == nil { // stopped meanwhile: do not leave it behind
+	a := b.agent(agent)
+	if a == nil { // stopped meanwhile: do not leave it behind
 		b.subs.Leave(agent)
 		return fmt.Errorf("%w: %q stopped", ErrNoRecipient, agent)
+	}
+	if a.Durable() {
+		if err := b.subscribed(topic, agent); err != nil {
+			_ = b.subs.Unsubscribe(topic, agent)
+			return err
+		}
 	}
 	return nil
 }
@@ -53,7 +60,11 @@ func (b *Bus) Subscribe(topic, agent string) error {
 // Unsubscribe removes agent's subscription to topic (exactly as subscribed).
 // It does not block. Errors: ErrNotSubscribed, ErrInvalidSubject.
 func (b *Bus) Unsubscribe(topic, agent string) error {
-	return b.subs.Unsubscribe(topic, agent)
+	if err := b.subs.Unsubscribe(topic, agent); err != nil {
+		return err
+	}
+	b.unsubscribed(topic, agent)
+	return nil
 }
 
 // Subscribers returns, sorted, the agents a publish on topic reaches when
@@ -91,8 +102,17 @@ func (b *Bus) subscription(msg *Message) (string, error) {
 }
 
 // publish queues msg in the actor of its topic, starting one if needed, under
-// the backpressure rules of Send.
+// the backpressure rules of Send. Its copies for durable subscribers are
+// committed first.
 func (b *Bus) publish(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
+	if b.durable.nsubs.Load() > 0 && ctx != republishing {
+		return b.publishDurable(ctx, msg, self)
+	}
+	return b.publishQueue(ctx, msg, self)
+}
+
+// publishQueue is publish without the durable copies.
+func (b *Bus) publishQueue(ctx context.Context, msg *Message, self *actors.Agent) (string, error) {
 	if err := topics.ValidateSubject(msg.Topic); err != nil {
 		return "", err
 	}

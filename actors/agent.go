@@ -103,6 +103,7 @@ type Agent struct {
 	name         string
 	pid          *actor.PID
 	mailbox      *mailbox.Mailbox
+	durable      bool        // set before the agent is reachable; see SetDurable
 	unregistered atomic.Bool // see Unregister
 
 	// What the agent's goroutine writes for every message, away from the
@@ -167,6 +168,13 @@ func FromContext(ctx context.Context) *Agent {
 
 // Name returns the agent's name.
 func (a *Agent) Name() string { return a.name }
+
+// SetDurable marks a as durable (its messages are kept in a store). Call it
+// once, before the agent is reachable by name.
+func (a *Agent) SetDurable() { a.durable = true }
+
+// Durable reports whether SetDurable was called. It does not block.
+func (a *Agent) Durable() bool { return a.durable }
 
 // Unregister records that the bus no longer lists a under its name, so that
 // a cached reference to a is not taken for the agent of that name (see

@@ -17,7 +17,8 @@
 // # Handlers and agents
 //
 // A Handler handles one message at a time, like an http.Handler; HandlerFunc
-// adapts a function and Middleware wraps one. An Agent is the bus-side state of
+// adapts a function, and a handler that wraps another (as otelbus.Tracer's
+// Handler does) adds behaviour around it. An Agent is the bus-side state of
 // one agent: its name, PID, mailbox, handler and counters (handled, failed,
 // restarts, the message being handled). Props makes the protoactor actor that
 // runs the handler on the agent's mailbox: it reports every failure, panic,

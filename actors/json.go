@@ -27,6 +27,7 @@ type wireMessage struct {
 	Timestamp     time.Time         `json:"timestamp"`
 	Attempts      int               `json:"attempts"`
 	RequiresAck   bool              `json:"requires_ack"`
+	Redelivered   bool              `json:"redelivered"`
 	TTL           json.Number       `json:"ttl_ms"`
 	Metadata      map[string]string `json:"metadata"`
 }
@@ -112,6 +113,9 @@ func (m *Message) AppendJSON(b []byte) ([]byte, error) {
 	if m.RequiresAck {
 		b = append(b, `,"requires_ack":true`...)
 	}
+	if m.Redelivered {
+		b = append(b, `,"redelivered":true`...)
+	}
 	if m.TTL != 0 {
 		b = append(b, `,"ttl_ms":`...)
 		b = appendMillis(b, m.TTL)
@@ -183,6 +187,7 @@ func (m *Message) unmarshalSlow(data []byte) error {
 		Timestamp:     w.Timestamp,
 		Attempts:      w.Attempts,
 		RequiresAck:   w.RequiresAck,
+		Redelivered:   w.Redelivered,
 		TTL:           ttl,
 		Metadata:      w.Metadata,
 	}

@@ -34,6 +34,7 @@ const (
 	seenTimestamp
 	seenAttempts
 	seenRequiresAck
+	seenRedelivered
 	seenTTL
 	seenMetadata
 )
@@ -87,6 +88,7 @@ func (m *Message) unmarshalFast(data []byte) bool {
 		ts          time.Time
 		attempts    int
 		requiresAck bool
+		redelivered bool
 		ttl         time.Duration
 		hasMeta     bool
 	)
@@ -205,15 +207,12 @@ func (m *Message) unmarshalFast(data []byte) bool {
 			i = end
 		case "requires_ack":
 			bit = seenRequiresAck
-			switch {
-			case isNull:
-				i += 4
-			case hasLiteral(data, i, "true"):
-				requiresAck = true
-				i += 4
-			case hasLiteral(data, i, "false"):
-				i += 5
-			default:
+			if i = boolAt(data, i, &requiresAck); i < 0 {
+				return false
+			}
+		case "redelivered":
+			bit = seenRedelivered
+			if i = boolAt(data, i, &redelivered); i < 0 {
 				return false
 			}
 		case "ttl_ms":
@@ -311,6 +310,7 @@ func (m *Message) unmarshalFast(data []byte) bool {
 		Timestamp:     ts,
 		Attempts:      attempts,
 		RequiresAck:   requiresAck,
+		Redelivered:   redelivered,
 		TTL:           ttl,
 		Metadata:      md,
 	}
@@ -318,6 +318,21 @@ func (m *Message) unmarshalFast(data []byte) bool {
 		m.markPayloadChecked()
 	}
 	return true
+}
+
+// boolAt sets *v from the literal true or false at data[i] (null leaves it)
+// and returns the index past it, or -1 for anything else.
+func boolAt(data []byte, i int, v *bool) int {
+	switch {
+	case hasLiteral(data, i, "null"):
+		return i + 4
+	case hasLiteral(data, i, "true"):
+		*v = true
+		return i + 4
+	case hasLiteral(data, i, "false"):
+		return i + 5
+	}
+	return -1
 }
 
 // appendText appends the decoded string at data[i] to buf and sets *s to

@@ -170,7 +170,7 @@ func fastSeeds(t testing.TB) []string {
 			Payload:   json.RawMessage(`{"task":"build","deps":["a","b"],"n":1.5e3,"ok":true,"none":null}`),
 			Priority:  uint8(tp) * 9,
 			Timestamp: time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC),
-			Attempts:  int(tp) - 3, RequiresAck: tp%2 == 0, TTL: time.Duration(tp) * 1500001,
+			Attempts:  int(tp) - 3, RequiresAck: tp%2 == 0, Redelivered: tp%3 == 0, TTL: time.Duration(tp) * 1500001,
 			Metadata: map[string]string{"traceparent": "00-abc-def-01", "b": "2", "a": ""},
 		}
 		for _, s := range []string{"", "say \"hi\"\n", "a\u2028b", "\x00\x1f", "a\xffb", "😀 ünï"} {

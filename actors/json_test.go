@@ -29,6 +29,7 @@ func full() *actors.Message {
 		Timestamp:     time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.UTC),
 		Attempts:      3,
 		RequiresAck:   true,
+		Redelivered:   true,
 		TTL:           1500001 * time.Nanosecond,
 		Metadata:      map[string]string{"traceparent": "00-abc-def-01", "b": "2", "a": ""},
 	}

@@ -124,6 +124,11 @@ type Message struct {
 	Type          MessageType       // what the message is for
 	Priority      uint8             // 0 (lowest) to 100 (highest); NewMessage sets 50
 	RequiresAck   bool              // redeliver until acknowledged
+	// Redelivered marks a delivery of a durable agent's message that may
+	// have been delivered before: recovered after a restart, or handed
+	// again after its agent's connection closed before it was settled.
+	// Attempts says how often it was tried.
+	Redelivered bool
 
 	// Unexported state, packed beside the small fields above so a Message
 	// stays in the 192-byte size class.

@@ -59,6 +59,9 @@ var ErrDisconnected = fmt.Errorf("client: disconnected: %w", agentbus.ErrTranspo
 // Letter is a dead letter as the daemon reports it.
 type Letter = protocol.Letter
 
+// TopicInfo is a subscribed topic and its subscribers, as Topics reports it.
+type TopicInfo = protocol.TopicInfo
+
 // Options configures a Client. The zero value is usable.
 type Options struct {
 	// Name is the client's name in the daemon's logs. Default: the
@@ -83,6 +86,17 @@ type Options struct {
 	// until the handler has caught up. So a handler that is slow, or that
 	// itself calls the daemon, never stalls the connection.
 	AgentQueue int
+	// OnDisconnect, if set, is called each time the live connection drops
+	// (not when Close ends it), with why, before the client starts to
+	// reconnect (or, with NoReconnect, gives up). It runs on the client's
+	// reader goroutine: it must return quickly and not call Close.
+	OnDisconnect func(err error)
+	// OnReconnect, if set, is called each time the client has connected
+	// again and registered its agents and their subscriptions anew, with
+	// the errors of those it could not restore (nil when all were). It
+	// runs on the client's reconnect goroutine: it must return quickly and
+	// not call Close.
+	OnReconnect func(restoreErr error)
 	// Window bounds the sends, publishes and replies of this client that
 	// the daemon has not confirmed yet (default DefaultWindow, 1024): Send,
 	// SendAsync and the publishes wait while it is full. It is the
@@ -138,12 +152,13 @@ type Client struct {
 
 // agent is an agent registered by this client.
 type agent struct {
-	live   bool // registered with the daemon at least once; guarded by Client.mu
-	name   string
-	h      agentbus.Handler
-	in     chan delivery
-	done   chan struct{} // closed on unregister
-	topics []string      // subscriptions, to restore after a reconnect
+	live    bool // registered with the daemon at least once; guarded by Client.mu
+	durable bool // registered with "durable" (see Durable)
+	name    string
+	h       agentbus.Handler
+	in      chan delivery
+	done    chan struct{} // closed on unregister
+	topics  []string      // subscriptions, to restore after a reconnect
 }
 
 type agentKey struct{}
@@ -450,6 +465,9 @@ func (c *Client) readLoop(l *link) {
 		delete(c.pending, id)
 	}
 	c.mu.Unlock()
+	if wasLive && c.ctx.Err() == nil && c.opts.OnDisconnect != nil {
+		c.opts.OnDisconnect(why)
+	}
 	if c.ctx.Err() != nil || !wasLive || c.opts.NoReconnect {
 		return
 	}
@@ -485,13 +503,17 @@ func (c *Client) reconnect() {
 		}
 		c.redialed.Add(1)
 		c.log.Info("reconnected", "attempt", attempt)
-		c.restore()
+		err = c.restore()
+		if c.opts.OnReconnect != nil {
+			c.opts.OnReconnect(err)
+		}
 		return
 	}
 }
 
 // restore registers the agents and subscriptions again after a reconnect.
-func (c *Client) restore() {
+// It returns the errors of those it could not restore.
+func (c *Client) restore() error {
 	c.mu.Lock()
 	agents := make([]*agent, 0, len(c.agents))
 	for _, a := range c.agents {
@@ -500,9 +522,12 @@ func (c *Client) restore() {
 		}
 	}
 	c.mu.Unlock()
+	var errs []error
 	for _, a := range agents {
-		if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: a.name, Window: c.opts.AgentQueue}); err != nil {
+		if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: a.name, Window: c.opts.AgentQueue,
+			Durable: a.durable}); err != nil {
 			c.log.Warn("re-register failed", "agent", a.name, "error", err)
+			errs = append(errs, fmt.Errorf("client: register %q again: %w", a.name, err))
 			continue
 		}
 		c.mu.Lock()
@@ -511,9 +536,11 @@ func (c *Client) restore() {
 		for _, topic := range topics {
 			if _, err := c.do(c.ctx, &protocol.Frame{Op: protocol.OpSubscribe, Agent: a.name, Topic: topic}); err != nil {
 				c.log.Warn("re-subscribe failed", "agent", a.name, "topic", topic, "error", err)
+				errs = append(errs, fmt.Errorf("client: subscribe %q to %q again: %w", a.name, topic, err))
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // dispatch hands a delivery to its agent's goroutine, waiting while its
@@ -541,17 +568,34 @@ type delivery struct {
 	gen uint64
 }
 
+// RegisterOption configures one agent at Register.
+type RegisterOption func(*agent)
+
+// Durable registers a durable agent (see PROTOCOL.md): its messages are
+// kept in the daemon's store until this client has handled them (credited
+// or acked), and when the connection drops, or the daemon restarts, the
+// agent stays, detached, and its messages keep queueing; registering the
+// name again (as the client does after a reconnect) gets the backlog, each
+// message that may have been delivered before marked Redelivered.
+func Durable() RegisterOption { return func(a *agent) { a.durable = true } }
+
 // Register registers an agent named name on the daemon's bus; its messages
 // are handled by h in a goroutine of this client, one at a time, in the
 // order the daemon delivers them. A requires_ack message is acked when h
 // returns nil and refused (so the bus retries it) when h returns an error or
 // panics. Register blocks for the daemon's answer. Errors: agentbus
 // ErrAgentExists, ErrInvalidAgent, ErrClosed, or the connection's.
-func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler) error {
+func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler, opts ...RegisterOption) error {
 	if h == nil {
 		return fmt.Errorf("%w: nil handler", agentbus.ErrInvalidAgent)
 	}
 	a := &agent{name: name, h: h, in: make(chan delivery, c.opts.AgentQueue), done: make(chan struct{})}
+	for _, o := range opts {
+		if o == nil {
+			return fmt.Errorf("%w: nil option", agentbus.ErrInvalidAgent)
+		}
+		o(a)
+	}
 	c.mu.Lock()
 	if _, dup := c.agents[name]; dup {
 		c.mu.Unlock()
@@ -559,7 +603,8 @@ func (c *Client) Register(ctx context.Context, name string, h agentbus.Handler) 
 	}
 	c.agents[name] = a // before the daemon may deliver to it
 	c.mu.Unlock()
-	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: name, Window: c.opts.AgentQueue}); err != nil {
+	if _, err := c.do(ctx, &protocol.Frame{Op: protocol.OpRegister, Agent: name, Window: c.opts.AgentQueue,
+		Durable: a.durable}); err != nil {
 		c.mu.Lock()
 		delete(c.agents, name)
 		c.mu.Unlock()
@@ -880,6 +925,21 @@ func (c *Client) Replay(ctx context.Context, seq uint64, to string) (string, err
 		return "", err
 	}
 	return r.MessageID, nil
+}
+
+// Topics returns the topics (subjects and patterns) agents of the daemon's
+// bus are subscribed to, sorted, each with its subscribers; at most limit of
+// them (0 or more than the daemon's cap: the cap, 1,000 by default). It
+// blocks for the daemon's answer. Errors: the connection's, or ctx's.
+func (c *Client) Topics(ctx context.Context, limit int) ([]TopicInfo, error) {
+	r, err := c.do(ctx, &protocol.Frame{Op: protocol.OpTopics, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	if r.Topics == nil {
+		return []TopicInfo{}, nil
+	}
+	return r.Topics, nil
 }
 
 // HistoryQuery selects messages from the daemon's history.

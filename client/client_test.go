@@ -117,6 +117,20 @@ func (in inbox) next(t *testing.T) *agentbus.Message {
 	}
 }
 
+func TestTopics(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{})
+	c := d.client(t, client.Options{})
+	ctx := ctx5(t)
+	got, err := c.Topics(ctx, 0)
+	require.NoError(t, err)
+	assert.Equal(t, []client.TopicInfo{}, got)
+	require.NoError(t, c.Register(ctx, "watcher", make(inbox, 1)))
+	require.NoError(t, c.Subscribe(ctx, "watcher", "builds.*"))
+	got, err = c.Topics(ctx, 0)
+	require.NoError(t, err)
+	assert.Equal(t, []client.TopicInfo{{Topic: "builds.*", Subscribers: []string{"watcher"}}}, got)
+}
+
 func TestSendAndErrors(t *testing.T) {
 	d := newDaemon(t, agentbus.Config{})
 	a, b := d.client(t, client.Options{Name: "a"}), d.client(t, client.Options{Name: "b"})

@@ -122,6 +122,12 @@ func (q *Queue) Add(l Letter) Letter {
 	defer q.mu.Unlock()
 	q.seq++
 	l.Seq = q.seq
+	q.put(l, size)
+	return l
+}
+
+// put appends l, evicting the oldest letters to make room. q.mu is held.
+func (q *Queue) put(l Letter, size int) {
 	q.counts[l.Reason]++
 	for q.n > 0 && (q.n == q.maxLetters || q.bytes+size > q.maxBytes) {
 		q.evictOldest()
@@ -132,7 +138,6 @@ func (q *Queue) Add(l Letter) Letter {
 	q.ring[(q.head+q.n)%len(q.ring)] = l
 	q.n++
 	q.bytes += size
-	return l
 }
 
 func (q *Queue) evictOldest() {
@@ -282,4 +287,31 @@ func (l Letter) String() string {
 		id = fmt.Sprintf("%T", l.Value)
 	}
 	return fmt.Sprintf("dead letter %d: %s for %q (%s) %s", l.Seq, id, l.Agent, l.Reason, l.Err)
+}
+
+// Restore replaces the queue's letters with ls, oldest first, as a durable
+// store kept them: each keeps its Time, Attempts and replay record. Their
+// Seqs are made consecutive from the first one's (the queue numbers letters
+// consecutively), and later letters continue after the last. Beyond the
+// queue's bounds the oldest are left out. It returns the letters held, with
+// their Seqs.
+func (q *Queue) Restore(ls []Letter) []Letter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	clear(q.ring)
+	q.ring, q.head, q.n, q.bytes = nil, 0, 0, 0
+	if len(ls) == 0 {
+		return nil
+	}
+	q.seq = max(ls[0].Seq, 1) - 1
+	for _, l := range ls {
+		q.seq++
+		l.Seq = q.seq
+		q.put(l, l.size())
+	}
+	out := make([]Letter, q.n)
+	for i := range q.n {
+		out[i] = q.ring[(q.head+i)%len(q.ring)]
+	}
+	return out
 }

@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
+	"slices"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,83 +16,54 @@ import (
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/client"
+	"github.com/descartes/agentbus/topics"
 )
 
-// payloadArg turns a command-line payload into JSON: "-" reads stdin; text
-// that is valid JSON is taken as is; anything else becomes a JSON string.
-func payloadArg(g *globals, arg string) (json.RawMessage, error) {
-	if arg == "-" {
-		data, err := io.ReadAll(io.LimitReader(g.stdin, agentbus.DefaultMaxMessageSize+1))
-		if err != nil {
-			return nil, fmt.Errorf("read payload from stdin: %w", err)
-		}
-		arg = strings.TrimSpace(string(data))
+// session checks --timeout, dials the daemon for a one-shot command,
+// registers --as when given, runs fn, and closes. SIGINT and SIGTERM end
+// ctx.
+func (g *globals) session(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client, agent string) error) error {
+	if err := g.checkTimeout(); err != nil {
+		return err
 	}
-	if json.Valid([]byte(arg)) {
-		return json.RawMessage(arg), nil
-	}
-	s, _ := json.Marshal(arg)
-	return s, nil
-}
-
-// msgFlags are the message fields send, pub and req can set.
-type msgFlags struct {
-	priority int
-	ttl      time.Duration
-	ack      bool
-	corr     string
-}
-
-func (m *msgFlags) add(cmd *cobra.Command) {
-	f := cmd.Flags()
-	f.IntVarP(&m.priority, "priority", "p", 50, "priority 0-100, higher first")
-	f.DurationVar(&m.ttl, "ttl", 0, "drop the message (dead letter: expired) if not delivered within this")
-	f.BoolVar(&m.ack, "ack", false, "require an acknowledgement (redelivered until acked)")
-	f.StringVar(&m.corr, "correlation-id", "", "correlation id")
-}
-
-func (m *msgFlags) apply(msg *agentbus.Message) error {
-	if m.priority < 0 || m.priority > actors.MaxPriority {
-		return usagef("--priority: %d is not in 0..%d", m.priority, actors.MaxPriority)
-	}
-	if m.ttl < 0 {
-		return usagef("--ttl: negative")
-	}
-	msg.Priority = uint8(m.priority)
-	msg.TTL = m.ttl
-	msg.RequiresAck = m.ack
-	msg.CorrelationID = m.corr
-	return nil
-}
-
-// message builds a message of type t whose payload is the command-line
-// argument arg (see payloadArg), with the flags' fields.
-func (m *msgFlags) message(g *globals, t agentbus.MessageType, arg string) (*agentbus.Message, error) {
-	payload, err := payloadArg(g, arg)
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := g.dial(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	msg := agentbus.NewMessage(t, "", payload)
-	if err := m.apply(msg); err != nil {
-		return nil, err
-	}
-	return msg, nil
-}
-
-// sendOne runs a session that hands msg, sent as --as if given, to do
-// (Send or PublishMessage) and prints the message's ID.
-func (g *globals) sendOne(cmd *cobra.Command, msg *agentbus.Message,
-	do func(*client.Client, context.Context, *agentbus.Message) (string, error)) error {
-	return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, agent string) error {
-		msg.Sender = agent
-		ctx, cancel := context.WithTimeout(ctx, g.timeout)
-		defer cancel()
-		id, err := do(c, ctx, msg)
-		if err != nil {
+	defer c.Close()
+	agent := ""
+	if g.name != "" {
+		agent = g.name
+		if err := g.register(ctx, c, agent, agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error {
+			return nil
+		})); err != nil {
 			return err
 		}
-		return g.printID(id)
-	})
+	}
+	return fn(ctx, c, agent)
+}
+
+// register registers agent with handler h, within --timeout.
+func (g *globals) register(ctx context.Context, c *client.Client, agent string, h agentbus.Handler) error {
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	err := c.Register(ctx, agent, h)
+	switch {
+	case errors.Is(err, agentbus.ErrAgentExists):
+		return explainf(err, "register %q: another client has an agent of that name; pick another with --as", agent)
+	case errors.Is(err, agentbus.ErrInvalidAgent):
+		return usageError{explainf(err, "--as: %q is not a valid agent name (%s)", agent, plain(err))}
+	}
+	return g.daemonErr(err, fmt.Sprintf("register %q", agent))
+}
+
+// call runs one operation on the daemon within --timeout.
+func call[T any](ctx context.Context, g *globals, op func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	return op(ctx)
 }
 
 // printID prints a message ID: a line, or {"message_id": …} with --json.
@@ -106,342 +75,248 @@ func (g *globals) printID(id string) error {
 	return err
 }
 
-// session dials the daemon, registers --as when asked (or when need is
-// set), runs fn, and closes.
-func (g *globals) session(cmd *cobra.Command, need bool, h agentbus.Handler,
-	fn func(ctx context.Context, c *client.Client, agent string) error) error {
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	c, err := g.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	agent := ""
-	if need || g.name != "" {
-		agent = g.agentName()
-		if h == nil {
-			h = agentbus.HandlerFunc(func(context.Context, *agentbus.Message) error { return nil })
-		}
-		rctx, cancel := context.WithTimeout(ctx, g.timeout)
-		err := c.Register(rctx, agent, h)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("register %q: %w", agent, err)
-		}
-	}
-	return fn(ctx, c, agent)
+func (g *globals) printJSON(v any) error {
+	return json.NewEncoder(g.stdout).Encode(v)
 }
 
-func (g *globals) printJSON(v any) error {
-	enc := json.NewEncoder(g.stdout)
-	return enc.Encode(v)
+// target returns the agent and the payload of send and req: --to AGENT
+// PAYLOAD, or AGENT PAYLOAD.
+func target(to string, a []string) (agent, payload string, err error) {
+	switch {
+	case to != "" && len(a) == 1:
+		return to, a[0], nil
+	case to == "" && len(a) == 2:
+		return a[0], a[1], nil
+	case to != "":
+		return "", "", usagef("with --to, give only the PAYLOAD (got %d arguments)", len(a))
+	default:
+		return "", "", usagef("give AGENT and PAYLOAD (or --to AGENT and PAYLOAD); got %d argument(s)", len(a))
+	}
 }
+
+// sendTypes are the types send may give a message: the others have their
+// own command (pub, req) or are the bus's own.
+var sendTypes = []string{"direct", "heartbeat", "control", "error", "broadcast"}
 
 func newSend(g *globals) *cobra.Command {
 	var mf msgFlags
 	var to, typ string
 	cmd := &cobra.Command{
-		Use:   "send --to AGENT PAYLOAD",
-		Short: "Send a direct message to an agent",
-		Long: `Send a message to the agent named by --to and print its id once the bus accepted it.
-PAYLOAD is JSON; text that is not JSON is sent as a JSON string; "-" reads stdin.
-With --as NAME the command registers NAME for the duration and sends as it.`,
-		Example: `  agentbus send --to coder '{"task":"lint","file":"main.go"}'
-  agentbus send --to coder -p 90 --ttl 5s 'urgent'`,
-		Args: args(cobra.ExactArgs(1)),
+		Use:   "send AGENT PAYLOAD",
+		Short: "Send a message to an agent",
+		Long: `Send PAYLOAD to the agent AGENT (or --to AGENT) and print the message's id once the
+bus has accepted it. When the agent's mailbox is full the command waits for room, with
+backoff, up to the daemon's backpressure timeout or --timeout; on a terminal it shows
+that it waits. With --as NAME the command registers NAME for the duration and sends as it.
+
+PAYLOAD is JSON; text that does not start like JSON is sent as a JSON string, text that
+starts like JSON but does not parse is refused (--raw sends any text as a string); "-"
+reads stdin.`,
+		Example: `  agentbus send coder '{"task":"lint","file":"main.go"}'
+  agentbus send coder -p 90 --ttl 5s 'urgent'
+  agentbus send --to coder --type control '{"cmd":"pause"}'
+  jq -c . task.json | agentbus send coder -`,
+		Args: args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if to == "" {
-				return usagef("--to is required")
-			}
-			t, err := actors.ParseMessageType(typ)
-			if err != nil {
-				return usagef("--type: %v", err)
-			}
-			msg, err := mf.message(g, t, a[0])
+			agent, payload, err := target(to, a)
 			if err != nil {
 				return err
 			}
-			msg.Recipient = to
-			return g.sendOne(cmd, msg, (*client.Client).Send)
+			if !slices.Contains(sendTypes, typ) {
+				return usagef("--type: %q is not one of %v", typ, sendTypes)
+			}
+			t, _ := actors.ParseMessageType(typ)
+			msg, err := mf.message(g, t, payload)
+			if err != nil {
+				return err
+			}
+			msg.Recipient = agent
+			return g.session(cmd, func(ctx context.Context, c *client.Client, as string) error {
+				msg.Sender = as
+				stop := g.waiting(fmt.Sprintf("room in the mailbox of %q", agent))
+				id, err := call(ctx, g, func(ctx context.Context) (string, error) { return c.Send(ctx, msg) })
+				stop()
+				if err != nil {
+					return g.sendErr(err, agent)
+				}
+				return g.printID(id)
+			})
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "the recipient agent (required)")
-	cmd.Flags().StringVar(&typ, "type", "direct", "message type: direct, heartbeat, control, error or broadcast")
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "the recipient agent (instead of the AGENT argument)")
+	f.StringVar(&typ, "type", "direct", "message type: direct, heartbeat, control, error or broadcast")
+	_ = cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions(sendTypes, cobra.ShellCompDirectiveNoFileComp))
 	mf.add(cmd)
+	g.addAs(cmd, "register this agent name for the duration and send as it")
+	g.addJSON(cmd, `print {"message_id": …} instead of the id`)
+	g.addTimeout(cmd, "give up after this long (waiting for room in a full mailbox included)")
 	return cmd
+}
+
+// sendErr explains an error of sending to agent.
+func (g *globals) sendErr(err error, agent string) error {
+	what := fmt.Sprintf("send to %q", agent)
+	switch {
+	case errors.Is(err, agentbus.ErrNoRecipient):
+		return explainf(err, "%s: no agent of that name is registered with the daemon (see agentbus agents)", what)
+	case errors.Is(err, agentbus.ErrBackpressureTimeout):
+		return explainf(err, "%s: its mailbox stayed full for the daemon's backpressure timeout; the message was "+
+			"not accepted (send it again later)", what)
+	case errors.Is(err, agentbus.ErrMailboxFull):
+		return explainf(err, "%s: the bus is full; the message was not accepted (send it again later)", what)
+	case errors.Is(err, context.DeadlineExceeded):
+		return explainf(err, "%s: no room in its mailbox within %v (--timeout); the message was not accepted", what, g.timeout)
+	case errors.Is(err, agentbus.ErrMessageTooLarge):
+		return explainf(err, "%s: the message is larger than the daemon accepts (%s)", what, plain(err))
+	case errors.Is(err, agentbus.ErrInvalidMessage):
+		return explainf(err, "%s: the daemon refused the message: %s", what, plain(err))
+	}
+	return g.daemonErr(err, what)
 }
 
 func newPub(g *globals) *cobra.Command {
 	var mf msgFlags
 	cmd := &cobra.Command{
-		Use:     "pub TOPIC PAYLOAD",
-		Short:   "Publish a message on a topic",
-		Long:    `Publish PAYLOAD on TOPIC (a dot-separated subject) and print the message id.`,
-		Example: `  agentbus pub progress.build '{"done":50}'`,
-		Args:    args(cobra.ExactArgs(2)),
+		Use:   "pub TOPIC PAYLOAD",
+		Short: "Publish a message on a topic",
+		Long: `Publish PAYLOAD on TOPIC (a dot-separated subject such as progress.build) and print
+the message's id once the bus has accepted it. Every agent subscribed to a pattern that
+matches TOPIC gets a copy.
+
+If no agent is subscribed, the bus dead-letters the message (reason no_subscribers): pub
+says so on stderr and still exits 0, since the bus accepted the message; the letter is in
+"agentbus dlq list --reason no_subscribers".
+
+PAYLOAD is read as for send.`,
+		Example: `  agentbus pub progress.build '{"done":50}'
+  agentbus pub --as builder progress.build '{"done":100}'`,
+		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			topic := a[0]
+			if err := topics.ValidateSubject(topic); err != nil {
+				return usageError{explainf(err, "TOPIC: %s", plain(err))}
+			}
 			msg, err := mf.message(g, agentbus.TypePublish, a[1])
 			if err != nil {
 				return err
 			}
-			msg.Topic = a[0]
-			return g.sendOne(cmd, msg, (*client.Client).PublishMessage)
-		},
-	}
-	mf.add(cmd)
-	return cmd
-}
-
-func newSub(g *globals) *cobra.Command {
-	var count int
-	cmd := &cobra.Command{
-		Use:   "sub PATTERN...",
-		Short: "Subscribe and print messages as they arrive",
-		Long: `Register an agent (--as, default cli-<pid>), subscribe it to each PATTERN (a subject,
-or a pattern with * for one token and > for the rest), and print every message it
-receives until interrupted or --count messages arrived. Messages sent directly to the
-agent are printed too.`,
-		Example: `  agentbus sub 'progress.>'
-  agentbus sub --json --count 1 tasks.done`,
-		Args: args(cobra.MinimumNArgs(1)),
-		RunE: func(cmd *cobra.Command, patterns []string) error {
-			if count < 0 {
-				return usagef("--count: negative")
-			}
-			got := make(chan *agentbus.Message, 64)
-			h := agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
-				select {
-				case got <- m:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			})
-			return g.session(cmd, true, h, func(ctx context.Context, c *client.Client, agent string) error {
-				for _, p := range patterns {
-					sctx, cancel := context.WithTimeout(ctx, g.timeout)
-					err := c.Subscribe(sctx, agent, p)
-					cancel()
-					if err != nil {
-						return fmt.Errorf("subscribe %q: %w", p, err)
+			msg.Topic = topic
+			return g.session(cmd, func(ctx context.Context, c *client.Client, as string) error {
+				msg.Sender = as
+				stop := g.waiting(fmt.Sprintf("room on topic %q", topic))
+				id, err := call(ctx, g, func(ctx context.Context) (string, error) { return c.PublishMessage(ctx, msg) })
+				stop()
+				if err != nil {
+					if errors.Is(err, agentbus.ErrBackpressureTimeout) || errors.Is(err, context.DeadlineExceeded) {
+						return explainf(err, "publish on %q: the bus had no room for the message in time; it was "+
+							"not accepted (publish it again later)", topic)
 					}
+					return g.daemonErr(err, fmt.Sprintf("publish on %q", topic))
 				}
-				if !g.json {
-					fmt.Fprintf(g.stderr, "agentbus: %s subscribed to %s; ^C to stop\n", agent, strings.Join(patterns, ", "))
+				if err := g.printID(id); err != nil {
+					return err
 				}
-				for n := 0; count == 0 || n < count; n++ {
-					select {
-					case m := <-got:
-						if err := g.printMessage(m); err != nil {
-							return err
-						}
-					case <-ctx.Done():
-						return nil
-					}
-				}
+				g.noticeUnheard(ctx, c, topic, id)
 				return nil
 			})
 		},
 	}
-	cmd.Flags().IntVarP(&count, "count", "n", 0, "exit after this many messages (0: run until interrupted)")
+	mf.add(cmd)
+	g.addAs(cmd, "register this agent name for the duration and publish as it")
+	g.addJSON(cmd, `print {"message_id": …} instead of the id`)
+	g.addTimeout(cmd, "give up after this long")
 	return cmd
 }
 
-// printMessage prints one received message: a JSON line with --json, else
-// "time  topic|recipient  from sender  p=priority  payload".
-func (g *globals) printMessage(m *agentbus.Message) error {
-	if g.json {
-		return g.printJSON(m)
+// unheardWait bounds how long pub looks for the dead letter of a message
+// that no agent was subscribed to: the bus's topic actor records it a
+// moment after it accepted the message.
+const unheardWait = time.Second
+
+// noticeUnheard says on stderr that message id, published on topic, was
+// dead-lettered for want of subscribers, once the dead-letter queue shows
+// it. It says nothing if an agent is subscribed, and nothing if it cannot
+// tell.
+func (g *globals) noticeUnheard(ctx context.Context, c *client.Client, topic, id string) {
+	n, err := call(ctx, g, func(ctx context.Context) (int, error) { return c.CountSubscribers(ctx, topic) })
+	if err != nil || n > 0 {
+		return
 	}
-	where := m.Topic
-	if where == "" {
-		where = "@" + m.Recipient
+	ctx, cancel := context.WithTimeout(ctx, unheardWait)
+	defer cancel()
+	backoff := time.Millisecond
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		letters, err := c.DeadLetters(ctx, client.LetterFilter{Reason: "no_subscribers", Topic: topic, Limit: 100})
+		if err != nil {
+			return
+		}
+		for _, l := range letters {
+			if l.Message != nil && l.Message.ID == id {
+				fmt.Fprintf(g.stderr, "agentbus: no agent is subscribed to %q: the message was dead-lettered "+
+					"(no_subscribers, dead letter %d)\n", topic, l.Seq)
+				return
+			}
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+		t.Reset(backoff)
 	}
-	from := m.Sender
-	if from == "" {
-		from = "-"
-	}
-	_, err := fmt.Fprintf(g.stdout, "%s  %-20s  from %-12s  p=%-3d  %s\n", m.Timestamp.Local().Format("15:04:05.000"),
-		where, from, m.Priority, m.Payload)
-	return err
 }
 
 func newReq(g *globals) *cobra.Command {
 	var mf msgFlags
 	var to string
 	cmd := &cobra.Command{
-		Use:   "req --to AGENT PAYLOAD",
-		Short: "Send a request and print the response",
-		Long: `Send PAYLOAD as a request to the agent named by --to, wait for its response (up to
---timeout) and print the response's payload (the whole message with --json).`,
-		Example: `  agentbus req --to worker '{"task":"lint"}'`,
-		Args:    args(cobra.ExactArgs(1)),
+		Use:   "req AGENT PAYLOAD",
+		Short: "Send a request to an agent and print its response",
+		Long: `Send PAYLOAD as a request to the agent AGENT (or --to AGENT), wait for its response
+(up to --timeout) and print the response's payload (the whole response message with
+--json). On a terminal it shows that it waits after a second.
+
+PAYLOAD is read as for send.`,
+		Example: `  agentbus req worker '{"task":"lint"}'
+  agentbus req --timeout 5s --to worker '{"task":"lint"}'`,
+		Args: args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if to == "" {
-				return usagef("--to is required")
-			}
-			msg, err := mf.message(g, agentbus.TypeRequest, a[0])
+			agent, payload, err := target(to, a)
 			if err != nil {
 				return err
 			}
-			msg.Recipient = to
-			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, agent string) error {
-				msg.Sender = agent
-				ctx, cancel := context.WithTimeout(ctx, g.timeout)
-				defer cancel()
-				resp, err := c.Request(ctx, msg)
+			msg, err := mf.message(g, agentbus.TypeRequest, payload)
+			if err != nil {
+				return err
+			}
+			msg.Recipient = agent
+			return g.session(cmd, func(ctx context.Context, c *client.Client, as string) error {
+				msg.Sender = as
+				stop := g.waiting(fmt.Sprintf("a response from %q", agent))
+				resp, err := call(ctx, g, func(ctx context.Context) (*agentbus.Message, error) { return c.Request(ctx, msg) })
+				stop()
 				if err != nil {
-					return err
+					if errors.Is(err, agentbus.ErrRequestTimeout) || errors.Is(err, context.DeadlineExceeded) {
+						return explainf(err, "no response from agent %q within %v", agent, g.timeout)
+					}
+					return g.sendErr(err, agent)
 				}
 				if g.json {
 					return g.printJSON(resp)
 				}
-				fmt.Fprintf(g.stdout, "%s\n", resp.Payload)
-				return nil
+				_, err = fmt.Fprintf(g.stdout, "%s\n", resp.Payload)
+				return err
 			})
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "the agent to ask (required)")
+	cmd.Flags().StringVar(&to, "to", "", "the agent to ask (instead of the AGENT argument)")
 	mf.add(cmd)
-	return cmd
-}
-
-func newDLQ(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "dlq",
-		Short: "Inspect and replay dead letters",
-		Args:  args(cobra.NoArgs),
-	}
-	var filter client.LetterFilter
-	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List dead letters, oldest first",
-		Example: `  agentbus dlq list --reason mailbox_full --limit 20`,
-		Args:    args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if filter.Limit < 0 {
-				return usagef("--limit: negative")
-			}
-			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, _ string) error {
-				ctx, cancel := context.WithTimeout(ctx, g.timeout)
-				defer cancel()
-				letters, err := c.DeadLetters(ctx, filter)
-				if err != nil {
-					return err
-				}
-				if g.json {
-					return g.printJSON(letters)
-				}
-				w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "SEQ\tTIME\tREASON\tAGENT\tMESSAGE\tERROR")
-				for _, l := range letters {
-					id := l.Value
-					if l.Message != nil {
-						id = l.Message.ID
-					}
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", l.Seq, l.Time.Local().Format("15:04:05.000"), l.Reason,
-						dash(l.Agent), dash(id), dash(l.Error))
-				}
-				if err := w.Flush(); err != nil {
-					return err
-				}
-				fmt.Fprintf(g.stderr, "%d dead letter(s)\n", len(letters))
-				return nil
-			})
-		},
-	}
-	lf := list.Flags()
-	lf.StringVar(&filter.Reason, "reason", "", "only this reason (e.g. mailbox_full, expired, transport_closed)")
-	lf.StringVar(&filter.Agent, "agent", "", "only letters for this agent")
-	lf.StringVar(&filter.Topic, "topic", "", "only messages on this topic")
-	lf.IntVar(&filter.Limit, "limit", 100, "at most this many, newest kept")
-	var to string
-	replay := &cobra.Command{
-		Use:     "replay SEQ",
-		Short:   "Send a dead letter again",
-		Long:    `Send dead letter SEQ again, to where it was going or to --to, and print the new message id.`,
-		Example: `  agentbus dlq replay 42 --to backup-worker`,
-		Args:    args(cobra.ExactArgs(1)),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			seq, err := strconv.ParseUint(a[0], 10, 64)
-			if err != nil || seq == 0 {
-				return usagef("SEQ: %q is not a dead letter number", a[0])
-			}
-			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, _ string) error {
-				ctx, cancel := context.WithTimeout(ctx, g.timeout)
-				defer cancel()
-				id, err := c.Replay(ctx, seq, to)
-				if err != nil {
-					return err
-				}
-				return g.printID(id)
-			})
-		},
-	}
-	replay.Flags().StringVar(&to, "to", "", "send to this agent instead")
-	cmd.AddCommand(list, replay)
-	return cmd
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func newHistory(g *globals) *cobra.Command {
-	var q client.HistoryQuery
-	cmd := &cobra.Command{
-		Use:   "history",
-		Short: "Show recently accepted messages, newest first",
-		Long: `Show the messages the bus accepted, newest first. The daemon keeps them only when
-started with --history.`,
-		Example: `  agentbus history --topic 'progress.>' --limit 20`,
-		Args:    args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if q.Limit < 0 {
-				return usagef("--limit: negative")
-			}
-			if q.Type != "" {
-				if _, err := actors.ParseMessageType(q.Type); err != nil {
-					return usagef("--type: %v", err)
-				}
-			}
-			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, _ string) error {
-				ctx, cancel := context.WithTimeout(ctx, g.timeout)
-				defer cancel()
-				msgs, err := c.History(ctx, q)
-				if err != nil {
-					return err
-				}
-				if g.json {
-					return g.printJSON(msgs)
-				}
-				if len(msgs) == 0 {
-					fmt.Fprintln(g.stderr, "no messages (the daemon keeps a history only when started with --history)")
-					return nil
-				}
-				w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "TIME\tTYPE\tSENDER\tTO\tPRIO\tID")
-				for _, m := range msgs {
-					dest := m.Recipient
-					if m.Topic != "" {
-						dest = m.Topic
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", m.Timestamp.Local().Format("15:04:05.000"), m.Type,
-						dash(m.Sender), dash(dest), m.Priority, m.ID)
-				}
-				return w.Flush()
-			})
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&q.Sender, "sender", "", "only from this agent")
-	f.StringVar(&q.Recipient, "recipient", "", "only to this agent")
-	f.StringVar(&q.Topic, "topic", "", "only on this topic (a subject or pattern)")
-	f.StringVar(&q.Type, "type", "", "only of this type")
-	f.IntVar(&q.Limit, "limit", 50, "at most this many")
+	g.addAs(cmd, "register this agent name for the duration and ask as it")
+	g.addJSON(cmd, "print the whole response message as JSON")
+	g.addTimeout(cmd, "how long to wait for the response")
 	return cmd
 }

@@ -35,8 +35,29 @@ func TestMain(m *testing.M) {
 	if os.Getenv("AGENTBUS_TEST_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	goleak.VerifyTestMain(m)
+	// A daemon started without --data-dir keeps its store under the
+	// user's state directory: give the tests (and the daemons they start,
+	// which inherit it) one of their own, never the user's.
+	state, err := os.MkdirTemp("", "agentbus-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	os.Setenv("XDG_STATE_HOME", state)
+	code := m.Run()
+	if code == 0 { // as goleak.VerifyTestMain, which would exit before the cleanup
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: errors on successful test run:", err)
+			code = 1
+		}
+	}
+	os.RemoveAll(state)
+	os.Exit(code)
 }
+
+// raceExitFast keeps a subprocess built with -race from waiting a second
+// at exit (the race runtime's default), which would add up over the tests.
+const raceExitFast = "GORACE=atexit_sleep_ms=0"
 
 // proc is the daemon running as a subprocess.
 type proc struct {
@@ -55,7 +76,13 @@ var shortDir = transporttest.ShortDir
 // until it accepts connections.
 func startDaemon(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := startProc(t, filepath.Join(shortDir(t), "bus.sock"), args...)
+	return startDaemonAt(t, filepath.Join(shortDir(t), "bus.sock"), args...)
+}
+
+// startDaemonAt is startDaemon on socket.
+func startDaemonAt(t *testing.T, socket string, args ...string) *proc {
+	t.Helper()
+	p := startProc(t, socket, args...)
 	require.Eventually(t, func() bool {
 		c, err := net.Dial("unix", p.socket)
 		if err == nil {
@@ -71,8 +98,10 @@ func startProc(t *testing.T, socket string, args ...string) *proc {
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	p := &proc{socket: socket, done: make(chan error, 1)}
-	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket}, args...)...)
-	p.cmd.Env = append(os.Environ(), "AGENTBUS_TEST_MAIN=1")
+	// A data directory of its own (args may name another): daemons that run
+	// together do not share one.
+	p.cmd = exec.Command(exe, append([]string{"serve", "--socket", socket, "--data-dir", t.TempDir()}, args...)...)
+	p.cmd.Env = append(os.Environ(), "AGENTBUS_TEST_MAIN=1", raceExitFast)
 	p.cmd.Stderr = &p.stderr
 	require.NoError(t, p.cmd.Start())
 	go func() { p.done <- p.cmd.Wait() }()
@@ -107,7 +136,7 @@ func (p *proc) stop(t *testing.T) error {
 func cli(t *testing.T, socket string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code = run(append([]string{"--socket", socket, "--timeout", "10s"}, args...), strings.NewReader(""), &out, &errb)
+	code = run(append([]string{"--socket", socket}, args...), strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -175,7 +204,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	assert.NotEmpty(t, strings.TrimSpace(out))
 	code, _, errOut = cli(t, d.socket, "send", "--to", "nobody", "{}")
 	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, errOut, "no such recipient")
+	assert.Contains(t, errOut, `send to "nobody": no agent of that name is registered`)
 
 	// Publishing to nobody dead-letters; dlq list shows it, replay resends.
 	code, _, errOut = cli(t, d.socket, "pub", "void.topic", `1`)
@@ -192,7 +221,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	code, _, errOut = cli(t, d.socket, "dlq", "replay", "999999")
 	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, errOut, "unknown dead letter")
+	assert.Contains(t, errOut, "replay dead letter 999999: the dead-letter queue does not hold it")
 
 	// history and stats.
 	code, out, errOut = cli(t, d.socket, "history", "--topic", "progress.>")
@@ -222,25 +251,55 @@ func TestUsageAndExitCodes(t *testing.T) {
 	}{
 		{"unknown command", []string{"teleport"}, exitUsage, "unknown command"},
 		{"unknown flag", []string{"send", "--bogus"}, exitUsage, "unknown flag"},
-		{"missing --to", []string{"send", "{}"}, exitUsage, "--to is required"},
+		{"missing agent", []string{"send", "{}"}, exitUsage, "give AGENT and PAYLOAD"},
 		{"too many args", []string{"pub", "a", "b", "c"}, exitUsage, "accepts 2 arg"},
 		{"bad priority", []string{"send", "--to", "x", "-p", "101", "{}"}, exitUsage, "--priority"},
 		{"bad seq", []string{"dlq", "replay", "abc"}, exitUsage, "SEQ"},
 		{"bad type", []string{"history", "--type", "telegram"}, exitUsage, "--type"},
 		{"negative count", []string{"sub", "--count", "-1", "x"}, exitUsage, "--count"},
-		{"unreachable", []string{"stats"}, exitUnreachable, "cannot reach the daemon"},
+		{"unreachable", []string{"stats"}, exitUnreachable, "(the socket does not exist): is \"agentbus serve\" running?"},
 		{"bad socket mode", []string{"serve", "--socket-mode", "999"}, exitUsage, "--socket-mode"},
 		{"bad duration", []string{"serve", "--request-timeout", "soon"}, exitUsage, "--request-timeout"},
 		{"non-loopback metrics", []string{"serve", "--metrics", "0.0.0.0:9464"}, exitUsage, "loopback"},
 		{"bad uid", []string{"serve", "--allow-uids", "root"}, exitUsage, "--allow-uids"},
 		{"negative size", []string{"serve", "--mailbox-size", "-1"}, exitUsage, "negative"},
 		{"missing config", []string{"serve", "--config", "/nonexistent.json"}, exitUsage, "config"},
+		{"bad commit policy", []string{"serve", "--commit", "sometimes"}, exitUsage, "--commit"},
+		{"negative store bound", []string{"serve", "--max-store-bytes", "-1"}, exitUsage, "--max-store-bytes"},
+		{"bad dedup window", []string{"serve", "--dedup-window", "a while"}, exitUsage, "dedup-window"},
+		// Item 4 of issue 17: each found locally (the socket is missing, so
+		// a check left to the daemon would exit 3).
+		{"unknown subcommand", []string{"dlq", "bogus"}, exitUsage, `unknown command "bogus" for "agentbus dlq"`},
+		{"unknown subcommand suggested", []string{"dlq", "lst"}, exitUsage, `did you mean "list"?`},
+		{"bad reason", []string{"dlq", "list", "--reason", "bogus"}, exitUsage, `--reason: "bogus" is not one of`},
+		{"bad send type", []string{"send", "--type", "request", "x", "{}"}, exitUsage, `--type: "request" is not one of`},
+		{"bad log level", []string{"serve", "--log-level", "loud"}, exitUsage, "--log-level"},
+		{"bad log format", []string{"serve", "--log-format", "xml"}, exitUsage, "--log-format"},
+		{"bad shell", []string{"completion", "tcsh"}, exitUsage, "completion takes one shell"},
+		{"bad ping count", []string{"ping", "-c", "0"}, exitUsage, "--count"},
+		{"bad timeout", []string{"stats", "--timeout", "0s"}, exitUsage, "--timeout"},
+		{"bad reconnect wait", []string{"sub", "--reconnect-wait", "-1s", "x"}, exitUsage, "--reconnect-wait"},
+		{"bad pattern", []string{"sub", "a..b"}, exitUsage, "PATTERN"},
+		{"bad topic", []string{"pub", "a.*", "1"}, exitUsage, "TOPIC"},
+		{"purge without force", []string{"dlq", "purge"}, exitUsage, "--force"},
+		{"bad get seq", []string{"dlq", "get", "0"}, exitUsage, "SEQ"},
+		{"payload and --to", []string{"send", "--to", "x", "a", "b"}, exitUsage, "with --to, give only the PAYLOAD"},
+		{"bad payload", []string{"req", "x", "{"}, exitUsage, "not valid JSON"},
+		{"json on serve", []string{"serve", "--json"}, exitUsage, "unknown flag: --json"},
+		{"timeout on serve", []string{"serve", "--timeout", "1s"}, exitUsage, "unknown flag: --timeout"},
+		{"missing flag value", []string{"stats", "--timeout"}, exitUsage, "flag needs an argument"},
+		{"bad flag value", []string{"history", "--limit", "many"}, exitUsage, "invalid argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := cli(t, missing, tc.args...)
 			assert.Equal(t, tc.code, code, errOut)
 			assert.Contains(t, errOut, tc.msg)
 		})
+	}
+	for _, group := range [][]string{{}, {"dlq"}} {
+		code, out, _ := cli(t, missing, group...)
+		assert.Equal(t, exitOK, code, "a group alone prints its help")
+		assert.Contains(t, out, "Usage:")
 	}
 	code, out, _ := cli(t, missing, "--help")
 	assert.Equal(t, 0, code)
@@ -275,9 +334,9 @@ func TestSocketOwnership(t *testing.T) {
 	// A second daemon on the same socket refuses to start and leaves the
 	// first one serving.
 	var errb bytes.Buffer
-	code := run([]string{"serve", "--socket", d.socket}, strings.NewReader(""), io.Discard, &errb)
+	code := run([]string{"serve", "--socket", d.socket, "--data-dir", ""}, strings.NewReader(""), io.Discard, &errb)
 	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, errb.String(), "in use")
+	assert.Contains(t, errb.String(), "another daemon is serving "+d.socket)
 	_, err := dialClient(t, d.socket).Ping(context.Background())
 	require.NoError(t, err)
 
@@ -298,7 +357,7 @@ func TestSocketOwnership(t *testing.T) {
 	}, 20*time.Second, 5*time.Millisecond, p.log())
 
 	// A socket path in a missing directory is a clear error.
-	code = run([]string{"serve", "--socket", filepath.Join(dir, "no", "such", "dir.sock")}, strings.NewReader(""),
+	code = run([]string{"serve", "--data-dir", "", "--socket", filepath.Join(dir, "no", "such", "dir.sock")}, strings.NewReader(""),
 		io.Discard, &errb)
 	assert.Equal(t, exitFailed, code)
 	assert.Contains(t, errb.String(), "no/such")

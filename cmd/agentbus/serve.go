@@ -1,17 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,44 +31,57 @@ import (
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/server"
 	"github.com/descartes/agentbus/prom"
+	"github.com/descartes/agentbus/store"
 	"github.com/descartes/agentbus/transport"
 )
 
-// version is the daemon's version, announced to clients.
-const version = "0.1"
-
 // serveConfig is the daemon's configuration: flags, or the same keys in a
-// JSON config file (flags win). Durations are Go durations ("30s").
+// JSON config file (flags win).
 type serveConfig struct {
-	Socket       string `json:"socket"`
-	SocketMode   string `json:"socket_mode"`
-	AllowUIDs    string `json:"allow_uids"` // comma-separated
-	Metrics      string `json:"metrics"`
-	LogLevel     string `json:"log_level"`
-	DrainTimeout string `json:"drain_timeout"`
+	SocketMode         string
+	AllowUIDs          string // comma-separated
+	Metrics            string
+	MetricsAllowRemote bool
+	LogLevel           string
+	LogFormat          string
+	DrainTimeout       time.Duration
 
-	MaxMessageSize      int    `json:"max_message_size"`
-	RequestTimeout      string `json:"request_timeout"`
-	MailboxSize         int    `json:"mailbox_size"`
-	MaxPending          int    `json:"max_pending"`
-	WaitDuration        string `json:"wait_duration"`
-	BackpressureTimeout string `json:"backpressure_timeout"`
-	DLQMaxSize          int    `json:"dlq_max_size"`
-	MaxAttempts         int    `json:"max_attempts"`
-	History             bool   `json:"history"`
-	MaxHistorySize      int    `json:"max_history_size"`
-	MaxTopics           int    `json:"max_topics"`
-	MaxSubscriptions    int    `json:"max_subscriptions"`
+	MaxMessageSize      int
+	RequestTimeout      time.Duration
+	MailboxSize         int
+	MaxPending          int
+	WaitDuration        time.Duration
+	BackpressureTimeout time.Duration
+	DLQMaxSize          int
+	MaxAttempts         int
+	History             bool
+	MaxHistorySize      int
+	MaxTopics           int
+	MaxSubscriptions    int
 
-	OutboundQueue int    `json:"outbound_queue"`
-	MaxAgents     int    `json:"max_agents"`
-	MaxRequests   int    `json:"max_requests"`
-	MaxConns      int    `json:"max_conns"`
-	AckTimeout    string `json:"ack_timeout"`
+	OutboundQueue int
+	MaxAgents     int
+	MaxRequests   int
+	MaxConns      int
+	AckTimeout    time.Duration
+
+	OTLPEndpoint string // see otel.go
+	OTLPInsecure bool
+
+	DataDir       string
+	Commit        string
+	MaxStoreBytes int64
+	DedupWindow   time.Duration
 }
 
-// flagNames maps config keys to flag names: the JSON key with '-' for '_'.
+// flagName maps a config key to its flag's name: '-' for '_'.
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// logLevels and logFormats are --log-level's and --log-format's values.
+var (
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
+)
 
 func newServe(g *globals) *cobra.Command {
 	var cfg serveConfig
@@ -77,38 +93,56 @@ func newServe(g *globals) *cobra.Command {
 Unix socket (mode 0600 unless --socket-mode says otherwise). A stale socket left by a
 dead daemon is replaced; a live daemon's socket is never taken.
 
-On SIGINT or SIGTERM it stops accepting, lets queued messages drain to their clients
-(up to --drain-timeout), dead-letters what is left, and removes the socket.
+On SIGINT or SIGTERM it stops accepting and removes the socket (a new daemon may start at
+once), lets queued messages drain to their clients (up to --drain-timeout), and
+dead-letters what is left.
+
+Durable agents (registered with "durable": true) keep their messages, pending
+redeliveries, subscriptions and the dead-letter queue in --data-dir (mode 0700, its
+file 0600), committed as --commit says: batch (the default: group commit, fsync'd),
+always (an fsync per message) or none (no fsync: survives a crash of the daemon, not
+of the machine). At start the daemon recovers them: durable agents come back detached
+and take messages until a client registers them again. A damaged store file stops the
+daemon at start with an error naming it. --data-dir "" keeps everything in memory.
+
+It logs to stderr: lifecycle and, at most every 10 s, a summary of its clients at info;
+each connection at debug; dead letters at warn.
 
 Every flag can also be given in a JSON config file (--config) under the flag's name
-with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags win.`,
+with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags given on
+the command line win. Durations are Go durations: 100ms, 30s, 5m.`,
+		Example: `  agentbus serve --history
+  agentbus serve --socket /run/agentbus.sock --socket-mode 0660 --metrics 127.0.0.1:9464
+  agentbus serve --config /etc/agentbus.json --log-format json`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Socket = g.socket
 			if configFile != "" {
-				if err := loadConfig(configFile, &cfg, cmd.Flags(), cmd.Flags().Changed("socket") || os.Getenv("AGENTBUS_SOCKET") != ""); err != nil {
+				if err := loadConfig(configFile, cmd.Flags(), os.Getenv("AGENTBUS_SOCKET") != ""); err != nil {
 					return usageError{err}
 				}
 			}
-			return serve(cmd.Context(), cfg, g.stderr)
+			return serve(cmd.Context(), g.socket, cfg, g.stderr)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "a JSON config file (see above)")
-	f.StringVar(&cfg.SocketMode, "socket-mode", "0600", "the socket file's permission bits (octal)")
+	f.SortFlags = false
+	f.StringVar(&configFile, "config", "", "read flags from this JSON file (see above)")
+	f.StringVar(&cfg.SocketMode, "socket-mode", "0600", "the socket file's permission bits, in octal")
 	f.StringVar(&cfg.AllowUIDs, "allow-uids", "", "comma-separated uids allowed to connect (checked with SO_PEERCRED); empty: any that can open the socket")
-	f.StringVar(&cfg.Metrics, "metrics", "", "serve /metrics (Prometheus) and /healthz on this loopback address, e.g. 127.0.0.1:9464")
-	f.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&cfg.DrainTimeout, "drain-timeout", "10s", "on shutdown, how long queued messages may drain")
+	f.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus /metrics and /healthz on this address, e.g. 127.0.0.1:9464 (loopback only, unless --metrics-allow-remote)")
+	f.BoolVar(&cfg.MetricsAllowRemote, "metrics-allow-remote", false, "let --metrics listen on any address, not only loopback")
+	f.StringVar(&cfg.LogLevel, "log-level", "info", "log from this level on: debug, info, warn or error")
+	f.StringVar(&cfg.LogFormat, "log-format", "text", "log as text (key=value) or json lines")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "on shutdown, how long queued messages may drain")
 	f.IntVar(&cfg.MaxMessageSize, "max-message-size", agentbus.DefaultMaxMessageSize, "largest message in bytes (frames may be 64 KiB larger)")
-	f.StringVar(&cfg.RequestTimeout, "request-timeout", "30s", "default request timeout")
+	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 30*time.Second, "default request timeout")
 	f.IntVar(&cfg.MailboxSize, "mailbox-size", 1024, "each agent's mailbox capacity")
 	f.IntVar(&cfg.MaxPending, "max-pending", 10000, "messages queued in all mailboxes together")
-	f.StringVar(&cfg.WaitDuration, "wait-duration", "100ms", "first backoff of a sender waiting for room")
-	f.StringVar(&cfg.BackpressureTimeout, "backpressure-timeout", "30s", "longest a sender waits for room")
+	f.DurationVar(&cfg.WaitDuration, "wait-duration", 100*time.Millisecond, "first backoff of a sender waiting for room")
+	f.DurationVar(&cfg.BackpressureTimeout, "backpressure-timeout", 30*time.Second, "longest a sender waits for room")
 	f.IntVar(&cfg.DLQMaxSize, "dlq-max-size", 1000, "dead letters kept (oldest evicted)")
 	f.IntVar(&cfg.MaxAttempts, "max-attempts", agentbus.DefaultMaxAttempts, "deliveries of a requires_ack message before retries_exhausted")
-	f.BoolVar(&cfg.History, "history", false, "record accepted messages for `agentbus history`")
+	f.BoolVar(&cfg.History, "history", false, "record accepted messages, for agentbus history")
 	f.IntVar(&cfg.MaxHistorySize, "max-history-size", 10000, "messages the history keeps")
 	f.IntVar(&cfg.MaxTopics, "max-topics", 10000, "topic actors running at once")
 	f.IntVar(&cfg.MaxSubscriptions, "max-subscriptions", 100000, "subscriptions in all")
@@ -116,37 +150,82 @@ with '_' for '-', e.g. {"max_pending": 20000, "request_timeout": "10s"}; flags w
 	f.IntVar(&cfg.MaxAgents, "max-agents", server.DefaultMaxAgents, "agents one connection may register")
 	f.IntVar(&cfg.MaxRequests, "max-requests", server.DefaultMaxRequests, "requests one connection may have in flight")
 	f.IntVar(&cfg.MaxConns, "max-conns", server.DefaultMaxConns, "connections served at once")
-	f.StringVar(&cfg.AckTimeout, "ack-timeout", "30s", "how long a requires_ack delivery waits for the client's ack")
+	f.DurationVar(&cfg.AckTimeout, "ack-timeout", 30*time.Second, "how long a requires_ack delivery or a request waits for the client's answer")
+	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry spans over OTLP/HTTP to this collector HOST:PORT, e.g. 127.0.0.1:4318")
+	f.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", false, "with --otlp-endpoint: plain HTTP instead of HTTPS")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), `the durable store's directory ("": memory only)`)
+	f.StringVar(&cfg.Commit, "commit", "batch", "when a durable message counts as stored: batch, always or none")
+	f.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", defaultMaxStoreBytes, "bytes the durable store may hold; then senders are pushed back (store_full)")
+	f.DurationVar(&cfg.DedupWindow, "dedup-window", agentbus.DefaultDedupWindow, "how long a durable message's ID is remembered, so that a resend is accepted once")
+	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions(logLevels, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions(logFormats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-// loadConfig reads the JSON config file into cfg, except for the keys whose
-// flags were given on the command line.
-func loadConfig(path string, cfg *serveConfig, flags *pflag.FlagSet, socketGiven bool) error {
+// loadConfig sets the flags named by the keys of the JSON config file at
+// path, except those given on the command line (and socket when
+// socketFromEnv). Each value is parsed as the flag's own: a string as it
+// is, a number or a boolean as its JSON text.
+func loadConfig(path string, flags *pflag.FlagSet, socketFromEnv bool) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	var file map[string]json.RawMessage
 	if err := json.Unmarshal(data, &file); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: not a JSON object: %w", path, err)
 	}
-	for key, raw := range file {
-		if key == "socket" && socketGiven || key != "socket" && flags.Changed(flagName(key)) {
+	for _, key := range slices.Sorted(maps.Keys(file)) {
+		name := flagName(key)
+		if name == "config" || name == "help" || flags.Lookup(name) == nil {
+			return fmt.Errorf("config %s: unknown key %q (the keys are serve's flags, with '_' for '-')", path, key)
+		}
+		if flags.Changed(name) || name == "socket" && socketFromEnv {
 			continue // the command line wins
 		}
-		one, _ := json.Marshal(map[string]json.RawMessage{key: raw})
-		dec := json.NewDecoder(strings.NewReader(string(one)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(cfg); err != nil {
+		raw := file[key]
+		var value string
+		switch t := bytes.TrimSpace(raw); {
+		case len(t) > 0 && t[0] == '"':
+			_ = json.Unmarshal(t, &value) // valid: it came out of a valid object
+		case len(t) > 0 && t[0] != '{' && t[0] != '[' && string(t) != "null":
+			value = string(t)
+		default:
+			return fmt.Errorf("config %s: key %q: %s is not a string, number or boolean", path, key, t)
+		}
+		if err := flags.Set(name, value); err != nil {
 			return fmt.Errorf("config %s: key %q: %w", path, key, err)
 		}
 	}
 	return nil
 }
 
+// defaultMaxStoreBytes bounds the durable store unless --max-store-bytes
+// says otherwise: 1 GiB.
+const defaultMaxStoreBytes = 1 << 30
+
+// storeLockWait is how long the daemon waits for another process (a daemon
+// still draining after SIGTERM) to let go of the data directory.
+const storeLockWait = 15 * time.Second
+
+// defaultDataDir is $XDG_STATE_HOME/agentbus, else ~/.local/state/agentbus
+// (the XDG base directory for state), else "" (memory only) when there is no
+// home directory.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "agentbus")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".local", "state", "agentbus")
+}
+
 // daemon is what serveConfig turns into.
 type daemon struct {
+	dataDir      string
+	storeOpts    store.Options
 	bus          agentbus.Config
 	srv          server.Config
 	unix         transport.UnixOptions
@@ -154,25 +233,13 @@ type daemon struct {
 	metrics      string
 	drainTimeout time.Duration
 	level        slog.Level
+	jsonLog      bool
 }
 
-func parseDuration(name, s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, usagef("--%s: %q is not a duration such as 30s", name, s)
-	}
-	return d, nil
-}
-
-func (c serveConfig) daemon() (daemon, error) {
+func (c serveConfig) daemon(socket string) (daemon, error) {
 	var d daemon
 	var errs []error
-	dur := func(name, s string) time.Duration {
-		v, err := parseDuration(name, s)
-		errs = append(errs, err)
-		return v
-	}
-	d.socket = c.Socket
+	d.socket = socket
 	if d.socket == "" {
 		errs = append(errs, usagef("--socket: empty path"))
 	}
@@ -194,30 +261,50 @@ func (c serveConfig) daemon() (daemon, error) {
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
 		ip := net.ParseIP(host)
-		if err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
-			errs = append(errs, usagef("--metrics: %q is not a loopback address such as 127.0.0.1:9464", c.Metrics))
+		switch {
+		case err != nil:
+			errs = append(errs, usagef("--metrics: %q is not an address such as 127.0.0.1:9464", c.Metrics))
+		case !c.MetricsAllowRemote && host != "localhost" && (ip == nil || !ip.IsLoopback()):
+			errs = append(errs, usagef("--metrics: %q is not a loopback address such as 127.0.0.1:9464 "+
+				"(add --metrics-allow-remote to serve metrics on any address)", c.Metrics))
 		}
 	}
 	d.metrics = c.Metrics
-	if err := d.level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		errs = append(errs, usagef("--log-level: %q is not debug, info, warn or error", c.LogLevel))
+	if !slices.Contains(logLevels, c.LogLevel) || d.level.UnmarshalText([]byte(c.LogLevel)) != nil {
+		errs = append(errs, usagef("--log-level: %q is not one of %s", c.LogLevel, strings.Join(logLevels, ", ")))
 	}
-	d.drainTimeout = dur("drain-timeout", c.DrainTimeout)
-	for name, v := range map[string]int{"max-message-size": c.MaxMessageSize, "mailbox-size": c.MailboxSize,
-		"max-pending": c.MaxPending, "dlq-max-size": c.DLQMaxSize, "max-attempts": c.MaxAttempts,
-		"max-history-size": c.MaxHistorySize, "max-topics": c.MaxTopics, "max-subscriptions": c.MaxSubscriptions,
-		"outbound-queue": c.OutboundQueue, "max-agents": c.MaxAgents, "max-requests": c.MaxRequests,
-		"max-conns": c.MaxConns} {
-		if v < 0 {
-			errs = append(errs, usagef("--%s: %d is negative", name, v))
+	if !slices.Contains(logFormats, c.LogFormat) {
+		errs = append(errs, usagef("--log-format: %q is not one of %s", c.LogFormat, strings.Join(logFormats, ", ")))
+	}
+	d.jsonLog = c.LogFormat == "json"
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"drain-timeout", c.DrainTimeout}, {"request-timeout", c.RequestTimeout}, {"wait-duration", c.WaitDuration},
+		{"backpressure-timeout", c.BackpressureTimeout}, {"ack-timeout", c.AckTimeout},
+		{"dedup-window", c.DedupWindow}} {
+		if v.d < 0 {
+			errs = append(errs, usagef("--%s: %v is negative", v.name, v.d))
+		}
+	}
+	d.drainTimeout = c.DrainTimeout
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"max-message-size", c.MaxMessageSize}, {"mailbox-size", c.MailboxSize}, {"max-pending", c.MaxPending},
+		{"dlq-max-size", c.DLQMaxSize}, {"max-attempts", c.MaxAttempts}, {"max-history-size", c.MaxHistorySize},
+		{"max-topics", c.MaxTopics}, {"max-subscriptions", c.MaxSubscriptions}, {"outbound-queue", c.OutboundQueue},
+		{"max-agents", c.MaxAgents}, {"max-requests", c.MaxRequests}, {"max-conns", c.MaxConns}} {
+		if v.n < 0 {
+			errs = append(errs, usagef("--%s: %d is negative", v.name, v.n))
 		}
 	}
 	d.bus = agentbus.Config{
 		MaxMessageSize: c.MaxMessageSize,
-		RequestTimeout: dur("request-timeout", c.RequestTimeout),
+		RequestTimeout: c.RequestTimeout,
 		MailboxSize:    c.MailboxSize,
 		Backpressure: agentbus.BackpressureConfig{MaxPending: c.MaxPending,
-			WaitDuration: dur("wait-duration", c.WaitDuration), Timeout: dur("backpressure-timeout", c.BackpressureTimeout)},
+			WaitDuration: c.WaitDuration, Timeout: c.BackpressureTimeout},
 		DLQMaxSize:       c.DLQMaxSize,
 		Retry:            agentbus.RetryConfig{MaxAttempts: c.MaxAttempts},
 		EnableHistory:    c.History,
@@ -230,32 +317,82 @@ func (c serveConfig) daemon() (daemon, error) {
 		maxFrame = agentbus.DefaultMaxMessageSize
 	}
 	d.unix.MaxFrameSize = maxFrame + 64<<10
-	d.srv = server.Config{Name: "agentbus/" + version, MaxFrameSize: d.unix.MaxFrameSize,
+	d.dataDir = c.DataDir
+	policy, err := store.ParsePolicy(c.Commit)
+	if err != nil {
+		errs = append(errs, usagef("--commit: %q is not batch, always or none", c.Commit))
+	}
+	if c.MaxStoreBytes < 0 {
+		errs = append(errs, usagef("--max-store-bytes: %d is negative", c.MaxStoreBytes))
+	}
+	d.storeOpts = store.Options{Policy: policy, MaxBytes: c.MaxStoreBytes, LockTimeout: storeLockWait}
+	d.bus.Durability.DedupWindow = c.DedupWindow
+	d.srv = server.Config{Name: "agentbus/" + strings.Fields(strings.Trim(moduleVersion(), "()"))[0], MaxFrameSize: d.unix.MaxFrameSize,
 		OutboundQueue: c.OutboundQueue, MaxAgents: c.MaxAgents, MaxRequests: c.MaxRequests, MaxConns: c.MaxConns,
-		AckTimeout: dur("ack-timeout", c.AckTimeout)}
+		AckTimeout: c.AckTimeout}
 	return d, errors.Join(errs...)
 }
 
-// serve runs the daemon until ctx ends or a signal arrives.
-func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
-	d, err := c.daemon()
+// serve runs the daemon on socket until ctx ends or a signal arrives.
+func serve(ctx context.Context, socket string, c serveConfig, stderr io.Writer) error {
+	d, err := c.daemon(socket)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: d.level}))
+	// Before the socket exists: once a client can connect, a signal stops
+	// the daemon cleanly.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	opts := &slog.HandlerOptions{Level: d.level}
+	var h slog.Handler = slog.NewTextHandler(stderr, opts)
+	if d.jsonLog {
+		h = slog.NewJSONHandler(stderr, opts)
+	}
+	log := slog.New(h)
 	d.bus.Logger = log
 	d.srv.Logger = log
+	traces, err := startTracing(c.OTLPEndpoint, c.OTLPInsecure)
+	if err != nil {
+		return err
+	}
+	defer traces.shutdown(log, 5*time.Second) // after the bus's shutdown: its last spans too
+	d.bus = traces.config(d.bus)
 	if err := ensureSocketDir(d.socket); err != nil {
 		return err
 	}
-	bus, err := agentbus.New(d.bus)
-	if err != nil {
-		return usageError{err}
-	}
 	l, err := transport.ListenUnix(d.socket, d.unix)
 	if err != nil {
-		_ = bus.Shutdown(context.Background())
+		if errors.Is(err, transport.ErrAddrInUse) {
+			return explainf(err, "another daemon is serving %s: stop it first, or give another --socket", d.socket)
+		}
+		return explainf(err, "cannot listen on %s: %s", d.socket, plain(err))
+	}
+	st, err := openStore(d, log)
+	if err != nil {
+		_ = l.Close()
 		return err
+	}
+	if st != nil {
+		d.bus.Durability.Store = st
+		defer func() { // after the bus's shutdown and the clients'
+			if err := st.Close(); err != nil {
+				log.Error("durable store not closed cleanly", "error", err)
+			}
+		}()
+	}
+	recoverStart := time.Now()
+	bus, err := agentbus.New(d.bus)
+	if errors.Is(err, store.ErrCorrupt) {
+		_ = l.Close()
+		return err // the file's fault, not the command line's: the error names it
+	}
+	if err != nil {
+		_ = l.Close()
+		return usageError{explainf(err, "%s", plain(err))}
+	}
+	if st != nil {
+		log.Info("durable state recovered", "agents", len(bus.Agents()), "queued", bus.Accounting().InFlight,
+			"took", time.Since(recoverStart))
 	}
 	d.srv.Bus = bus
 	srv, err := server.New(d.srv)
@@ -264,9 +401,6 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 		_ = bus.Shutdown(context.Background())
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
 	var wg sync.WaitGroup
 	var httpSrv *http.Server
 	if d.metrics != "" {
@@ -277,10 +411,13 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 			return err
 		}
 	}
-	log.Info("agentbus daemon listening", "socket", l.Addr(), "protocol", protocol.Version, "version", version,
+	log.Info("agentbus daemon listening", "socket", l.Addr(), "protocol", protocol.Version, "version", moduleVersion(),
 		"metrics", d.metrics)
 	serveErr := srv.Serve(ctx, l)
 	stop()
+	// Stop accepting at once: the socket goes, so a new daemon can start
+	// while this one drains to the clients it has.
+	_ = l.Close()
 	log.Info("agentbus daemon shutting down", "drain_timeout", d.drainTimeout)
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
@@ -293,7 +430,6 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 	if err := srv.Close(flushCtx); err != nil {
 		log.Warn("some clients did not take their last messages", "error", err)
 	}
-	_ = l.Close() // removes the socket
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(context.Background())
 		wg.Wait()
@@ -302,6 +438,27 @@ func serve(ctx context.Context, c serveConfig, stderr io.Writer) error {
 	log.Info("agentbus daemon stopped", "accepted", acc.Accepted, "handled", acc.Handled,
 		"dead_lettered", acc.DeadLettered)
 	return serveErr
+}
+
+// openStore opens the durable store of d, or returns nil for --data-dir "".
+// It waits up to storeLockWait for a daemon that still holds it.
+func openStore(d daemon, log *slog.Logger) (*store.Disk, error) {
+	if d.dataDir == "" {
+		log.Info("durable store: none (--data-dir \"\"): durable agents last until the daemon stops")
+		return nil, nil
+	}
+	start := time.Now()
+	d.storeOpts.OnError = func(err error) { log.Error("durable store write failed", "error", err) }
+	st, err := store.Open(d.dataDir, d.storeOpts)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("%w (another daemon uses this data directory: give this one --data-dir DIR, or --data-dir \"\" for memory only)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.Info("durable store opened", "path", st.Path(), "commit", st.Policy().String(), "bytes", st.Size(),
+		"took", time.Since(start))
+	return st, nil
 }
 
 // ensureSocketDir creates the fallback socket directory (mode 0700) when it

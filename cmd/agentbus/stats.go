@@ -17,7 +17,7 @@ import (
 )
 
 func newStats(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Show the bus's statistics",
 		Long: `Show the daemon's statistics: message totals, backlog, delivery latency, dead letters
@@ -25,25 +25,26 @@ by reason, and per agent, topic, sender and message type. --json prints the snap
 as the daemon sent it.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.session(cmd, false, nil, func(ctx context.Context, c *client.Client, _ string) error {
-				ctx, cancel := context.WithTimeout(ctx, g.timeout)
-				defer cancel()
+			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
 				if g.json {
-					raw, err := c.StatsJSON(ctx)
+					raw, err := call(ctx, g, c.StatsJSON)
 					if err != nil {
-						return err
+						return g.daemonErr(err, "stats")
 					}
 					_, err = fmt.Fprintf(g.stdout, "%s\n", raw)
 					return err
 				}
-				st, err := c.Stats(ctx)
+				st, err := call(ctx, g, c.Stats)
 				if err != nil {
-					return err
+					return g.daemonErr(err, "stats")
 				}
 				return printStats(g.stdout, st)
 			})
 		},
 	}
+	g.addJSON(cmd, "print the daemon's snapshot as JSON")
+	g.addTimeout(cmd, "give up on the daemon after this long")
+	return cmd
 }
 
 // printStats writes st for humans.
@@ -70,17 +71,7 @@ func printStats(out io.Writer, st agentbus.Stats) error {
 	}
 	if len(st.Agents) > 0 {
 		fmt.Fprintln(out)
-		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "AGENT\tQUEUED\tCAP\tRECEIVED\tHANDLED\tFAILED\tRESTARTS\tLAST ACTIVE")
-		for _, a := range st.Agents {
-			last := "-"
-			if !a.LastActive.IsZero() {
-				last = a.LastActive.Local().Format("15:04:05.000")
-			}
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", a.Name, a.Queued, a.Capacity, a.Received, a.Handled,
-				a.Failed, a.Restarts, last)
-		}
-		if err := w.Flush(); err != nil {
+		if err := agentsTable(out, st.Agents); err != nil {
 			return err
 		}
 	}

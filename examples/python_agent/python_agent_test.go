@@ -131,7 +131,7 @@ func TestPythonAgent(t *testing.T) {
 	assert.Equal(t, 3, lone.wait(t))
 	assert.Contains(t, lone.stderr.String(), "cannot reach the agentbus daemon at "+socket)
 
-	daemon := start(t, bin, "serve", "--socket", socket)
+	daemon := start(t, bin, "serve", "--socket", socket, "--data-dir", "")
 	require.Eventually(t, func() bool {
 		if daemon.exited() {
 			return true

@@ -1,6 +1,6 @@
 // Command benchratio reads `go test -bench` output on stdin and prints, for
-// each benchmark that has "bus" and "protoactor" sub-benchmarks (or "X" and
-// "X-floor"), the median of every metric over the runs and the ratio
+// each benchmark that has "bus" and "protoactor" (or "jetstream")
+// sub-benchmarks (or "X" and "X-floor"), the median of every metric over the runs and the ratio
 // bus/protoactor (or X/X-floor). Ratios from one run
 // are what carry on a noisy machine; run with -count 5 or more.
 //
@@ -88,7 +88,7 @@ func report(r io.Reader, w io.Writer) error {
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| ratio (medians): bus / protoactor, or X / X-floor | msgs/s | ns/op | p50 | p99 | B/msg |")
+	fmt.Fprintln(w, "| ratio (medians): bus / protoactor (or jetstream), or X / X-floor | msgs/s | ns/op | p50 | p99 | B/msg |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 	for _, name := range order {
 		label, baseline := "", ""
@@ -96,6 +96,9 @@ func report(r io.Reader, w io.Writer) error {
 		case strings.HasSuffix(name, "/bus"):
 			label = strings.TrimSuffix(name, "/bus")
 			baseline = label + "/protoactor"
+			if _, ok := s[baseline]; !ok { // the durable benchmarks' peer
+				baseline = label + "/jetstream"
+			}
 		default:
 			label, baseline = name, name+"-floor"
 		}

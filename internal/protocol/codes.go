@@ -29,6 +29,7 @@ const (
 	CodeNoRecipient          = "no_recipient"           // agentbus.ErrNoRecipient
 	CodeMailboxFull          = "mailbox_full"           // agentbus.ErrMailboxFull
 	CodeBackpressureTimeout  = "backpressure_timeout"   // agentbus.ErrBackpressureTimeout
+	CodeStoreFull            = "store_full"             // agentbus.ErrStoreFull: the durable store is full
 	CodeRequestTimeout       = "request_timeout"        // agentbus.ErrRequestTimeout
 	CodeRequestCycle         = "request_cycle"          // agentbus.ErrRequestCycle
 	CodeAgentStopped         = "agent_stopped"          // agentbus.ErrAgentStopped
@@ -82,6 +83,7 @@ var codes = []struct {
 	{CodeAckTimeout, ErrAckTimeout},
 	{CodeRequestTimeout, agentbus.ErrRequestTimeout},
 	{CodeRequestCycle, agentbus.ErrRequestCycle},
+	{CodeStoreFull, agentbus.ErrStoreFull},
 	{CodeBackpressureTimeout, agentbus.ErrBackpressureTimeout},
 	{CodeMailboxFull, agentbus.ErrMailboxFull},
 	{CodeMessageTooLarge, agentbus.ErrMessageTooLarge},

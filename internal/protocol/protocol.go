@@ -54,6 +54,11 @@ const (
 	OpPing        = "ping"         // answered by pong
 	OpCredit      = "credit"       // agent, n: n more deliveries may be in flight; not answered
 	OpSync        = "sync"         // answered by ok once every earlier send, publish, respond and request is carried out
+	OpTopics      = "topics"       // limit; answered by topics: the subscribed topics and their subscribers
+
+	OpDeadLetter       = "dead_letter"        // seq; answered by dead_letters with that one letter
+	OpPurgeDeadLetters = "purge_dead_letters" // answered by ok with n, the letters removed
+	OpSubscribers      = "subscribers"        // topic; answered by ok with n, the agents a publish reaches
 
 	OpWelcome  = "welcome"  // daemon → client: answer to hello
 	OpOK       = "ok"       // daemon → client: the operation succeeded
@@ -79,6 +84,7 @@ type Frame struct {
 
 	Agent     string            `json:"agent,omitempty"`      // register, unregister, subscribe, unsubscribe, deliver, ack, nack, credit
 	Window    int               `json:"window,omitempty"`     // register: at most this many deliveries in flight (0: no limit)
+	Durable   bool              `json:"durable,omitempty"`    // register: a durable agent (see PROTOCOL.md)
 	N         int               `json:"n,omitempty"`          // credit: deliveries the client has finished with
 	Topic     string            `json:"topic,omitempty"`      // subscribe, unsubscribe, dead_letters, history
 	Message   *agentbus.Message `json:"message,omitempty"`    // send, publish, request, respond, response, deliver
@@ -99,6 +105,14 @@ type Frame struct {
 	Stats    json.RawMessage     `json:"stats,omitempty"`    // stats answer
 	Letters  []Letter            `json:"letters,omitempty"`  // dead_letters answer
 	Messages []*agentbus.Message `json:"messages,omitempty"` // history answer
+	Topics   []TopicInfo         `json:"topics,omitempty"`   // topics answer
+}
+
+// TopicInfo is one subscribed topic (a subject or a pattern) in a topics
+// answer, with the agents subscribed to exactly it, sorted.
+type TopicInfo struct {
+	Topic       string   `json:"topic"`
+	Subscribers []string `json:"subscribers"`
 }
 
 // Letter is the wire form of a dead letter.
@@ -314,7 +328,7 @@ func isType(key []byte) bool {
 }
 
 // Encode returns the JSON form of f, with no newline. Every frame but the
-// answers that nest lists or objects (stats, dead_letters, history) is
+// answers that nest lists or objects (stats, dead_letters, history, topics) is
 // written by hand, field by field in the order and form encoding/json gives
 // them; those go through encoding/json. It fails only if a message cannot be
 // encoded (an unknown type, a payload that is not JSON).
@@ -325,7 +339,7 @@ func Encode(f *Frame) ([]byte, error) {
 // AppendFrame appends the JSON form of f to b (see Encode), so that a caller
 // can encode into a buffer it reuses. On error, b is returned as it was.
 func AppendFrame(b []byte, f *Frame) ([]byte, error) {
-	if f.Stats != nil || f.Letters != nil || f.Messages != nil {
+	if f.Stats != nil || f.Letters != nil || f.Messages != nil || f.Topics != nil {
 		g := *f // so that f itself does not escape: callers keep theirs on the stack
 		enc, err := json.Marshal(&g)
 		if err != nil {
@@ -343,6 +357,9 @@ func AppendFrame(b []byte, f *Frame) ([]byte, error) {
 	b = appendIntField(b, `,"max_frame":`, int64(f.MaxFrame))
 	b = appendStringField(b, `,"agent":`, f.Agent)
 	b = appendIntField(b, `,"window":`, int64(f.Window))
+	if f.Durable {
+		b = append(b, `,"durable":true`...)
+	}
 	b = appendIntField(b, `,"n":`, int64(f.N))
 	b = appendStringField(b, `,"topic":`, f.Topic)
 	if f.Message != nil {

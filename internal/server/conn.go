@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,13 @@ type remote struct {
 	// these are exactly the deliveries it never handled: they are
 	// dead-lettered. At most the window long; guarded by conn.mu.
 	inflight []*agentbus.Message
+	// durable marks an agent registered with "durable": its deliveries
+	// stay in the bus's store until settled (a credit, an ack, a response,
+	// or, without a window, the write), and when the connection closes it
+	// is detached, not stopped: what it had not settled is delivered again
+	// to the next client that registers its name.
+	durable bool
+	h       *forwarder // its handler, to detach only this one
 }
 
 // waiting is a delivery that waits for the client's ack or response.
@@ -135,7 +143,7 @@ func newConn(s *Server, t transport.Conn, id uint64) *conn {
 // run serves the connection until it ends, then cleans up.
 func (c *conn) run() {
 	p := c.t.Peer()
-	c.log.Info("client connected", "uid", p.UID, "pid", p.PID)
+	c.log.Debug("client connected", "uid", p.UID, "pid", p.PID)
 	c.wg.Add(2)
 	go c.writeLoop()
 	go c.laneLoop()
@@ -280,6 +288,8 @@ func (c *conn) writeBatch(batch []item, frames [][]byte) bool {
 			close(it.flushed)
 		case err != nil && i >= sent && it.msg != nil:
 			c.undelivered(it, err)
+		case err == nil && it.msg != nil && it.to.durable && it.to.slots == nil:
+			c.settleDurable(it.agent, it.msg) // written: the client's, as for any agent without a window
 		}
 		it.frame.Release()
 	}
@@ -432,7 +442,7 @@ func (c *conn) handle(f *protocol.Frame) error {
 			return fmt.Errorf("%w: %d (this daemon speaks 1..%d)", protocol.ErrUnsupportedVersion, f.Version, protocol.Version)
 		}
 		c.hello, c.version, c.client = true, f.Version, f.Client
-		c.log.Info("client hello", "client", f.Client, "version", f.Version)
+		c.log.Debug("client hello", "client", f.Client, "version", f.Version)
 		c.answer(&protocol.Frame{Op: protocol.OpWelcome, ID: f.ID, Version: f.Version, Server: c.s.cfg.Name,
 			MaxFrame: c.s.cfg.MaxFrameSize})
 		return nil
@@ -495,6 +505,15 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return c.ok(f.ID, id)
 	case protocol.OpHistory:
 		return c.history(f)
+	case protocol.OpDeadLetter:
+		return c.deadLetter(f)
+	case protocol.OpPurgeDeadLetters:
+		return c.purgeDeadLetters(f)
+	case protocol.OpSubscribers:
+		return c.subscribers(f)
+	case protocol.OpTopics:
+		c.answer(&protocol.Frame{Op: protocol.OpTopics, ID: f.ID, Topics: c.topics(f.Limit)})
+		return nil
 	default:
 		return fmt.Errorf("%w: %q", protocol.ErrUnknownOp, f.Op)
 	}
@@ -591,15 +610,20 @@ func (c *conn) register(f *protocol.Frame) error {
 	if f.Window < 0 || f.Window > maxWindow {
 		return fmt.Errorf("%w: window %d not in 0..%d", protocol.ErrInvalidFrame, f.Window, maxWindow)
 	}
-	r := &remote{name: f.Agent, gone: make(chan struct{})}
+	r := &remote{name: f.Agent, gone: make(chan struct{}), durable: f.Durable}
 	if f.Window > 0 {
 		r.slots = make(chan struct{}, f.Window)
+	}
+	r.h = &forwarder{c: c, name: f.Agent, r: r}
+	opts := []agentbus.SpawnOption{agentbus.WithSupervisor(supervisor.Resuming())}
+	if r.durable {
+		opts = append(opts, agentbus.WithDurable(), agentbus.WithHandOff())
 	}
 	// Reserve the name first: the handler may run before Spawn returns.
 	c.mu.Lock()
 	c.agents[f.Agent] = r
 	c.mu.Unlock()
-	pid, err := c.s.bus.Spawn(f.Agent, c.forward(f.Agent, r), agentbus.WithSupervisor(supervisor.Resuming()))
+	pid, err := c.s.bus.Spawn(f.Agent, r.h, opts...)
 	c.mu.Lock()
 	if err != nil {
 		delete(c.agents, f.Agent)
@@ -610,7 +634,8 @@ func (c *conn) register(f *protocol.Frame) error {
 	if err != nil {
 		return err
 	}
-	c.log.Info("agent registered", "agent", f.Agent, "client", c.client)
+	c.log.Debug("agent registered", "agent", f.Agent, "client", c.client, "durable", r.durable)
+	c.s.changed(0)
 	return c.ok(f.ID, "")
 }
 
@@ -629,8 +654,18 @@ func (c *conn) unregister(f *protocol.Frame) error {
 	// is refused, so the name is free when the ok goes out.
 	close(r.gone)
 	c.stopAgent(name, r, agentbus.ErrAgentStopped)
-	c.log.Info("agent unregistered", "agent", name, "client", c.client)
+	c.log.Debug("agent unregistered", "agent", name, "client", c.client)
+	c.s.changed(0)
 	return c.ok(f.ID, "")
+}
+
+// detach detaches the durable agent r from this connection, if it is still
+// the one attached under name: it stays in the bus, and what it had not
+// settled goes to the next client that registers the name.
+func (c *conn) detach(name string, r *remote) {
+	if err := c.s.bus.Detach(name, r.h); err != nil && !errors.Is(err, agentbus.ErrNoRecipient) {
+		c.log.Warn("durable agent not detached", "agent", name, "error", err)
+	}
 }
 
 // stopAgent stops the bus agent r if it is still the one registered under
@@ -646,7 +681,7 @@ func (c *conn) stopAgent(name string, r *remote, cause error) {
 	}
 }
 
-// forward returns the handler of a remote agent: it queues each message as
+// forwarder is the handler of a remote agent: it queues each message as
 // a deliver frame, waiting while the outbound queue is full. A requires_ack
 // message then waits for the client's ack, and a request for the client's
 // response: like an in-process agent, a remote agent is busy until it has
@@ -658,10 +693,15 @@ func (c *conn) stopAgent(name string, r *remote, cause error) {
 // each run of messages, whose stack is still small: it does little itself
 // (the writer encodes the frame, see item), and its rare paths are
 // functions of their own, so that the stack need not grow.
-func (c *conn) forward(name string, r *remote) agentbus.HandlerFunc {
-	return func(_ context.Context, m *agentbus.Message) error {
-		return c.deliver(name, r, m)
-	}
+type forwarder struct {
+	c    *conn
+	name string
+	r    *remote
+}
+
+// Handle delivers m; see forwarder.
+func (f *forwarder) Handle(_ context.Context, m *agentbus.Message) error {
+	return f.c.deliver(f.name, f.r, m)
 }
 
 // deliver is the handler of remote agent r, named name; see forward.
@@ -712,9 +752,22 @@ func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 		return c.stopped(name, r, m)
 	}
 	if err == nil {
+		if r.durable {
+			c.settleDurable(name, m)
+		}
 		c.holdSlot(r)
 	}
 	return err
+}
+
+// settleDurable tells the bus that the client is done with m, a delivery
+// to its durable agent name: it leaves the store.
+//
+//go:noinline
+func (c *conn) settleDurable(name string, m *agentbus.Message) {
+	if err := c.s.bus.Settle(name, m.ID); err != nil {
+		c.log.Debug("settle", "agent", name, "msg_id", m.ID, "error", err)
+	}
 }
 
 // holdSlot takes, for a windowed agent r, the slot of its next delivery,
@@ -909,9 +962,18 @@ func (c *conn) credit(f *protocol.Frame) error {
 	}
 	c.mu.Lock()
 	n := min(f.N, len(r.inflight))
+	var done []*agentbus.Message
+	if r.durable {
+		done = slices.Clone(r.inflight[:n])
+	}
 	clear(r.inflight[:n])
 	r.inflight = r.inflight[n:]
 	c.mu.Unlock()
+	for _, m := range done {
+		if m != nil { // nil: a delivery settled by its own answer
+			c.settleDurable(name, m)
+		}
+	}
 	for range n {
 		select {
 		case <-r.slots:
@@ -971,6 +1033,9 @@ func (c *conn) refuse(agent, msgID string, result error) bool {
 	c.mu.Unlock()
 	if found == nil {
 		return false
+	}
+	if durable, _ := c.s.bus.Durable(name); durable {
+		c.settleDurable(name, found)
 	}
 	c.s.bus.ActorSystem().Root.Send(c.s.bus.DeadLetterPID(), &deadletter.Letter{Message: found,
 		Reason: deadletter.HandlerError, Agent: name, Err: result.Error(), Attempts: found.Attempts})
@@ -1040,10 +1105,14 @@ func (c *conn) runRequest(r pendingRequest) {
 		ctx, cancel = context.WithTimeout(c.ctx, r.timeout)
 	}
 	resp, err := c.s.bus.Request(ctx, r.m)
+	gaveUp := err != nil && (errors.Is(err, agentbus.ErrRequestTimeout) || ctx.Err() != nil)
 	if cancel != nil {
 		cancel()
 	}
 	if err != nil {
+		if gaveUp {
+			c.s.abandoned(r.m.RequestID)
+		}
 		c.reply(protocol.ErrorFrame(r.id, err))
 		return
 	}
@@ -1117,6 +1186,18 @@ func (c *conn) history(f *protocol.Frame) error {
 	return nil
 }
 
+// topics lists the bus's subscribed topics, at most limit of them (capped
+// like dead_letters), each with its subscribers.
+func (c *conn) topics(limit int) []protocol.TopicInfo {
+	all := c.s.bus.Topics()
+	all = all[:min(len(all), c.limit(limit))]
+	out := make([]protocol.TopicInfo, 0, len(all))
+	for _, t := range all {
+		out = append(out, protocol.TopicInfo{Topic: t, Subscribers: c.s.bus.Subscribers(t)})
+	}
+	return out
+}
+
 // cleanup runs once the reader has returned and the context is canceled:
 // it stops the connection's agents (what was queued for them is
 // dead-lettered as transport_closed), waits for its goroutines, closes the
@@ -1128,6 +1209,10 @@ func (c *conn) cleanup(why error) {
 	c.agents = map[string]*remote{}
 	c.mu.Unlock()
 	for name, r := range agents {
+		if r.durable {
+			c.detach(name, r)
+			continue
+		}
 		c.stopAgent(name, r, agentbus.ErrTransportClosed)
 	}
 	c.wg.Wait()
@@ -1138,7 +1223,9 @@ func (c *conn) cleanup(why error) {
 	for {
 		select {
 		case it := <-c.out:
-			if it.msg != nil {
+			if it.msg != nil && it.to.durable {
+				it.frame.Release() // held by the bus, for the next client of the agent
+			} else if it.msg != nil {
 				c.undelivered(it, transport.ErrClosed)
 			} else if it.flushed != nil {
 				close(it.flushed)
@@ -1149,6 +1236,9 @@ func (c *conn) cleanup(why error) {
 		break
 	}
 	for name, r := range agents {
+		if r.durable {
+			continue // not settled: held by the bus for the next client
+		}
 		c.mu.Lock()
 		inflight := r.inflight
 		r.inflight = nil
@@ -1159,7 +1249,7 @@ func (c *conn) cleanup(why error) {
 			}
 		}
 	}
-	c.log.Info("client disconnected", "client", c.client, "agents", len(agents), "reason", fmt.Sprint(why))
+	c.log.Debug("client disconnected", "client", c.client, "agents", len(agents), "reason", fmt.Sprint(why))
 }
 
 // undelivered dead-letters a delivery that was queued for the connection

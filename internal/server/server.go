@@ -58,8 +58,9 @@ type Config struct {
 	// Bus is the bus the server serves. Required. The server does not
 	// shut it down.
 	Bus *agentbus.Bus
-	// Logger receives connection lifecycle at Info and protocol errors at
-	// Debug. Nil discards.
+	// Logger receives a summary of the connections at Info when they
+	// change (at most once per SummaryInterval), each connection's
+	// lifecycle and protocol errors at Debug. Nil discards.
 	Logger *slog.Logger
 	// Name is announced in the welcome frame (e.g. "agentbus/0.1").
 	Name string
@@ -91,6 +92,9 @@ type Config struct {
 	// MaxConns bounds the connections served at once (default 1024). One
 	// more is sent an error frame (too_many_connections) and closed.
 	MaxConns int
+	// SummaryInterval is the least time between two of the Info lines that
+	// sum up the connections and agents (default 10 s).
+	SummaryInterval time.Duration
 	// MaxQueuedOps bounds the ordered operations (send, publish, respond,
 	// request, sync) of one connection that wait to be carried out
 	// (default 1024). They are carried out one at a time, in order; while
@@ -106,7 +110,7 @@ func (c *Config) withDefaults() error {
 		return fmt.Errorf("%w: nil Bus", ErrInvalidConfig)
 	}
 	if c.OutboundQueue < 0 || c.MaxAgents < 0 || c.MaxRequests < 0 || c.AckTimeout < 0 || c.MaxBadFrames < 0 ||
-		c.MaxList < 0 || c.MaxFrameSize < 0 || c.MaxConns < 0 || c.MaxQueuedOps < 0 {
+		c.MaxList < 0 || c.MaxFrameSize < 0 || c.MaxConns < 0 || c.MaxQueuedOps < 0 || c.SummaryInterval < 0 {
 		return fmt.Errorf("%w: negative limit", ErrInvalidConfig)
 	}
 	if c.Logger == nil {
@@ -124,6 +128,7 @@ func (c *Config) withDefaults() error {
 	setDefault(&c.MaxList, DefaultMaxList)
 	setDefault(&c.MaxConns, DefaultMaxConns)
 	setDefault(&c.MaxQueuedOps, DefaultMaxQueuedOps)
+	setDefault(&c.SummaryInterval, DefaultSummaryInterval)
 	return nil
 }
 
@@ -147,6 +152,7 @@ type Server struct {
 
 	nextID  atomic.Uint64
 	refused atomic.Uint64 // connections closed for flooding bad frames
+	sum     summary       // the Info lines that sum up the connections
 }
 
 // New returns a server for cfg.Bus. It returns an error wrapping
@@ -220,10 +226,12 @@ func (s *Server) serve(t transport.Conn) error {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		s.changed(+1)
 		c.run()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		s.changed(-1)
 	}()
 	return nil
 }
@@ -258,5 +266,6 @@ func (s *Server) Close(ctx context.Context) error {
 		c.shut()
 	}
 	s.wg.Wait()
+	s.flushSummary()
 	return err
 }

@@ -431,6 +431,27 @@ func TestInspection(t *testing.T) {
 	assert.NotEmpty(t, st)
 }
 
+func TestTopics(t *testing.T) {
+	e := newEnv(t, agentbus.Config{}, server.Config{MaxList: 2})
+	p := e.hello()
+	f := p.do(`{"op":"topics"}`)
+	require.Equal(t, protocol.OpTopics, f.Op)
+	assert.Empty(t, f.Topics, "no subscriptions yet")
+
+	p.ok(`{"op":"register","agent":"a"}`)
+	p.ok(`{"op":"register","agent":"b"}`)
+	p.ok(`{"op":"subscribe","agent":"a","topic":"jobs.>"}`)
+	p.ok(`{"op":"subscribe","agent":"b","topic":"jobs.>"}`)
+	p.ok(`{"op":"subscribe","agent":"b","topic":"alerts"}`)
+	p.ok(`{"op":"subscribe","agent":"a","topic":"zeta"}`)
+	f = p.do(`{"op":"topics","limit":10}`)
+	require.Equal(t, protocol.OpTopics, f.Op)
+	assert.Equal(t, []protocol.TopicInfo{
+		{Topic: "alerts", Subscribers: []string{"b"}},
+		{Topic: "jobs.>", Subscribers: []string{"a", "b"}},
+	}, f.Topics, "sorted, capped by MaxList")
+}
+
 func TestManyConnections(t *testing.T) {
 	e := newEnv(t, agentbus.Config{}, server.Config{})
 	const n = 20

@@ -1,0 +1,5 @@
+//go:build race
+
+package mcpbus_test
+
+const raceEnabled = true
