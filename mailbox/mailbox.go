@@ -244,8 +244,11 @@ func (m *Mailbox) Len() int { return m.room.Used() }
 
 // Posted returns how many user messages were ever queued, counting those a
 // sender is queueing at the moment. It does not block.
-func (m *Mailbox) Posted() uint64 {
-	if in := m.in.Load(); in != nil {
+func (m *Mailbox) Posted() uint64 { return m.postedFrom(m.in.Load()) }
+
+// postedFrom is Posted for in, the inbox as the caller loaded it.
+func (m *Mailbox) postedFrom(in *inbox) uint64 {
+	if in != nil {
 		return in.posted()
 	}
 	return m.idleTail.Load() // stored before the inbox is dropped: never behind a reading of its tail
@@ -376,8 +379,9 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.dropExpired(expired)
 		return full, err
 	}
-	stamp := m.stamp(depth, m.Posted()+1)
-	in, c, pos := m.claim(m.in.Load())
+	in := m.in.Load()
+	stamp := m.stamp(depth, m.postedFrom(in)+1)
+	in, c, pos := m.claim(in)
 	c.write(pos, prio, entry{msg, deadline, stamp})
 	m.dropExpired(expired)
 	m.announce(in, pos, prio, msg)
