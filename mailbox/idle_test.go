@@ -177,17 +177,12 @@ func TestClaimOnReleasedInbox(t *testing.T) {
 	_, _, full, err := m.reserve()
 	require.NoError(t, err)
 	require.Nil(t, full)
-	type claim struct {
-		in  *inbox
-		c   *cell
-		pos uint64
-	}
-	claimed := make(chan claim, 1)
+	claimed := make(chan *inFlight, 1)
 	go func() {
 		in, c, pos := m.claim(stale)
-		claimed <- claim{in, c, pos}
+		claimed <- &inFlight{m, in, c, pos}
 	}()
-	var got claim
+	var got *inFlight
 	select {
 	case got = <-claimed:
 	case <-time.After(10 * time.Second):
@@ -197,8 +192,7 @@ func TestClaimOnReleasedInbox(t *testing.T) {
 	assert.Same(t, stale, got.in, "the sender's reference kept the inbox alive: taken back")
 	assert.EqualValues(t, 1, got.pos)
 	b := named("b", 1)
-	got.c.write(got.pos, b.prio, entry{v: b})
-	m.announce(got.in, got.pos, b.prio, b)
+	got.finish(b)
 	assert.Equal(t, []any{a, b}, inv.delivered())
 	assert.EqualValues(t, 2, m.Posted())
 	assert.Nil(t, m.in.Load())
@@ -215,24 +209,11 @@ func TestCloseWaitsForPostWithoutInbox(t *testing.T) {
 	require.Nil(t, m.in.Load())
 
 	stopped := errors.New("stopped")
-	closed := make(chan struct{})
-	go func() {
-		m.Close(stopped)
-		close(closed)
-	}()
-	require.Never(t, func() bool {
-		select {
-		case <-closed:
-			return true
-		default:
-			return false
-		}
-	}, 50*time.Millisecond, time.Millisecond, "Close returned while a post held a slot")
+	closed := closeBlocked(t, m, stopped)
 
 	late := named("late", 1)
-	in, c, pos := m.claim(m.in.Load())
-	c.write(pos, late.prio, entry{v: late})
-	m.announce(in, pos, late.prio, late)
+	in, c, pos := m.claim(m.in.Load()) // installs an inbox under the lock Close lets go of
+	(&inFlight{m, in, c, pos}).finish(late)
 	<-closed
 	assert.Equal(t, []any{late}, drops.msgs())
 	for _, dr := range drops.all() {

@@ -90,19 +90,7 @@ func TestCloseWaitsForPostInFlight(t *testing.T) {
 	slow := startPost(t, m)
 
 	stopped := errors.New("stopped")
-	closed := make(chan struct{})
-	go func() {
-		m.Close(stopped)
-		close(closed)
-	}()
-	require.Never(t, func() bool {
-		select {
-		case <-closed:
-			return true
-		default:
-			return false
-		}
-	}, 50*time.Millisecond, time.Millisecond, "Close returned while a post was in flight")
+	closed := closeBlocked(t, m, stopped)
 
 	late := named("late", 1)
 	slow.finish(late)
@@ -115,6 +103,27 @@ func TestCloseWaitsForPostInFlight(t *testing.T) {
 	assert.Zero(t, m.Len())
 	assert.ErrorIs(t, m.TryPost(named("after", 1)), stopped)
 	assert.EqualValues(t, 2, m.Posted(), "a post after Close is refused, not counted")
+}
+
+// closeBlocked runs m.Close(reason) on a goroutine and checks that it has
+// not returned a while later, as it must not while a post is in flight; the
+// channel it returns is closed once Close returns.
+func closeBlocked(t *testing.T, m *Mailbox, reason error) <-chan struct{} {
+	t.Helper()
+	closed := make(chan struct{})
+	go func() {
+		m.Close(reason)
+		close(closed)
+	}()
+	require.Never(t, func() bool {
+		select {
+		case <-closed:
+			return true
+		default:
+			return false
+		}
+	}, 50*time.Millisecond, time.Millisecond, "Close returned while a post was in flight")
+	return closed
 }
 
 // A sender that finds every inbox cell taken moves the inbox into the queue
