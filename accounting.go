@@ -138,6 +138,7 @@ func (b *Bus) accounting(agents []*actors.Agent, each func(ag *actors.Agent, han
 	a.Accepted += rm.Posted()
 	a.Handled += rm.Delivered()
 	a.InFlight += rm.Len()
+	b.clusterAccounting(&a)
 	return a
 }
 

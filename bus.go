@@ -127,6 +127,8 @@ type Bus struct {
 
 	observers     observers // who is told each outcome (see observe)
 	reportHandled bool      // some observer wants every queued delivery's Handled
+
+	cluster *Cluster // nil unless Config.Cluster; see cluster.go
 }
 
 // New returns a running bus configured by cfg. It returns an error wrapping
@@ -194,6 +196,12 @@ func New(cfg Config) (*Bus, error) {
 			b.protoDeadLetter(d)
 		}
 	})
+	if cfg.Cluster != nil { // first, so that recovered durable agents claim their names
+		if err := b.startCluster(); err != nil {
+			_ = b.Shutdown(context.Background())
+			return nil, err
+		}
+	}
 	if err := b.recoverDurable(); err != nil {
 		_ = b.Shutdown(context.Background())
 		return nil, err
@@ -275,6 +283,15 @@ func (b *Bus) spawn(name string, h Handler, o spawnOptions) (*actor.PID, error) 
 		}
 		h = wrapped
 	}
+	spawned := false
+	if b.cluster != nil { // the name is the cluster's
+		done, err := b.clusterClaim(name)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { done(spawned) }()
+		h = b.clusterGate(name, h)
+	}
 	b.spawnMu.Lock()
 	defer b.spawnMu.Unlock()
 	if b.closed.Load() {
@@ -321,6 +338,7 @@ func (b *Bus) spawn(name string, h Handler, o spawnOptions) (*actor.PID, error) 
 		}
 	}
 	b.log.Info("agent spawned", "agent", name, "mailbox", o.mailboxSize, "durable", o.durable)
+	spawned = true
 	return pid, nil
 }
 
@@ -505,6 +523,9 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	// again, then stop the agents.
 	err := b.shared.WaitZero(ctx)
 	if err == nil {
+		err = b.leaveCluster(ctx)
+	}
+	if err == nil {
 		err = b.stopTopics(ctx, false)
 	}
 	b.router.Stop(b.system, nil)
@@ -540,6 +561,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		return true
 	})
 	b.stopRetries()
+	b.stopCluster()
 	b.sup.Close()
 	b.system.Root.Stop(b.dlqPID)
 	b.cancel()

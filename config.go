@@ -84,6 +84,11 @@ type Config struct {
 	// Durability says where durable agents (WithDurable) keep their
 	// messages; see DurabilityConfig.
 	Durability DurabilityConfig
+	// Cluster, when set, makes the bus one node of a cluster of buses on
+	// several processes or hosts (see ClusterConfig and docs/cluster.md):
+	// agent names, requests, topics and broadcasts then span the cluster.
+	// Nil: one process, exactly as without it.
+	Cluster *ClusterConfig
 }
 
 // BackpressureConfig says how much may be queued and how senders wait.

@@ -10,6 +10,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/cluster"
+	"github.com/descartes/agentbus/cluster/wire"
 	"github.com/descartes/agentbus/deadletter"
 	"github.com/descartes/agentbus/mailbox"
 	"github.com/descartes/agentbus/supervisor"
@@ -69,6 +71,14 @@ func reasonOf(err error) deadletter.Reason {
 		return deadletter.RestartLimit
 	case errors.Is(err, ErrTransportClosed):
 		return deadletter.TransportClosed
+	case errors.Is(err, ErrNodeUnreachable):
+		return deadletter.NodeUnreachable
+	case errors.Is(err, ErrNodeLeft):
+		return deadletter.NodeLeft
+	case errors.Is(err, ErrNameConflict):
+		return deadletter.NameConflict
+	case errors.Is(err, cluster.ErrClosed):
+		return deadletter.Shutdown
 	default:
 		return deadletter.AgentStopped
 	}
@@ -109,8 +119,8 @@ func (b *Bus) dropDeadLetter(v any, why error) {
 // protoactor's API to a PID that no longer exists.
 func (b *Bus) protoDeadLetter(d *actor.DeadLetterEvent) {
 	switch d.Message.(type) {
-	case *actor.DeadLetterResponse, actor.SystemMessage, actor.AutoReceiveMessage:
-		return // protoactor's own protocol, not user traffic
+	case *actor.DeadLetterResponse, actor.SystemMessage, actor.AutoReceiveMessage, *wire.Frame:
+		return // protoactor's own protocol, or the cluster's, not user traffic
 	}
 	l := &deadletter.Letter{Reason: deadletter.NoRecipient}
 	if d.PID != nil {

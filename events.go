@@ -20,6 +20,8 @@ const (
 	EventStopped                         // an agent stopped; Err says why
 	EventSupervised                      // a supervision decision; Supervision says which
 	EventDeadLetter                      // a message was dead-lettered; Letter has it
+	EventNodeJoined                      // a cluster node joined (or rejoined); Node has it
+	EventNodeLeft                        // a cluster node left or failed; Node has it, Err says which
 )
 
 // String returns the kind's name, such as "dead_letter".
@@ -35,6 +37,10 @@ func (k EventKind) String() string {
 		return "supervised"
 	case EventDeadLetter:
 		return "dead_letter"
+	case EventNodeJoined:
+		return "node_joined"
+	case EventNodeLeft:
+		return "node_left"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -47,13 +53,16 @@ type Event struct {
 	// Restarts counts the agent's restarts so far (Started, Restarted).
 	Restarts int
 	// Err is why an agent stopped (Stopped): ErrAgentStopped for Stop,
-	// supervisor.ErrRestartLimit, supervisor.ErrStoppedBySupervisor, or
-	// ErrShutdown.
+	// supervisor.ErrRestartLimit, supervisor.ErrStoppedBySupervisor,
+	// ErrShutdown, or ErrNameConflict; or why a node left (NodeLeft).
 	Err error
 	// Supervision is the decision, for EventSupervised.
 	Supervision *supervisor.Event
 	// Letter is the dead letter, for EventDeadLetter.
 	Letter *deadletter.Letter
+	// Node is the cluster node, for EventNodeJoined and EventNodeLeft (Err
+	// is ErrNodeLeft or ErrNodeUnreachable for the latter).
+	Node *Member
 }
 
 // DefaultEventBuffer is the buffer of a subscription made with a buffer < 1.

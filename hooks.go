@@ -22,10 +22,10 @@ func (h agentHooks) Failed(a *actors.Agent, m *actors.Message, err error) any {
 	b := h.b
 	tap := isHandler(a)
 	b.report(Outcome{Kind: OutcomeFailed, Message: m, Dest: a.Name(), Err: err, Tap: tap})
-	if errors.Is(err, ErrTransportClosed) || errors.Is(err, ErrAgentStopped) {
+	if errors.Is(err, ErrTransportClosed) || errors.Is(err, ErrAgentStopped) || errors.Is(err, ErrNameConflict) {
 		// Not the handler's fault: its peer has gone, or unregistered it,
-		// and the agent is about to be stopped with the same cause. No
-		// retry, no restart.
+		// or another node won its name, and the agent is about to be
+		// stopped with the same cause. No retry, no restart.
 		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: m, Reason: reasonOf(err),
 			Err: err.Error(), Agent: a.Name()}, Err: err, Queued: true, Tap: tap})
 		return nil
@@ -99,6 +99,8 @@ func (h agentHooks) Stopped(a *actors.Agent) {
 	case why != nil:
 	case h.b.closed.Load():
 		why = ErrShutdown
+	case a.Mailbox().Closed(): // stopped with a cause (StopCause, a name lost to another node)
+		why = a.Mailbox().CloseReason()
 	default:
 		why = mailbox.ErrStopped
 	}

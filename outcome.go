@@ -184,6 +184,9 @@ func (b *Bus) observe(user []Observer) {
 	o.add(&b.events, OutcomeDeadLettered)
 	o.add(requestFailer{b}, OutcomeDeadLettered)
 	o.add(b.durable, OutcomeHandled, OutcomeRetried, OutcomeDeadLettered)
+	if b.cfg.Cluster != nil {
+		o.add(clusterObserver{b}, OutcomeDeadLettered)
+	}
 	for _, u := range user {
 		o.add(u)
 	}

@@ -53,6 +53,11 @@ func (b *Bus) dispatch(ctx context.Context, msg *Message, self *actors.Agent) (s
 	if err := b.accept(ctx, msg, self); err != nil {
 		return "", err
 	}
+	if b.cluster != nil { // bound for another node? (cluster.go)
+		if id, err, done := b.clusterSend(ctx, msg, self); done {
+			return id, err
+		}
+	}
 	switch msg.Type {
 	case TypeResponse:
 		return b.respond(ctx, msg, self)
@@ -178,6 +183,17 @@ type republishKey struct{}
 // slow agent never holds up the others.
 func (b *Bus) broadcast(msg *Message) (string, error) {
 	b.report(Outcome{Kind: OutcomeAccepted, Message: msg})
+	if b.broadcastLocal(msg) == 0 {
+		err := errors.New("agentbus: broadcast reached no agent")
+		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient, Err: err.Error()},
+			Err: err})
+	}
+	return msg.ID, nil
+}
+
+// broadcastLocal delivers a copy of msg to every agent of this bus but its
+// sender, and returns how many it tried.
+func (b *Bus) broadcastLocal(msg *Message) int {
 	reached := 0
 	for _, a := range b.snapshot() {
 		if a.Name() == msg.Sender {
@@ -191,10 +207,5 @@ func (b *Bus) broadcast(msg *Message) (string, error) {
 				Agent: a.Name()}, Err: err})
 		}
 	}
-	if reached == 0 {
-		err := errors.New("agentbus: broadcast reached no agent")
-		b.deadLetter(Outcome{Letter: &deadletter.Letter{Message: msg, Reason: deadletter.NoRecipient, Err: err.Error()},
-			Err: err})
-	}
-	return msg.ID, nil
+	return reached
 }

@@ -14,6 +14,15 @@
 // sentinel (ErrInvalidMessage, ErrMessageTooLarge); its JSON form round-trips
 // exactly.
 //
+// # JSON
+//
+// MarshalJSON and AppendJSON write a message; UnmarshalJSON, and for
+// encoding/json/v2 UnmarshalJSONFrom, read one as encoding/json reads a
+// struct (the differential fuzz tests hold them to it), with errors that
+// name the field. Both sides go through github.com/go-json-experiment/json's
+// jsontext and the project's one JSON policy (internal/codec): the syntax
+// encoding/json accepts, and strings escaped only where JSON requires it.
+//
 // # Handlers and agents
 //
 // A Handler handles one message at a time, like an http.Handler; HandlerFunc

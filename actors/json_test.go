@@ -7,7 +7,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -318,6 +321,10 @@ func stdString(t *testing.T, s string) string {
 	return out
 }
 
+// TestJSONStrings checks the escaping policy of internal/codec on every
+// text field: only '"', '\\' and control characters are escaped; '<', '>',
+// '&', U+2028 and U+2029 are written as UTF-8; invalid UTF-8 becomes U+FFFD;
+// and every string decodes to what encoding/json makes of it.
 func TestJSONStrings(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -330,17 +337,17 @@ func TestJSONStrings(t *testing.T) {
 		{name: "backslash", give: `C:\path\`, wantRaw: `C:\\path\\`},
 		{name: "newline tab return", give: "a\nb\tc\rd", wantRaw: `a\nb\tc\rd`},
 		{name: "NUL", give: "a\x00b", wantRaw: `a\u0000b`},
-		{name: "controls", give: "\x01\x08\x0c\x1f", wantRaw: `\u0001\u0008\u000c\u001f`},
-		{name: "DEL passes", give: "a\x7fb"},
-		{name: "html passes", give: "<a href='x'>&</a>"},
-		{name: "line separator", give: "a\u2028b", wantRaw: `a\u2028b`},
-		{name: "paragraph separator", give: "a\u2029b", wantRaw: `a\u2029b`},
-		{name: "invalid byte", give: "a\xffb", wantRaw: `a\ufffdb`},
-		{name: "truncated rune", give: "a\xe2\x82", wantRaw: `a\ufffd\ufffd`},
-		{name: "surrogate half", give: "\xed\xa0\x80", wantRaw: `\ufffd\ufffd\ufffd`},
+		{name: "controls", give: "\x01\x08\x0c\x1f", wantRaw: `\u0001\b\f\u001f`},
+		{name: "DEL passes", give: "a\x7fb", wantRaw: "a\x7fb"},
+		{name: "html passes", give: "<a href='x'>&</a>", wantRaw: "<a href='x'>&</a>"},
+		{name: "line separator passes", give: "a\u2028b", wantRaw: "a\u2028b"},
+		{name: "paragraph separator passes", give: "a\u2029b", wantRaw: "a\u2029b"},
+		{name: "invalid byte", give: "a\xffb", wantRaw: "a\uFFFDb"},
+		{name: "truncated rune", give: "a\xe2\x82", wantRaw: "a\uFFFD\uFFFD"},
+		{name: "surrogate half", give: "\xed\xa0\x80", wantRaw: "\uFFFD\uFFFD\uFFFD"},
 		{name: "real replacement char", give: "a\uFFFDb"},
-		{name: "emoji", give: "😀 ünï"},
-		{name: "mixed", give: "\"\\\n\x00\u2028\xff😀"},
+		{name: "emoji", give: "😀 ünï", wantRaw: "😀 ünï"},
+		{name: "mixed", give: "\"\\\n\x00\u2028\xff😀", wantRaw: `\"\\\n\u0000` + "\u2028\uFFFD😀"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,7 +359,12 @@ func TestJSONStrings(t *testing.T) {
 			b, err := json.Marshal(m)
 			require.NoError(t, err)
 			require.True(t, json.Valid(b), "invalid JSON: %q", b)
-			assert.NotContains(t, string(b), "\u2028", "U+2028 must be escaped")
+			assert.True(t, utf8.Valid(b), "invalid UTF-8: %q", b)
+			for _, c := range b {
+				require.False(t, c < 0x20, "a raw control character in %q", b)
+			}
+			b, err = m.MarshalJSON() // as it is, without encoding/json's HTML escaping
+			require.NoError(t, err)
 			if tt.wantRaw != "" {
 				assert.Contains(t, string(b), tt.wantRaw)
 			}
@@ -365,56 +377,6 @@ func TestJSONStrings(t *testing.T) {
 			assert.Equal(t, map[string]string{stdString(t, "k"+tt.give): want}, got.Metadata)
 		})
 	}
-}
-
-// FuzzMessageJSON feeds arbitrary input to the decoder. Whatever it accepts
-// must encode, and encoding is a fixed point: decoding the encoding and
-// encoding again gives the same bytes and the same message.
-func FuzzMessageJSON(f *testing.F) {
-	for _, seed := range []string{
-		`{"type":"direct"}`,
-		`{"id":"x","type":"request","sender":"a","recipient":"b","topic":"t","request_id":"r","correlation_id":"c",` +
-			`"payload":{"k":[1,2,{"z":null}]},"priority":99,"timestamp":"2026-11-27T10:00:00.123456789Z",` +
-			`"attempts":2,"requires_ack":true,"ttl_ms":1.500001,"metadata":{"a":"1","b":""}}`,
-		`{"type":"broadcast","payload": [ 1, "two" ] ,"ttl_ms":-0.5}`,
-		`{"type":"ack","timestamp":"2026-01-02T03:04:05+01:30","priority":0}`,
-		`{"type":"publish","topic":"a\u2028b\"c\\d\u0000","metadata":{"\ud83d\ude00":"\n"}}`,
-		`{"type":"error","sender":"\xff\xfe","payload":"\xff"}`,
-		`{"type":"control","ttl_ms":"12.25","unknown":{"deep":[[[]]]}}`,
-		`{"type":"heartbeat","ttl_ms":9223372036853.999999}`,
-		`{"type":"heartbeat","ttl_ms":9223372036854.775807}`,  // the largest TTL: once refused
-		`{"type":"heartbeat","ttl_ms":-9223372036854.775808}`, // the smallest: once encoded as invalid JSON
-		`{"type":"heartbeat","ttl_ms":9223372036854.775808}`,
-		`{"type":"subscribe","timestamp":"0001-01-01T00:00:00Z"}`,
-		`{"type":"direct","ttl_ms":1e3}`,
-		`{"type":"direct","priority":256}`,
-		`[]`,
-		``,
-		`null`,
-	} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var m actors.Message
-		if err := m.UnmarshalJSON(data); err != nil {
-			require.ErrorIs(t, err, actors.ErrInvalidMessage)
-			return
-		}
-		b1, err := m.MarshalJSON()
-		require.NoError(t, err, "encoding a decoded message")
-		require.True(t, json.Valid(b1), "invalid JSON: %q", b1)
-
-		var m2 actors.Message
-		require.NoError(t, m2.UnmarshalJSON(b1), "decoding %q", b1)
-		b2, err := m2.MarshalJSON()
-		require.NoError(t, err)
-		require.Equal(t, string(b1), string(b2), "not a fixed point")
-
-		// The same message, up to the timestamp's *time.Location value.
-		require.True(t, m.Timestamp.Equal(m2.Timestamp), "timestamp %v became %v", m.Timestamp, m2.Timestamp)
-		m2.Timestamp = m.Timestamp
-		require.Equal(t, exported(&m), exported(&m2))
-	})
 }
 
 // TestJSONPayloadWrittenAsCompacted checks that the payload AppendJSON writes
@@ -460,4 +422,65 @@ func requirePayloadCompacted(t *testing.T, payload []byte) {
 	want.Write(compact.Bytes())
 	want.WriteString(`,"priority":`)
 	assert.Contains(t, string(got), want.String())
+}
+
+// TestJSONDecodeErrorsNameTheField: a bad value is refused with the field's
+// JSON name and what it should be, never a Go type.
+func TestJSONDecodeErrorsNameTheField(t *testing.T) {
+	for _, tc := range []struct{ give, want string }{
+		{`{"type":"direct","priority":"50"}`, `priority: want an integer from 0 to 100, got "50"`},
+		{`{"type":"direct","priority":256}`, `priority: want an integer from 0 to 100, got 256`},
+		{`{"type":"direct","attempts":1.5}`, `attempts: want an integer, got 1.5`},
+		{`{"type":"direct","id":7}`, `id: want a string, got 7`},
+		{`{"type":"direct","sender":["a"]}`, `sender: want a string, got an array`},
+		{`{"type":"fax"}`, `type: want a message type, got "fax"`},
+		{`{"type":1}`, `type: want a string, got 1`},
+		{`{"type":"direct","requires_ack":"yes"}`, `requires_ack: want true or false, got "yes"`},
+		{`{"type":"direct","timestamp":"yesterday"}`, `timestamp: want an RFC 3339 time in a string, got "yesterday"`},
+		{`{"type":"direct","ttl_ms":true}`, `ttl_ms: want a number of milliseconds, got true`},
+		{`{"type":"direct","metadata":{"a":1}}`, `metadata: want a string for "a", got 1`},
+		{`{"type":"direct","metadata":[]}`, `metadata: want an object of strings, got an array`},
+		{`{"recipient":"b"}`, `missing type`},
+		{`[]`, `want an object, got an array`},
+		{`{"type":"direct","payload":` + strings.Repeat(`"long"`, 1) + `,"id":"` + strings.Repeat("x", 100) + `"} x`, `data after the message`},
+		{`{"type":"direct","id":"` + strings.Repeat("x", 100) + `","sender":` + strings.Repeat("1", 100) + `}`, `sender: want a string, got 1111111111111111111111111111111111111111…`},
+	} {
+		var m actors.Message
+		err := m.UnmarshalJSON([]byte(tc.give))
+		require.ErrorIs(t, err, actors.ErrInvalidMessage, tc.give)
+		assert.Contains(t, err.Error(), tc.want, tc.give)
+		for _, goName := range []string{"uint8", "int64", "actors.", "wireMessage", "Go "} {
+			assert.NotContains(t, err.Error(), goName, tc.give)
+		}
+	}
+}
+
+// TestJSONDecodeSyntaxError: a syntax error says where it is.
+func TestJSONDecodeSyntaxError(t *testing.T) {
+	var m actors.Message
+	err := m.UnmarshalJSON([]byte(`{"type":"direct","payload":{"a" 1}}`))
+	require.ErrorIs(t, err, actors.ErrInvalidMessage)
+	assert.Contains(t, err.Error(), "/payload/a")
+}
+
+// TestJSONDecodeFrom: a message decodes from a jsontext.Decoder, with a
+// default type when it names none (as the wire protocol reads it), and
+// through encoding/json/v2, which calls UnmarshalJSONFrom.
+func TestJSONDecodeFrom(t *testing.T) {
+	dec := jsontext.NewDecoder(strings.NewReader(`{"recipient":"b"} {"type":null} {"type":"heartbeat","recipient":"c"} {}`))
+	var m actors.Message
+	require.NoError(t, m.DecodeJSON(dec, actors.TypeRequest))
+	assert.Equal(t, actors.TypeRequest, m.Type)
+	assert.Equal(t, "b", m.Recipient)
+	require.NoError(t, m.DecodeJSON(dec, actors.TypeDirect))
+	assert.Equal(t, actors.TypeDirect, m.Type, "a null type takes the default")
+	require.NoError(t, m.DecodeJSON(dec, actors.TypeDirect))
+	assert.Equal(t, actors.TypeHeartbeat, m.Type, "a type named wins")
+	require.ErrorIs(t, m.UnmarshalJSONFrom(dec), actors.ErrInvalidMessage, "no default: no type")
+
+	var got []*actors.Message
+	require.NoError(t, jsonv2.Unmarshal([]byte(`[{"type":"direct","payload":{ "a" : 1 }},null]`), &got))
+	require.Len(t, got, 2)
+	assert.Equal(t, `{"a":1}`, string(got[0].Payload))
+	assert.Nil(t, got[1])
 }

@@ -4,13 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/descartes/agentbus/internal/jsonvalid"
+	"github.com/descartes/agentbus/internal/codec"
 	"github.com/descartes/agentbus/mailbox"
 )
 
@@ -132,21 +131,33 @@ type Message struct {
 
 	// Unexported state, packed beside the small fields above so a Message
 	// stays in the 192-byte size class.
-	checkedLen  int32      // with checkedData: the payload last found to be JSON
+	checked     uint32     // with checkedData: the length of the payload last found to be JSON, and checkedCompact
 	checkedData *byte      //
 	replyTo     *actor.PID // the protoactor sender of a request, if any
 }
 
 // payloadChecked reports whether the payload is the slice that last passed
-// json.Valid, so that a message re-sent unchanged is not scanned again.
+// codec.Valid, so that a message re-sent unchanged is not scanned again.
 func (m *Message) payloadChecked() bool {
-	return m.checkedData == unsafe.SliceData(m.Payload) && int(m.checkedLen) == len(m.Payload)
+	return m.checkedData == unsafe.SliceData(m.Payload) && int(m.checked&^checkedCompact) == len(m.Payload)
 }
 
-// markPayloadChecked records that the current payload is valid JSON.
-func (m *Message) markPayloadChecked() {
-	if len(m.Payload) <= math.MaxInt32 {
-		m.checkedData, m.checkedLen = unsafe.SliceData(m.Payload), int32(len(m.Payload))
+// payloadCompact reports whether the payload is checked (see
+// payloadChecked) and compact, so that AppendJSON writes it as it is.
+func (m *Message) payloadCompact() bool { return m.checked&checkedCompact != 0 && m.payloadChecked() }
+
+// checkedCompact is the bit of Message.checked that says the checked payload
+// is also compact; the other bits are its length.
+const checkedCompact = 1 << 31
+
+// markPayloadChecked records that the current payload is valid JSON, and
+// whether it is compact.
+func (m *Message) markPayloadChecked(compact bool) {
+	if len(m.Payload) < checkedCompact {
+		m.checkedData, m.checked = unsafe.SliceData(m.Payload), uint32(len(m.Payload))
+		if compact {
+			m.checked |= checkedCompact
+		}
 	}
 }
 
@@ -237,6 +248,9 @@ func (m *Message) NewResponse(sender string, payload json.RawMessage) *Message {
 	r.Recipient = m.Sender
 	r.Priority = m.Priority
 	r.CorrelationID = m.CorrelationID
+	// What is known of m's payload holds for r's if it is the same slice
+	// (an echo), so that it is not checked again (see payloadChecked).
+	r.checked, r.checkedData = m.checked, m.checkedData
 	return r.InheritTrace(m)
 }
 
@@ -342,10 +356,10 @@ func (m *Message) Validate(maxSize int) error {
 		}
 	}
 	if len(m.Payload) > 0 && !m.payloadChecked() {
-		if !jsonvalid.Valid(m.Payload) {
+		if !codec.Valid(m.Payload) {
 			return fmt.Errorf("%w: payload is not JSON", ErrInvalidMessage)
 		}
-		m.markPayloadChecked()
+		m.markPayloadChecked(false)
 	}
 	return nil
 }

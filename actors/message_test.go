@@ -18,21 +18,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/internal/testutil"
 	"github.com/descartes/agentbus/mailbox"
 )
 
 // exported returns a copy of m's exported fields only, so that messages can
 // be compared without their caches and reply address.
-func exported(m *actors.Message) actors.Message {
-	var out actors.Message
-	src, dst := reflect.ValueOf(m).Elem(), reflect.ValueOf(&out).Elem()
-	for i := range src.NumField() {
-		if src.Type().Field(i).IsExported() {
-			dst.Field(i).Set(src.Field(i))
-		}
-	}
-	return out
-}
+func exported(m *actors.Message) actors.Message { return testutil.Exported(m) }
 
 var allTypes = []struct {
 	t    actors.MessageType

@@ -889,6 +889,22 @@ func (c *Client) Stats(ctx context.Context) (agentbus.Stats, error) {
 	return st, err
 }
 
+// ClusterStats returns the statistics of every node of the daemon's cluster
+// (agentbus.Cluster.Stats), asked of the daemon, which asks the others. It
+// blocks until the answer arrives or ctx ends. A daemon that is not a
+// cluster node answers with an error.
+func (c *Client) ClusterStats(ctx context.Context) (agentbus.ClusterStats, error) {
+	var st agentbus.ClusterStats
+	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpClusterStats})
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(f.Stats, &st); err != nil {
+		return st, fmt.Errorf("agentbus: decode cluster stats: %w", err)
+	}
+	return st, nil
+}
+
 // StatsJSON returns the daemon's statistics as the JSON object it sent.
 func (c *Client) StatsJSON(ctx context.Context) (json.RawMessage, error) {
 	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpStats})

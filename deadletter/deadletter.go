@@ -37,13 +37,16 @@ const (
 	Shutdown           Reason = "shutdown"            // still queued when the bus shut down
 	TransportClosed    Reason = "transport_closed"    // queued for a connection that closed
 	UnsupportedMessage Reason = "unsupported_message" // a protoactor message of a type agents cannot handle
+	NodeUnreachable    Reason = "node_unreachable"    // bound for a node that failed before confirming it
+	NodeLeft           Reason = "node_left"           // bound for a node that left before confirming it
+	NameConflict       Reason = "name_conflict"       // queued for an agent that lost its name to another node's
 )
 
 // Reasons lists every reason, in a stable order.
 var Reasons = []Reason{
 	NoRecipient, NoSubscribers, Expired, MailboxFull, HandlerError, HandlerPanic,
 	AgentStopped, RestartLimit, RetriesExhausted, LateResponse, OrphanResponse,
-	Shutdown, TransportClosed, UnsupportedMessage,
+	Shutdown, TransportClosed, UnsupportedMessage, NodeUnreachable, NodeLeft, NameConflict,
 }
 
 // ErrUnknownLetter means no held letter has the given sequence number (it

@@ -351,7 +351,7 @@ func TestReasons(t *testing.T) {
 		assert.Equal(t, strings.ToLower(string(r)), string(r))
 		assert.NotContains(t, string(r), " ")
 	}
-	assert.Len(t, deadletter.Reasons, 14)
+	assert.Len(t, deadletter.Reasons, 17)
 }
 
 func TestLetterString(t *testing.T) {

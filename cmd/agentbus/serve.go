@@ -28,6 +28,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/descartes/agentbus"
+	"github.com/descartes/agentbus/cluster"
 	"github.com/descartes/agentbus/internal/protocol"
 	"github.com/descartes/agentbus/internal/server"
 	"github.com/descartes/agentbus/prom"
@@ -72,6 +73,11 @@ type serveConfig struct {
 	Commit        string
 	MaxStoreBytes int64
 	DedupWindow   time.Duration
+
+	Cluster string // cluster name; empty: not a cluster node
+	Listen  string // membership address host:port
+	Seeds   string // comma-separated host:port
+	Node    string // node name
 }
 
 // flagName maps a config key to its flag's name: '-' for '_'.
@@ -159,6 +165,10 @@ the command line win. Durations are Go durations: 100ms, 30s, 5m.`,
 	f.DurationVar(&cfg.DedupWindow, "dedup-window", agentbus.DefaultDedupWindow, "how long a durable message's ID is remembered, so that a resend is accepted once")
 	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions(logLevels, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions(logFormats, cobra.ShellCompDirectiveNoFileComp))
+	f.StringVar(&cfg.Cluster, "cluster", "", "join (or start) the cluster of this name: agents of every node's clients reach each other (docs/cluster.md)")
+	f.StringVar(&cfg.Listen, "listen", cluster.DefaultListen, "with --cluster: this node's membership address, host:port (every port binds to host only; port 0: a free one)")
+	f.StringVar(&cfg.Seeds, "seeds", "", "with --cluster: comma-separated membership addresses of nodes to join")
+	f.StringVar(&cfg.Node, "node", "", "with --cluster: this node's name (default: its membership address)")
 	return cmd
 }
 
@@ -312,6 +322,19 @@ func (c serveConfig) daemon(socket string) (daemon, error) {
 		MaxTopics:        c.MaxTopics,
 		MaxSubscriptions: c.MaxSubscriptions,
 	}
+	if c.Cluster != "" {
+		d.bus.Cluster = &agentbus.ClusterConfig{Name: c.Cluster, NodeName: c.Node, Listen: c.Listen}
+		for _, s := range strings.Split(c.Seeds, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				if _, _, err := net.SplitHostPort(s); err != nil {
+					errs = append(errs, usagef("--seeds: %q is not host:port", s))
+				}
+				d.bus.Cluster.Seeds = append(d.bus.Cluster.Seeds, s)
+			}
+		}
+	} else if c.Seeds != "" || c.Node != "" || c.Listen != cluster.DefaultListen && c.Listen != "" {
+		errs = append(errs, usagef("--listen, --seeds and --node need --cluster"))
+	}
 	maxFrame := c.MaxMessageSize
 	if maxFrame == 0 {
 		maxFrame = agentbus.DefaultMaxMessageSize
@@ -413,6 +436,11 @@ func serve(ctx context.Context, socket string, c serveConfig, stderr io.Writer) 
 	}
 	log.Info("agentbus daemon listening", "socket", l.Addr(), "protocol", protocol.Version, "version", moduleVersion(),
 		"metrics", d.metrics)
+	if cl := bus.Cluster(); cl != nil {
+		self := cl.Self()
+		log.Info("cluster node", "cluster", d.bus.Cluster.Name, "node", self.Name, "listen", self.Addr,
+			"remote", self.RemoteAddr, "members", len(cl.Members()))
+	}
 	serveErr := srv.Serve(ctx, l)
 	stop()
 	// Stop accepting at once: the socket goes, so a new daemon can start

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -17,15 +18,27 @@ import (
 )
 
 func newStats(g *globals) *cobra.Command {
+	var clusterWide bool
 	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Show the bus's statistics",
 		Long: `Show the daemon's statistics: message totals, backlog, delivery latency, dead letters
 by reason, and per agent, topic, sender and message type. --json prints the snapshot
-as the daemon sent it.`,
+as the daemon sent it. --cluster asks a cluster node's daemon for every node's: one
+line per node (its ledger, links and dead letters), then the cluster's sum.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.session(cmd, func(ctx context.Context, c *client.Client, _ string) error {
+				if clusterWide {
+					cs, err := call(ctx, g, c.ClusterStats)
+					if err != nil {
+						return g.daemonErr(err, "cluster stats")
+					}
+					if g.json {
+						return json.NewEncoder(g.stdout).Encode(cs)
+					}
+					return printClusterStats(g.stdout, cs)
+				}
 				if g.json {
 					raw, err := call(ctx, g, c.StatsJSON)
 					if err != nil {
@@ -42,9 +55,30 @@ as the daemon sent it.`,
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&clusterWide, "cluster", false, "every cluster node's statistics (the daemon must be a cluster node)")
 	g.addJSON(cmd, "print the daemon's snapshot as JSON")
 	g.addTimeout(cmd, "give up on the daemon after this long")
 	return cmd
+}
+
+// printClusterStats writes one line per node and the cluster's ledger.
+func printClusterStats(out io.Writer, cs agentbus.ClusterStats) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "agentbus cluster statistics at %s: %d nodes\n\n", cs.Time.Local().Format(time.DateTime), len(cs.Nodes))
+	fmt.Fprintln(w, "NODE\tAGENTS\tACCEPTED\tHANDLED\tDEAD\tIN FLIGHT\tTO PEERS\tCONFIRMED\tUNDELIVERED\tFROM PEERS\tDEAD LETTERS")
+	for _, n := range cs.Nodes {
+		l := n.Stats.Ledger
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", n.Member.Name, len(n.Stats.Agents), l.Accepted,
+			l.Handled, l.DeadLettered, l.InFlight, n.Links.Sent, n.Links.Confirmed, n.Links.Undelivered, n.Links.Received,
+			counts(n.Stats.DeadLetters.ByReason))
+	}
+	l := cs.Ledger
+	fmt.Fprintf(w, "(cluster)\t\t%d\t%d\t%d\t%d\t\t\t\t\tbalanced: %v\n", l.Accepted, l.Handled, l.DeadLettered, l.InFlight,
+		l.Balanced())
+	for _, id := range cs.Missing {
+		fmt.Fprintf(w, "%s\tdid not answer\n", id)
+	}
+	return w.Flush()
 }
 
 // printStats writes st for humans.

@@ -19,6 +19,7 @@ func TestDecode(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
 		wantErr  bool
+		badMsg   bool   // the error is agentbus.ErrInvalidMessage, not protocol.ErrInvalidFrame
 		op, id   string // what is read, also on error
 		msgType  agentbus.MessageType
 	}{
@@ -35,14 +36,18 @@ func TestDecode(t *testing.T) {
 		{name: "no op", in: `{"id":"7"}`, wantErr: true, id: "7"},
 		{name: "op not a string", in: `{"op":1,"id":"8"}`, wantErr: true, id: "8"},
 		{name: "message not an object", in: `{"op":"send","id":"9","message":"x"}`, wantErr: true, op: "send", id: "9"},
-		{name: "bad message type", in: `{"op":"send","id":"a","message":{"type":"fax"}}`, wantErr: true, op: "send", id: "a"},
-		{name: "bad priority", in: `{"op":"send","message":{"priority":"high"}}`, wantErr: true, op: "send"},
+		{name: "bad message type", in: `{"op":"send","id":"a","message":{"type":"fax"}}`, wantErr: true, badMsg: true, op: "send", id: "a"},
+		{name: "bad priority", in: `{"op":"send","message":{"priority":"high"}}`, wantErr: true, badMsg: true, op: "send"},
 		{name: "invalid utf-8", in: "{\"op\":\"ping\",\"id\":\"\xff\"}", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := protocol.Decode([]byte(tc.in))
 			if tc.wantErr {
-				require.ErrorIs(t, err, protocol.ErrInvalidFrame)
+				if tc.badMsg {
+					require.ErrorIs(t, err, agentbus.ErrInvalidMessage)
+				} else {
+					require.ErrorIs(t, err, protocol.ErrInvalidFrame)
+				}
 				if tc.op != "" || tc.id != "" {
 					require.NotNil(t, f)
 					assert.Equal(t, tc.op, f.Op)
@@ -152,7 +157,9 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr, err := protocol.Decode(data)
 		if err != nil {
-			require.ErrorIs(t, err, protocol.ErrInvalidFrame)
+			if !errors.Is(err, agentbus.ErrInvalidMessage) {
+				require.ErrorIs(t, err, protocol.ErrInvalidFrame)
+			}
 			return
 		}
 		b, err := protocol.Encode(fr)

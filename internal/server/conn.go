@@ -25,6 +25,10 @@ import (
 // safeguard.
 const stopTimeout = 5 * time.Second
 
+// clusterStatsTimeout bounds how long a cluster_stats frame waits for the
+// other nodes' answers; those that did not answer are listed as missing.
+const clusterStatsTimeout = 3 * time.Second
+
 // item is one entry of a connection's outbound queue.
 type item struct {
 	// frame is the encoded frame, released once written or dropped. For
@@ -353,9 +357,7 @@ func (c *conn) readLoop() error {
 		case err != nil:
 			return err
 		default:
-			if err = protocol.DecodeInto(f, data); err != nil {
-				err = diagnose(data, err)
-			}
+			err = protocol.DecodeInto(f, data)
 		}
 		if err == nil {
 			err = c.handle(f)
@@ -491,6 +493,23 @@ func (c *conn) handle(f *protocol.Frame) error {
 			return fmt.Errorf("%w: encode stats: %v", protocol.ErrInternal, err)
 		}
 		c.answer(&protocol.Frame{Op: protocol.OpStats, ID: f.ID, Stats: st})
+		return nil
+	case protocol.OpClusterStats:
+		cl := bus.Cluster()
+		if cl == nil {
+			return fmt.Errorf("%w: the daemon is not a cluster node (serve --cluster)", protocol.ErrInvalidFrame)
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, clusterStatsTimeout)
+		defer cancel()
+		cs, err := cl.Stats(ctx)
+		if err != nil {
+			return fmt.Errorf("%w: cluster stats: %v", protocol.ErrInternal, err)
+		}
+		st, err := json.Marshal(cs)
+		if err != nil {
+			return fmt.Errorf("%w: encode cluster stats: %v", protocol.ErrInternal, err)
+		}
+		c.answer(&protocol.Frame{Op: protocol.OpClusterStats, ID: f.ID, Stats: st})
 		return nil
 	case protocol.OpDeadLetters:
 		return c.deadLetters(f)

@@ -3,6 +3,7 @@ package testutil
 
 import (
 	"bytes"
+	"reflect"
 	"sync"
 )
 
@@ -25,4 +26,35 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Malformed returns the inputs a decoder's malformed-input tests feed it:
+// every proper prefix of s, and s with each byte in turn replaced by each
+// byte of with. Each input is a fresh slice.
+func Malformed(s string, with string) [][]byte {
+	var out [][]byte
+	for n := range len(s) {
+		out = append(out, []byte(s[:n]))
+	}
+	for n := range len(s) {
+		for i := range len(with) {
+			b := []byte(s)
+			b[n] = with[i]
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Exported returns a copy of *p with only its exported fields set, so that
+// values can be compared without their unexported caches.
+func Exported[T any](p *T) T {
+	var out T
+	src, dst := reflect.ValueOf(p).Elem(), reflect.ValueOf(&out).Elem()
+	for i := range src.NumField() {
+		if src.Type().Field(i).IsExported() {
+			dst.Field(i).Set(src.Field(i))
+		}
+	}
+	return out
 }

@@ -1,4 +1,4 @@
-package jsonvalid
+package codec
 
 import (
 	"encoding/json"
@@ -59,11 +59,18 @@ func BenchmarkValid(b *testing.B) {
 			b.Fatalf("%s: benchmark payload is not valid JSON", p.name)
 		}
 		b.Run(p.name, func(b *testing.B) {
-			b.Run("jsonvalid", func(b *testing.B) {
+			b.Run("codec", func(b *testing.B) {
 				b.ReportAllocs()
 				b.SetBytes(int64(len(p.data)))
 				for b.Loop() {
 					Valid(p.data)
+				}
+			})
+			b.Run("jsontext", func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(p.data)))
+				for b.Loop() {
+					validJSONText(p.data)
 				}
 			})
 			b.Run("encoding-json", func(b *testing.B) {

@@ -4,11 +4,91 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/descartes/agentbus/internal/testutil"
 )
+
+// wireMessage is the JSON form of Message as encoding/json reads it into a
+// struct: the reference the decoder must match.
+type wireMessage struct {
+	ID            string            `json:"id"`
+	Type          MessageType       `json:"type"`
+	Sender        string            `json:"sender"`
+	Recipient     string            `json:"recipient"`
+	Topic         string            `json:"topic"`
+	RequestID     string            `json:"request_id"`
+	CorrelationID string            `json:"correlation_id"`
+	Payload       json.RawMessage   `json:"payload"`
+	Priority      *uint8            `json:"priority"`
+	Timestamp     time.Time         `json:"timestamp"`
+	Attempts      int               `json:"attempts"`
+	RequiresAck   bool              `json:"requires_ack"`
+	Redelivered   bool              `json:"redelivered"`
+	TTL           json.Number       `json:"ttl_ms"`
+	Metadata      map[string]string `json:"metadata"`
+}
+
+// decodeReference is UnmarshalJSON by way of encoding/json, as it was
+// written before the decoder moved to jsontext: the reference that
+// UnmarshalJSON must match on every input.
+func decodeReference(m *Message, data []byte) error {
+	var w wireMessage
+	if err := json.Unmarshal(data, &w); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	var ttl time.Duration
+	if w.TTL != "" {
+		var err error
+		if ttl, err = parseMillis(w.TTL.String()); err != nil {
+			return err
+		}
+	}
+	prio := uint8(DefaultPriority)
+	if w.Priority != nil {
+		prio = *w.Priority
+	}
+	payload := w.Payload
+	if bytes.ContainsAny(payload, " \t\r\n") {
+		var buf bytes.Buffer
+		_ = json.Compact(&buf, payload) // json.Unmarshal validated it
+		payload = buf.Bytes()
+	}
+	if len(w.Metadata) == 0 {
+		w.Metadata = nil
+	}
+	if !w.Type.Valid() {
+		return fmt.Errorf("%w: missing type", ErrInvalidMessage)
+	}
+	*m = Message{
+		ID:            w.ID,
+		Type:          w.Type,
+		Sender:        w.Sender,
+		Recipient:     w.Recipient,
+		Topic:         w.Topic,
+		RequestID:     w.RequestID,
+		CorrelationID: w.CorrelationID,
+		Payload:       payload,
+		Priority:      prio,
+		Timestamp:     w.Timestamp,
+		Attempts:      w.Attempts,
+		RequiresAck:   w.RequiresAck,
+		Redelivered:   w.Redelivered,
+		TTL:           ttl,
+		Metadata:      w.Metadata,
+	}
+	if len(payload) > 0 {
+		m.markPayloadChecked(true)
+	}
+	return nil
+}
 
 // typicalJSON is a typical ~280-byte message, as MarshalJSON writes it.
 const typicalJSON = `{"id":"0192f1c4-7d2a-7000-8000-00000000002a","type":"request","sender":"planner",` +
@@ -16,12 +96,12 @@ const typicalJSON = `{"id":"0192f1c4-7d2a-7000-8000-00000000002a","type":"reques
 	`"priority":70,"timestamp":"2026-11-27T10:00:00.123456789Z","ttl_ms":1500,` +
 	`"metadata":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}`
 
-// fastSeeds returns inputs for the differential tests: FuzzMessageJSON's
-// seeds, messages as MarshalJSON writes them, and variations on them that
-// the fast path must decode or leave to the slow path.
-func fastSeeds(t testing.TB) []string {
+// decodeSeeds returns inputs for the differential tests: FuzzMessageJSON's
+// seeds, messages as MarshalJSON writes them, and variations on every
+// field, every kind of value and the syntax around them.
+func decodeSeeds(t testing.TB) []string {
 	seeds := []string{
-		// FuzzMessageJSON's seeds.
+		// Seeds of old crashes and edge cases.
 		`{"type":"direct"}`,
 		`{"id":"x","type":"request","sender":"a","recipient":"b","topic":"t","request_id":"r","correlation_id":"c",` +
 			`"payload":{"k":[1,2,{"z":null}]},"priority":99,"timestamp":"2026-11-27T10:00:00.123456789Z",` +
@@ -32,8 +112,8 @@ func fastSeeds(t testing.TB) []string {
 		`{"type":"error","sender":"\xff\xfe","payload":"\xff"}`,
 		`{"type":"control","ttl_ms":"12.25","unknown":{"deep":[[[]]]}}`,
 		`{"type":"heartbeat","ttl_ms":9223372036853.999999}`,
-		`{"type":"heartbeat","ttl_ms":9223372036854.775807}`,
-		`{"type":"heartbeat","ttl_ms":-9223372036854.775808}`,
+		`{"type":"heartbeat","ttl_ms":9223372036854.775807}`,  // the largest TTL: once refused
+		`{"type":"heartbeat","ttl_ms":-9223372036854.775808}`, // the smallest: once encoded as invalid JSON
 		`{"type":"heartbeat","ttl_ms":9223372036854.775808}`,
 		`{"type":"subscribe","timestamp":"0001-01-01T00:00:00Z"}`,
 		`{"type":"direct","ttl_ms":1e3}`,
@@ -129,6 +209,8 @@ func fastSeeds(t testing.TB) []string {
 		`{"type":"direct","requires_ack":false}`,
 		`{"type":"direct","requires_ack":"yes"}`,
 		`{"type":"direct","requires_ack":1}`,
+		`{"type":"direct","redelivered":true}`,
+		`{"type":"direct","redelivered":"yes"}`,
 		// Timestamps.
 		`{"type":"direct","timestamp":"2026-11-27T10:00:00Z"}`,
 		`{"type":"direct","timestamp":"2026-11-27T10:00:00.5-07:00"}`,
@@ -154,9 +236,9 @@ func fastSeeds(t testing.TB) []string {
 		`"direct"`,
 		`1`,
 	}
-	// Payloads and unknown values nested deeper than the fast path goes, up
-	// to where encoding/json stops.
-	for _, depth := range []int{maxFastDepth, maxFastDepth + 1, 9999, 10000} {
+	// Payloads and unknown values nested up to where encoding/json stops
+	// (10000 levels, the message's object included).
+	for _, depth := range []int{9000, 9998, 9999, 10000} {
 		deep := strings.Repeat("[", depth) + strings.Repeat("]", depth)
 		seeds = append(seeds, `{"type":"direct","payload":`+deep+`}`, `{"type":"direct","x":`+deep+`}`)
 	}
@@ -195,30 +277,35 @@ func fastSeeds(t testing.TB) []string {
 	return seeds
 }
 
-// checkFastMatchesSlow decodes data with UnmarshalJSON and with unmarshalSlow
-// into two equal messages, and fails unless the outcomes are the same.
-func checkFastMatchesSlow(t *testing.T, data []byte) {
+// checkMatchesReference decodes data with UnmarshalJSON and with
+// decodeReference into two equal messages, and fails unless the outcomes
+// are the same.
+func checkMatchesReference(t *testing.T, data []byte) {
 	t.Helper()
 	start := Message{ID: "old", Type: TypeAck, Payload: json.RawMessage(`[]`), Priority: 3, Attempts: 9,
 		Metadata: map[string]string{"old": "1"}}
-	fast, slow := start, start
-	errFast := fast.UnmarshalJSON(data)
-	errSlow := slow.unmarshalSlow(data)
-	if (errFast == nil) != (errSlow == nil) {
-		t.Fatalf("input %q: UnmarshalJSON gave error %v, unmarshalSlow %v", data, errFast, errSlow)
+	got, want := start, start
+	err := got.UnmarshalJSON(data)
+	wantErr := decodeReference(&want, data)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("input %q: UnmarshalJSON gave error %v, encoding/json %v", data, err, wantErr)
 	}
-	if errSlow != nil {
-		if !errors.Is(errSlow, ErrInvalidMessage) || !errors.Is(errFast, ErrInvalidMessage) {
-			t.Fatalf("input %q: errors %v and %v do not both wrap ErrInvalidMessage", data, errFast, errSlow)
+	if err != nil {
+		if !errors.Is(err, ErrInvalidMessage) {
+			t.Fatalf("input %q: error %v does not wrap ErrInvalidMessage", data, err)
 		}
+		if !reflect.DeepEqual(exportedFields(&got), exportedFields(&start)) {
+			t.Fatalf("input %q: the message changed on error: %#v", data, exportedFields(&got))
+		}
+		return
 	}
-	if !reflect.DeepEqual(exportedFields(&fast), exportedFields(&slow)) {
-		t.Fatalf("input %q:\nfast %#v\nslow %#v", data, exportedFields(&fast), exportedFields(&slow))
+	if !reflect.DeepEqual(exportedFields(&got), exportedFields(&want)) {
+		t.Fatalf("input %q:\ngot  %#v\nwant %#v", data, exportedFields(&got), exportedFields(&want))
 	}
-	if fast.payloadChecked() != slow.payloadChecked() {
-		t.Fatalf("input %q: payload marked checked: fast %v, slow %v", data, fast.payloadChecked(), slow.payloadChecked())
+	if got.payloadCompact() != want.payloadCompact() {
+		t.Fatalf("input %q: payload marked checked and compact: %v, want %v", data, got.payloadCompact(), want.payloadCompact())
 	}
-	if len(fast.Payload) > 0 && bytes.Equal(fast.Payload, data) && &fast.Payload[0] == &data[0] {
+	if len(got.Payload) > 0 && &got.Payload[0] == &data[0] {
 		t.Fatalf("input %q: payload aliases the input", data)
 	}
 }
@@ -226,90 +313,51 @@ func checkFastMatchesSlow(t *testing.T, data []byte) {
 // exportedFields returns a copy of m without its unexported fields.
 func exportedFields(m *Message) Message {
 	c := *m
-	c.checkedLen, c.checkedData, c.replyTo = 0, nil, nil
+	c.checked, c.checkedData, c.replyTo = 0, nil, nil
 	return c
 }
 
-func TestUnmarshalFastMatchesSlow(t *testing.T) {
-	for _, s := range fastSeeds(t) {
-		checkFastMatchesSlow(t, []byte(s))
+func TestUnmarshalMatchesReference(t *testing.T) {
+	for _, s := range decodeSeeds(t) {
+		checkMatchesReference(t, []byte(s))
 	}
 }
 
-// TestUnmarshalFastMalformed checks every prefix of some messages, and the
+// TestUnmarshalMalformed checks every prefix of some messages, and the
 // messages with each byte replaced by a character of JSON syntax.
-func TestUnmarshalFastMalformed(t *testing.T) {
+func TestUnmarshalMalformed(t *testing.T) {
 	for _, s := range []string{
 		typicalJSON,
 		`{"id":"a\"\u00e9","type":"request","payload": [1,{"a":"\"]"},-2.5e+3,true,false,null] ,` +
 			`"priority":7,"timestamp":"2026-11-27T10:00:00Z","attempts":-12,"requires_ack":false,` +
 			`"ttl_ms":-1.25,"metadata":{"a":null,"b":"\t"},"x":{"y":[]},"z":"\u0041"}`,
 	} {
-		for n := range len(s) {
-			checkFastMatchesSlow(t, []byte(s[:n]))
-		}
-		for n := range len(s) {
-			for _, c := range []byte("\"{}[],: 0-.eEtfnu\x00\x80") {
-				b := []byte(s)
-				b[n] = c
-				checkFastMatchesSlow(t, b)
-			}
+		for _, b := range testutil.Malformed(s, "\"{}[],: 0-.eEtfnu\x00\x80") {
+			checkMatchesReference(t, b)
 		}
 	}
 }
 
-// TestUnmarshalFastTaken checks that the fast path decodes the messages that
-// MarshalJSON writes and other common forms, rather than falling back.
-func TestUnmarshalFastTaken(t *testing.T) {
-	for _, s := range []string{
-		typicalJSON,
-		`{"type":"direct"}`,
-		" {\n \"type\" : \"direct\" , \"payload\" : [ 1 , { \"a\" : \"b c\" } ] }\n",
-		`{"type":"direct","id":"\"\\\/\b\f\n\r\t\u0000\u00e9\u20ac"}`,
-		`{"type":"broadcast","id":null,"payload":null,"ttl_ms":null,"timestamp":null,"metadata":null,"priority":null,` +
-			`"attempts":null,"requires_ack":false,"sender":"é"}`,
-		`{"type":"direct","metadata":{"a":null,"b":"2","a":"3"},"attempts":-2,"requires_ack":true,"x":[{"}":"]"}]}`,
-	} {
-		var m Message
-		if !m.unmarshalFast([]byte(s)) {
-			t.Errorf("fast path not taken for %s", s)
-		}
-	}
-	for tp := TypeDirect; tp < typeEnd; tp++ {
-		m := &Message{
-			ID: "x", Type: tp, Sender: "a \"b\"\n", Recipient: "r", Topic: "t", RequestID: "q", CorrelationID: "c",
-			Payload: json.RawMessage(`{"k":[1,"a b"]}`), Priority: 100, Timestamp: time.Now().UTC(),
-			Attempts: 2, RequiresAck: true, TTL: -1500001, Metadata: map[string]string{"k": "v\u2028", "e": ""},
-		}
-		b, err := m.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got Message
-		if !got.unmarshalFast(b) {
-			t.Errorf("fast path not taken for %s", b)
-		}
-	}
-}
-
-// FuzzUnmarshalFastMatchesSlow checks that UnmarshalJSON, with its fast path,
-// decodes every input exactly as unmarshalSlow (encoding/json) does: the same
-// fields, or an error wrapping ErrInvalidMessage from both.
-func FuzzUnmarshalFastMatchesSlow(f *testing.F) {
-	for _, s := range fastSeeds(f) {
+// FuzzUnmarshalMatchesReference checks that UnmarshalJSON decodes every
+// input exactly as encoding/json does (decodeReference): the same fields,
+// or an error wrapping ErrInvalidMessage from both.
+func FuzzUnmarshalMatchesReference(f *testing.F) {
+	for _, s := range decodeSeeds(f) {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(checkFastMatchesSlow)
+	f.Fuzz(checkMatchesReference)
 }
 
+// BenchmarkUnmarshalJSON decodes a typical message with UnmarshalJSON
+// (jsontext) and, as the peer in the same run, with encoding/json.
 func BenchmarkUnmarshalJSON(b *testing.B) {
 	data := []byte(typicalJSON)
 	for _, bm := range []struct {
 		name   string
 		decode func(*Message, []byte) error
 	}{
-		{"fast", (*Message).UnmarshalJSON},
-		{"slow", (*Message).unmarshalSlow},
+		{"jsontext", (*Message).UnmarshalJSON},
+		{"encoding-json", decodeReference},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -320,6 +368,67 @@ func BenchmarkUnmarshalJSON(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
+}
+
+// TestNewResponseKeepsPayloadChecked: a response that echoes its request's
+// decoded payload is not checked nor compacted again; one with another
+// payload is.
+func TestNewResponseKeepsPayloadChecked(t *testing.T) {
+	var req Message
+	if err := req.UnmarshalJSON([]byte(`{"type":"request","sender":"a","payload":{"k": [1, 2]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if !req.payloadCompact() {
+		t.Fatal("a decoded payload is checked and compact")
+	}
+	if echo := req.NewResponse("b", req.Payload); !echo.payloadCompact() {
+		t.Error("the echoed payload lost its mark")
+	}
+	if other := req.NewResponse("b", json.RawMessage(`{"k": [1, 2]}`)); other.payloadChecked() {
+		t.Error("another payload must be checked")
+	}
+	if part := req.NewResponse("b", req.Payload[:1]); part.payloadChecked() {
+		t.Error("a part of the payload must be checked")
+	}
+}
+
+// TestMessageSize: the decoder's caches keep a Message in the 192-byte size
+// class.
+func TestMessageSize(t *testing.T) {
+	if n := unsafe.Sizeof(Message{}); n > 192 {
+		t.Errorf("a Message is %d bytes", n)
+	}
+}
+
+// FuzzMessageJSON feeds arbitrary input to the decoder. Whatever it accepts
+// must encode, and encoding is a fixed point: decoding the encoding and
+// encoding again gives the same bytes and the same message.
+func FuzzMessageJSON(f *testing.F) {
+	for _, s := range decodeSeeds(f) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m Message
+		if err := m.UnmarshalJSON(data); err != nil {
+			require.ErrorIs(t, err, ErrInvalidMessage)
+			return
+		}
+		b1, err := m.MarshalJSON()
+		require.NoError(t, err, "encoding a decoded message")
+		require.True(t, json.Valid(b1), "invalid JSON: %q", b1)
+
+		var m2 Message
+		require.NoError(t, m2.UnmarshalJSON(b1), "decoding %q", b1)
+		b2, err := m2.MarshalJSON()
+		require.NoError(t, err)
+		require.Equal(t, string(b1), string(b2), "not a fixed point")
+
+		// The same message, up to the timestamp's *time.Location value.
+		require.True(t, m.Timestamp.Equal(m2.Timestamp), "timestamp %v became %v", m.Timestamp, m2.Timestamp)
+		m2.Timestamp = m.Timestamp
+		require.Equal(t, exportedFields(&m), exportedFields(&m2))
+	})
 }

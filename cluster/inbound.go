@@ -1,0 +1,475 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/descartes/agentbus/actors"
+	"github.com/descartes/agentbus/cluster/wire"
+)
+
+// originMemory bounds the requests from peers whose origin node is
+// remembered, to route their response and their failure back. Older ones
+// are forgotten: their response then goes by its Recipient.
+const originMemory = 1 << 16
+
+// maxSeen bounds the sequence numbers a link's receiver remembers above its
+// contiguous base (taken out of order, or parked behind a full
+// destination): far more than any sender's window. Past it, the lowest
+// missing ones are given up.
+const maxSeen = 1 << 16
+
+// maxConfirmBatch caps the sequence numbers one CONFIRM frame carries.
+const maxConfirmBatch = 4096
+
+// inbox is the protoactor process peers send data frames to. Protoactor
+// calls it on the gRPC stream's goroutine of the sending peer, in order.
+type inbox struct{ n *Node }
+
+func (i inbox) SendUserMessage(_ *actor.PID, msg any) { i.n.receive(actor.UnwrapEnvelopeMessage(msg)) }
+func (i inbox) SendSystemMessage(*actor.PID, any)     {}
+func (i inbox) Stop(*actor.PID)                       {}
+
+// linkKey names a peer's link: its member id and link incarnation.
+type linkKey struct {
+	from string
+	link uint64
+}
+
+// inbound is the receiving side of one peer's link: which sequence numbers
+// it has taken (to drop retransmitted copies), and the messages parked
+// behind a full destination, in order per destination.
+type inbound struct {
+	key    linkKey
+	used   time.Time
+	mu     sync.Mutex
+	base   uint64          // every seq <= base was taken and confirmed
+	seen   map[uint64]bool // seq > base taken: true while parked
+	parked map[string]*parking
+}
+
+type parking struct {
+	items []parkedFrame
+}
+
+type parkedFrame struct {
+	seq   uint64
+	m     *actors.Message
+	until time.Time
+}
+
+// taken reports whether seq was taken before, and whether it is still
+// parked; otherwise it records it as taken.
+func (in *inbound) take(seq uint64) (dup, parked bool) {
+	if seq <= in.base {
+		return true, false
+	}
+	if p, ok := in.seen[seq]; ok {
+		return true, p
+	}
+	in.seen[seq] = false
+	if len(in.seen) > maxSeen {
+		// Frames below are missing for far longer than retransmission
+		// takes: give up on them rather than grow.
+		lowest := seq
+		for s := range in.seen {
+			lowest = min(lowest, s)
+		}
+		in.base = lowest - 1
+	}
+	return false, false
+}
+
+// done marks seq confirmed and moves base up.
+func (in *inbound) done(seq uint64) {
+	if _, ok := in.seen[seq]; ok {
+		in.seen[seq] = false
+	}
+	for {
+		p, ok := in.seen[in.base+1]
+		if !ok || p {
+			return
+		}
+		delete(in.seen, in.base+1)
+		in.base++
+	}
+}
+
+// receive handles a data frame from a peer. Nothing a peer sends makes it
+// panic: what is malformed is dropped and counted.
+func (n *Node) receive(v any) {
+	f, ok := v.(*wire.Frame)
+	if !ok {
+		n.stats.malformed.Add(1)
+		n.log.Debug("cluster: not a frame", "type", fmt.Sprintf("%T", v))
+		return
+	}
+	if err := f.Check(); err != nil {
+		if errors.Is(err, wire.ErrVersion) {
+			n.stats.refused.Add(1)
+		} else {
+			n.stats.malformed.Add(1)
+		}
+		n.log.Debug("cluster: frame dropped", "error", err)
+		return
+	}
+	n.mu.RLock()
+	m := n.members[f.GetFrom()]
+	var (
+		l    *link
+		addr string
+	)
+	alive := m != nil && m.state == StateAlive
+	if alive {
+		l = m.link
+		if n.cfg.Partition != nil {
+			addr = m.node.Address()
+		}
+	}
+	n.mu.RUnlock()
+	if !alive {
+		n.stats.strays.Add(1) // not (or no longer) a member: it retransmits once it is
+		return
+	}
+	if p := n.cfg.Partition; p != nil && p.blocked(addr, n.addr) {
+		return
+	}
+	n.touch()
+	switch f.GetKind() {
+	case wire.Kind_DELIVER:
+		if len(f.GetConfirms()) > 0 {
+			l.confirm(f.GetConfirmLink(), f.GetConfirms())
+		}
+		key := linkKey{from: f.GetFrom(), link: f.GetLink()}
+		for _, d := range f.GetDeliveries() {
+			n.deliver(key, d)
+		}
+	case wire.Kind_CONFIRM:
+		l.confirm(f.GetLink(), f.GetConfirms())
+	case wire.Kind_REQUEST_FAILED:
+		n.host.RequestFailed(f.GetRequestId(), f.GetFrom(), f.GetReason(), f.GetError())
+	default:
+		n.stats.malformed.Add(1)
+	}
+}
+
+// deliver hands a DELIVER frame's message to the host: at once if its
+// destination has room, else parked behind it (in order) and delivered by a
+// goroutine that waits for room as the sender allowed. It is confirmed once
+// the host took it on.
+func (n *Node) deliver(key linkKey, f *wire.Delivery) {
+	seq := f.GetSeq()
+	if seq == 0 {
+		n.stats.malformed.Add(1)
+		return
+	}
+	in := n.inboundFor(key)
+	in.mu.Lock()
+	dup, parked := in.take(seq)
+	in.mu.Unlock()
+	if dup {
+		n.stats.duplicates.Add(1)
+		if !parked {
+			n.confirm(key, seq) // its confirmation may have been lost
+		}
+		return
+	}
+	m, err := wire.Decode(f.GetMessage(), n.maxSize)
+	if err != nil {
+		n.stats.malformed.Add(1)
+		n.log.Debug("cluster: message dropped", "from", key.from, "error", err)
+		n.finish(in, key, seq)
+		return
+	}
+	n.stats.received.Add(1)
+	if m.Type == actors.TypeRequest && f.GetOrigin() != "" {
+		n.origins.add(m.RequestID, f.GetOrigin())
+	}
+	dest := parkKey(m)
+	patience := time.Duration(max(f.GetPatienceNs(), 0))
+	in.mu.Lock()
+	if q := in.parked[dest]; dest != "" && q != nil {
+		q.items = append(q.items, parkedFrame{seq: seq, m: m, until: time.Now().Add(patience)})
+		in.seen[seq] = true
+		in.mu.Unlock()
+		return
+	}
+	in.mu.Unlock()
+	err = n.host.Deliver(n.ctx, m, key.from, 0)
+	if !errors.Is(err, ErrWouldBlock) || dest == "" || patience == 0 {
+		if errors.Is(err, ErrWouldBlock) {
+			err = n.host.Deliver(n.ctx, m, key.from, time.Nanosecond) // it dead-letters it
+		}
+		if err != nil {
+			n.log.Debug("cluster: delivery", "from", key.from, "error", err)
+		}
+		n.finish(in, key, seq)
+		return
+	}
+	q := &parking{items: []parkedFrame{{seq: seq, m: m, until: time.Now().Add(patience)}}}
+	in.mu.Lock()
+	in.parked[dest] = q
+	in.seen[seq] = true
+	in.mu.Unlock()
+	n.stats.parked.Add(1)
+	if !n.spawn(func() { n.unpark(in, key, dest, q) }) {
+		in.mu.Lock()
+		delete(in.parked, dest)
+		in.mu.Unlock()
+		_ = n.host.Deliver(n.ctx, m, key.from, time.Nanosecond)
+		n.finish(in, key, seq)
+	}
+}
+
+// unpark delivers what waits behind a full destination, in order, each
+// waiting for room until its sender's patience runs out (then the host
+// dead-letters it).
+func (n *Node) unpark(in *inbound, key linkKey, dest string, q *parking) {
+	for {
+		in.mu.Lock()
+		if len(q.items) == 0 {
+			delete(in.parked, dest)
+			in.mu.Unlock()
+			return
+		}
+		it := q.items[0]
+		in.mu.Unlock()
+		wait := max(time.Until(it.until), time.Nanosecond)
+		if err := n.host.Deliver(n.ctx, it.m, key.from, wait); err != nil {
+			n.log.Debug("cluster: parked delivery", "from", key.from, "error", err)
+		}
+		in.mu.Lock()
+		q.items = q.items[1:]
+		in.mu.Unlock()
+		n.finish(in, key, it.seq)
+	}
+}
+
+// finish confirms seq.
+func (n *Node) finish(in *inbound, key linkKey, seq uint64) {
+	in.mu.Lock()
+	in.done(seq)
+	in.mu.Unlock()
+	n.confirm(key, seq)
+}
+
+// parkKey names what a message waits for when it finds no room: its
+// agent, or its topic; "" for what never waits.
+func parkKey(m *actors.Message) string {
+	switch m.Type {
+	case actors.TypeBroadcast, actors.TypeSubscribe, actors.TypeUnsubscribe:
+		return ""
+	case actors.TypePublish:
+		return "topic " + m.Topic
+	}
+	if m.Recipient == "" {
+		return ""
+	}
+	return "agent " + m.Recipient
+}
+
+// inboundFor returns the receiving state of a peer's link, replacing that
+// of an earlier link of the same peer.
+func (n *Node) inboundFor(key linkKey) *inbound {
+	n.inMu.Lock()
+	defer n.inMu.Unlock()
+	in := n.inbound[key.from]
+	if in == nil || in.key != key {
+		if in == nil && len(n.inbound) >= maxMembers {
+			var oldest string
+			for k, v := range n.inbound {
+				if oldest == "" || v.used.Before(n.inbound[oldest].used) {
+					oldest = k
+				}
+			}
+			delete(n.inbound, oldest)
+		}
+		in = &inbound{key: key, seen: make(map[uint64]bool), parked: make(map[string]*parking)}
+		n.inbound[key.from] = in
+	}
+	in.used = time.Now()
+	return in
+}
+
+// confirm queues a confirmation for the confirmer.
+func (n *Node) confirm(key linkKey, seq uint64) {
+	n.confirmMu.Lock()
+	n.confirmBuf[key] = append(n.confirmBuf[key], seq)
+	n.confirmMu.Unlock()
+	n.signal(n.confirmSig)
+}
+
+// confirmDelay is how long the confirmer lets confirmations gather (or ride
+// along on a DELIVER frame the other way, such as a request's response)
+// before it sends them in a CONFIRM frame of their own.
+const confirmDelay = time.Millisecond
+
+// takeConfirms takes the confirmations queued for member's link, to ride
+// along on a frame to it.
+func (n *Node) takeConfirms(member string) (link uint64, seqs []uint64) {
+	n.confirmMu.Lock()
+	defer n.confirmMu.Unlock()
+	for k, s := range n.confirmBuf {
+		if k.from == member && len(s) <= maxConfirmBatch {
+			delete(n.confirmBuf, k)
+			return k.link, s
+		}
+	}
+	return 0, nil
+}
+
+// confirmer sends the queued confirmations, one CONFIRM frame per link for
+// all that queued since its last round: under load they batch themselves.
+func (n *Node) confirmer() {
+	timer := time.NewTimer(confirmDelay)
+	defer timer.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.confirmSig:
+		}
+		timer.Reset(confirmDelay)
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		n.confirmMu.Lock()
+		buf := n.confirmBuf
+		n.confirmBuf = make(map[linkKey][]uint64, len(buf))
+		n.confirmMu.Unlock()
+		for key, seqs := range buf {
+			n.mu.RLock()
+			m := n.members[key.from]
+			var pid *actor.PID
+			if m != nil && m.state == StateAlive {
+				pid = m.pid
+			}
+			n.mu.RUnlock()
+			if pid == nil {
+				continue // gone; it dead-letters what it sent
+			}
+			for len(seqs) > 0 {
+				k := min(len(seqs), maxConfirmBatch)
+				n.post(key.from, pid, &wire.Frame{Version: wire.Version, Kind: wire.Kind_CONFIRM, From: n.self,
+					Link: key.link, Confirms: seqs[:k]})
+				seqs = seqs[k:]
+			}
+		}
+	}
+}
+
+// RequestOrigin returns, and forgets, the member a request with id came
+// from, if it came from a peer.
+func (n *Node) RequestOrigin(id string) (string, bool) { return n.origins.take(id) }
+
+// origins is a bounded map of request IDs to the members they came from.
+type origins struct {
+	mu  sync.Mutex
+	lru *simplelru.LRU[string, string]
+}
+
+func newOrigins(size int) *origins {
+	l, _ := simplelru.NewLRU[string, string](size, nil) // size > 0
+	return &origins{lru: l}
+}
+
+func (o *origins) add(id, member string) {
+	o.mu.Lock()
+	o.lru.Add(id, member)
+	o.mu.Unlock()
+}
+
+func (o *origins) take(id string) (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	v, ok := o.lru.Peek(id)
+	if ok {
+		o.lru.Remove(id)
+	}
+	return v, ok
+}
+
+// intercept checks every gRPC stream of the data link before protoactor
+// reads it: protoactor's receiver dereferences what a peer sends without
+// checking it (an unregistered type name, an index out of range), on a
+// goroutine without recover, which would crash the process. Envelopes that
+// would are dropped and counted; a panic that gets through anyway ends the
+// stream, not the process.
+func (h *hub) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			h.malformed.Add(1)
+			h.log.Warn("cluster: a peer's stream made protoactor panic; stream closed", "panic", fmt.Sprint(v))
+			err = fmt.Errorf("%w: %v", wire.ErrMalformed, v)
+		}
+	}()
+	return handler(srv, checkedStream{ss, h})
+}
+
+// checkedStream sanitizes the message batches a peer sends.
+type checkedStream struct {
+	grpc.ServerStream
+	h *hub
+}
+
+func (s checkedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if rm, ok := m.(*remote.RemoteMessage); ok {
+		if b := rm.GetMessageBatch(); b != nil {
+			if dropped := sanitize(b); dropped > 0 {
+				s.h.malformed.Add(uint64(dropped))
+				s.h.log.Warn("cluster: envelopes dropped from a peer's batch", "dropped", dropped)
+			}
+		}
+		if c := rm.GetConnectRequest(); c != nil && c.GetServerConnection() == nil {
+			rm.MessageType = nil // protoactor would dereference the missing connection
+			s.h.malformed.Add(1)
+		}
+	}
+	return nil
+}
+
+// sanitize drops the envelopes of b that protoactor's receiver cannot read
+// safely: a type name out of range, not registered, or not one the cluster
+// sends (only our Frame and protoactor's own actor.* messages are let
+// through), a serializer other than protobuf, a target or sender out of
+// range. It returns how many it dropped.
+func sanitize(b *remote.MessageBatch) int {
+	ok := make([]bool, len(b.TypeNames))
+	for i, name := range b.TypeNames {
+		full := protoreflect.FullName(name)
+		if name != wire.FullName && full.Parent() != "actor" {
+			continue
+		}
+		if _, err := protoregistry.GlobalTypes.FindMessageByName(full); err == nil {
+			ok[i] = true
+		}
+	}
+	kept := b.Envelopes[:0]
+	dropped := 0
+	for _, e := range b.Envelopes {
+		if e == nil || e.TypeId < 0 || int(e.TypeId) >= len(ok) || !ok[e.TypeId] || e.SerializerId != 0 ||
+			e.Target < 0 || int(e.Target) >= len(b.Targets) || b.Targets[e.Target] == nil ||
+			e.Sender < 0 || int(e.Sender) > len(b.Senders) || e.Sender > 0 && b.Senders[e.Sender-1] == nil {
+			dropped++
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(b.Envelopes[len(kept):])
+	b.Envelopes = kept
+	return dropped
+}
