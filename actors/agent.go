@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
@@ -98,29 +99,52 @@ type Hooks interface {
 // and counters. The protoactor actor that runs the handler is made by Props.
 // An Agent is safe for concurrent use.
 type Agent struct {
-	name    string
-	pid     *actor.PID
-	mailbox *mailbox.Mailbox
-	handler Handler
-	hooks   Hooks
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-
+	// What every sender reads.
+	name         string
+	pid          *actor.PID
+	mailbox      *mailbox.Mailbox
 	durable      bool        // set before the agent is reachable; see SetDurable
 	unregistered atomic.Bool // see Unregister
-	stopped      atomic.Bool // the Stopped hook ran: it runs once
 
 	// What the agent's goroutine writes for every message, away from the
-	// fields above that every sender reads: an Agent is not allocated on a
-	// cache-line boundary, so the pad goes on both sides.
+	// fields above (an Agent is not allocated on a cache-line boundary, so
+	// the pad is a line long), and from the next object in memory by the
+	// fields after it, which only the agent's goroutine reads for every
+	// message.
 	_         [64]byte
 	waitingOn atomic.Pointer[Agent]   // the agent this one's handler awaits a response from
 	current   atomic.Pointer[Message] // the message the handler is handling, if any
 	handled   atomic.Uint64
 	failed    atomic.Uint64
 	restarts  atomic.Int64 // beside handled and failed, which a reader of one reads too
-	_         [64]byte
+
+	handler Handler
+	hooks   Hooks
+	ctx     handlerContext
+	cancel  context.CancelFunc
+	stopped atomic.Bool // the Stopped hook ran: it runs once
+
+	doneMu   sync.Mutex
+	done     chan struct{} // made by the first Done, or at the stop
+	finished bool          // under doneMu: the agent has stopped
+}
+
+// handlerContext is the context handed to the handler: the agent's own,
+// canceled when it stops, carrying the agent as a value. It lives inside the
+// Agent, so that an agent costs one allocation fewer than with
+// context.WithValue.
+type handlerContext struct {
+	context.Context
+	a *Agent
+}
+
+// Value returns the agent for agentKey, and looks any other key up in the
+// agent's context.
+func (c *handlerContext) Value(key any) any {
+	if key == any(agentKey{}) {
+		return c.a
+	}
+	return c.Context.Value(key)
 }
 
 // agentKey is the context key under which a handler's ctx carries its Agent.
@@ -130,9 +154,9 @@ type agentKey struct{}
 // context; the agent's context derives from it and is canceled when the agent
 // stops. The agent does not run until it is spawned with Props and SetPID.
 func NewAgent(parent context.Context, name string, h Handler, mb *mailbox.Mailbox, hooks Hooks) *Agent {
-	a := &Agent{name: name, handler: h, mailbox: mb, hooks: hooks, done: make(chan struct{})}
+	a := &Agent{name: name, handler: h, mailbox: mb, hooks: hooks}
 	ctx, cancel := context.WithCancel(parent)
-	a.ctx, a.cancel = context.WithValue(ctx, agentKey{}, a), cancel
+	a.ctx, a.cancel = handlerContext{ctx, a}, cancel
 	return a
 }
 
@@ -171,10 +195,30 @@ func (a *Agent) SetPID(pid *actor.PID) { a.pid = pid }
 func (a *Agent) Mailbox() *mailbox.Mailbox { return a.mailbox }
 
 // Context returns the context handed to the agent's handler.
-func (a *Agent) Context() context.Context { return a.ctx }
+func (a *Agent) Context() context.Context { return &a.ctx }
 
 // Done returns a channel closed once the agent has stopped.
-func (a *Agent) Done() <-chan struct{} { return a.done }
+func (a *Agent) Done() <-chan struct{} {
+	a.doneMu.Lock()
+	defer a.doneMu.Unlock()
+	if a.done == nil {
+		a.done = make(chan struct{}) // most agents are never waited for while they run
+		if a.finished {
+			close(a.done)
+		}
+	}
+	return a.done
+}
+
+// markDone closes the channel Done returns, or has Done return a closed one.
+func (a *Agent) markDone() {
+	a.doneMu.Lock()
+	a.finished = true
+	if a.done != nil {
+		close(a.done)
+	}
+	a.doneMu.Unlock()
+}
 
 // Handled returns how many messages the handler completed without error.
 func (a *Agent) Handled() uint64 { return a.handled.Load() }
@@ -233,7 +277,7 @@ func (x *agentActor) Receive(c actor.Context) {
 		}
 		x.a.cancel()
 		x.a.hooks.Stopped(x.a)
-		close(x.a.done)
+		x.a.markDone()
 	default:
 		x.a.hooks.Foreign(x.a, m, c.Sender())
 	}
@@ -268,7 +312,7 @@ func (a *Agent) invoke(msg *Message) error {
 			panic(err)
 		}
 	}()
-	return a.handler.Handle(a.ctx, msg)
+	return a.handler.Handle(&a.ctx, msg)
 }
 
 // TryPost queues msg in the agent's mailbox without waiting; see

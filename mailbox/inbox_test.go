@@ -17,8 +17,9 @@ func TestInboxSize(t *testing.T) {
 		{1, 2}, {2, 2}, {3, 4}, {8, 8}, {9, 16}, {maxInbox, maxInbox}, {maxInbox + 1, maxInbox}, {1 << 20, maxInbox},
 	} {
 		t.Run(fmt.Sprint(tc.capacity), func(t *testing.T) {
-			m := New(Config{Capacity: tc.capacity})
-			assert.Len(t, m.in.cells, tc.cells)
+			m, _, _ := newSuspended(Config{Capacity: tc.capacity})
+			require.NoError(t, m.TryPost(named("x", 1)))
+			assert.Len(t, m.in.Load().cells, tc.cells)
 		})
 	}
 }
@@ -27,6 +28,7 @@ func TestInboxSize(t *testing.T) {
 // but not yet published it, as a sender preempted between the two would be.
 type inFlight struct {
 	m   *Mailbox
+	in  *inbox
 	c   *cell
 	pos uint64
 }
@@ -36,14 +38,14 @@ func startPost(t *testing.T, m *Mailbox) *inFlight {
 	_, _, full, err := m.reserve()
 	require.NoError(t, err)
 	require.Nil(t, full)
-	c, pos := m.claim()
-	return &inFlight{m, c, pos}
+	in, c, pos := m.claim(m.in.Load())
+	return &inFlight{m, in, c, pos}
 }
 
 // finish publishes it, as the preempted sender does when it runs again.
 func (f *inFlight) finish(it *item) {
 	f.c.write(f.pos, it.prio, entry{v: it})
-	f.m.announce(f.pos, it.prio, it)
+	f.m.announce(f.in, f.pos, it.prio, it)
 }
 
 // A message queued behind a cell that a slower sender has claimed but not
@@ -88,19 +90,7 @@ func TestCloseWaitsForPostInFlight(t *testing.T) {
 	slow := startPost(t, m)
 
 	stopped := errors.New("stopped")
-	closed := make(chan struct{})
-	go func() {
-		m.Close(stopped)
-		close(closed)
-	}()
-	require.Never(t, func() bool {
-		select {
-		case <-closed:
-			return true
-		default:
-			return false
-		}
-	}, 50*time.Millisecond, time.Millisecond, "Close returned while a post was in flight")
+	closed := closeBlocked(t, m, stopped)
 
 	late := named("late", 1)
 	slow.finish(late)
@@ -115,6 +105,27 @@ func TestCloseWaitsForPostInFlight(t *testing.T) {
 	assert.EqualValues(t, 2, m.Posted(), "a post after Close is refused, not counted")
 }
 
+// closeBlocked runs m.Close(reason) on a goroutine and checks that it has
+// not returned a while later, as it must not while a post is in flight; the
+// channel it returns is closed once Close returns.
+func closeBlocked(t *testing.T, m *Mailbox, reason error) <-chan struct{} {
+	t.Helper()
+	closed := make(chan struct{})
+	go func() {
+		m.Close(reason)
+		close(closed)
+	}()
+	require.Never(t, func() bool {
+		select {
+		case <-closed:
+			return true
+		default:
+			return false
+		}
+	}, 50*time.Millisecond, time.Millisecond, "Close returned while a post was in flight")
+	return closed
+}
+
 // A sender that finds every inbox cell taken moves the inbox into the queue
 // itself; the order is kept across the move.
 func TestFullInboxMovedBySender(t *testing.T) {
@@ -127,7 +138,7 @@ func TestFullInboxMovedBySender(t *testing.T) {
 	}
 	assert.Equal(t, n, m.Len())
 	m.mu.Lock()
-	inQueue := m.q.n
+	inQueue := m.in.Load().q.n
 	m.mu.Unlock()
 	assert.GreaterOrEqual(t, inQueue, n-maxInbox, "senders moved the full inbox into the queue")
 	m.PostSystemMessage(resume)
@@ -169,9 +180,9 @@ func TestFullInboxWaitsForOldestCell(t *testing.T) {
 func TestCellFillsACacheLine(t *testing.T) {
 	assert.EqualValues(t, 64, unsafe.Sizeof(cell{}))
 	for _, capacity := range []int{2, 8, 16, maxInbox} {
-		m := New(Config{Capacity: capacity})
-		for i := range m.in.cells {
-			c := &m.in.cells[i]
+		in := newInbox(inboxCells(capacity), 0, capacity)
+		for i := range in.cells {
+			c := &in.cells[i]
 			first := uintptr(unsafe.Pointer(c)) / 64
 			last := (uintptr(unsafe.Pointer(&c.e)) + unsafe.Sizeof(c.e) - 1) / 64
 			require.Equal(t, first, last, "capacity %d: cell %d spans two lines", capacity, i)

@@ -31,11 +31,13 @@ type Limit struct {
 	seen atomic.Int64 // a reading of out, never more than out; written by senders
 	_    [48]byte
 
+	// out and the wait queues share a line: a consumer reads whether
+	// anyone waits whenever it releases, and waiters come and go only on
+	// a slow path. A struct that embeds a Limit may put what its consumer
+	// writes after it.
 	out atomic.Int64 // slots released; written by consumers
-	_   [56]byte
-
-	wq waitQueue // senders waiting for a slot
-	zq waitQueue // WaitZero callers, woken when no slot is taken
+	wq  waitQueue    // senders waiting for a slot
+	zq  waitQueue    // WaitZero callers, woken when no slot is taken
 }
 
 // waitQueue is a FIFO of parked senders. Whoever frees room wakes as many

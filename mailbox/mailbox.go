@@ -31,6 +31,14 @@
 // message posted before it is, so a sender that is preempted while writing
 // its message delays those posted after it, as a sender holding a lock
 // would.
+//
+// # Memory
+//
+// A mailbox allocates its inbox, queue and batch (about 7 KB for a capacity
+// of 64 or more: 64 cells of a cache line, and 2 KiB) when a message arrives, and releases them when its
+// agent finds nothing left to deliver, so an idle mailbox holds 512 bytes.
+// The released inbox is kept weakly: a message that arrives before the next
+// garbage collection takes it back.
 package mailbox
 
 import (
@@ -41,6 +49,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -130,78 +139,70 @@ const batchSize = 32
 // The agent takes a batch under the lock: straight from the inbox while the
 // priority queue is empty (an agent that keeps up), otherwise after moving
 // the inbox into the queue. So a sender takes no lock: only a sender that
-// finds the mailbox full (to reap expired messages) or the inbox's cells all
-// taken does.
+// finds the mailbox full (to reap expired messages), the inbox's cells all
+// taken, or no inbox does.
+//
+// The inbox, with the queue and the batch, is what only a busy mailbox
+// needs: the first post allocates it, and the agent releases it whenever it
+// finds the mailbox empty (see release). An idle mailbox is the 512 bytes of
+// this struct.
 type Mailbox struct {
-	// Read-mostly fields, on their own cache lines, away from the counters
-	// and the inbox that every message writes.
-	born        time.Time // the origin of stamps and LastActive, with a monotonic reading
-	latency     *Latency
+	// Read by senders and the agent for every message, written seldom:
+	// kept off the lines below, which are written for every message.
+	in          atomic.Pointer[inbox] // nil while idle: see release
 	shared      *Limit
-	drop        DropFunc
+	latency     *Latency
+	born        time.Time // the origin of stamps and LastActive, with a monotonic reading
 	middlewares []actor.MailboxMiddleware
-	invoker     actor.MessageInvoker
 	dispatcher  actor.Dispatcher
+	process     func()      // m.processMessages, bound once: a method value allocates
 	registered  atomic.Bool // RegisterHandlers has set invoker and dispatcher
 	suspended   atomic.Bool
 	closed      atomic.Bool // set under mu, after closeErr, which is read after it without mu
-	closeErr    error
-	done        chan struct{} // closed by Close, to wake senders parked on the shared limit
-	process     func()        // m.processMessages, bound once: a method value allocates
-	_           [64]byte
-
-	// room is the capacity: a slot per queued user message, counting those
-	// in the inbox, in the queue and in the agent's batch. Senders wanting
-	// room park on room.wq.
-	room Limit
-	_    [64]byte
-
-	in inbox // padded inside: the senders' tail, the consumer's head
-
-	status   atomic.Int32
-	sysCount atomic.Int32
-	_        [56]byte
-
-	// locksordering: Mailbox.mu and waitQueue.mu are never held together;
-	// sysMu is never held with another lock. mu guards the queue; the agent
-	// takes it once per batch, senders only on a slow path.
-	mu         sync.Mutex
-	q          queue
-	qn         atomic.Int32 // q.n, written under mu and read without it
-	ttlQueued  int          // messages in q that have a deadline
-	nextExpiry int64        // no message in q expires before this (Unix ns)
-
-	sysMu sync.Mutex
-	sys   ring
-	_     [64]byte
-
+	// busy is the agent's word that a clock read for every message would
+	// cost too much (see stamp): when it last took a batch, it had been
+	// delivering without a break for exactDepth messages or more, or found
+	// that many queued. It is stored only when it changes, so under a
+	// steady load every sender's load hits its cache.
+	busy atomic.Bool
 	// urgent is the highest priority posted since the agent took its
 	// batch; a sender raises it only above the batch's priority, and the
 	// agent stores it only when it changes, so with equal priorities
 	// nobody writes it and every sender's load hits its cache. recheck
 	// makes the agent look again.
-	urgent atomic.Int32
-	// busy is the agent's word that a clock read for every message would
-	// cost too much (see stamp): when it last took a batch, it had been
-	// delivering without a break for exactDepth messages or more, or found
-	// that many queued. Like urgent, it is stored only when it changes, so
-	// under a steady load every sender's load hits its cache.
-	busy atomic.Bool
-	_    [56]byte
+	urgent   atomic.Int32
+	status   atomic.Int32
+	sysCount atomic.Int32
 
-	// The agent's side, touched only by the goroutine that runs the
-	// mailbox: a batch of entries taken from one priority level under one
-	// lock, so that the agent does not contend with senders for the lock
-	// on every message.
+	// room is the capacity: a slot per queued user message, counting those
+	// in the inbox, in the queue and in the agent's batch. Senders wanting
+	// room park on room.wq. (Padded inside: its first field, read-mostly,
+	// ends the lines above; senders and the agent write a line each.)
+	room Limit
+
+	// The agent's side, written by the goroutine that runs the mailbox (mu
+	// once per batch; senders take it only on a slow path).
+	//
+	// locksordering: Mailbox.mu and waitQueue.mu are never held together;
+	// sysMu is never held with another lock. mu guards the inbox's queue,
+	// the inbox's installation and release, idleTail and done.
+	mu         sync.Mutex
+	qn         atomic.Int32  // the inbox's q.n, written under mu and read without it
 	delivered  atomic.Uint64 // user messages handed to the actor
 	lastActive atomic.Int64  // see LastActive; nanoseconds since born
 	curStamp   int64         // the stamp of the message being delivered
-	streak     int           // user messages delivered since the queue was last found empty
+	streak     int32         // user messages delivered since the queue was last found empty
 	untimed    bool          // a message without a stamp was delivered since the last clock read
-	batch      [batchSize]entry
-	batchI     int
-	batchN     int
-	batchPrio  int32
+	invoker    actor.MessageInvoker
+
+	// Seldom touched: by the agent or a sender on a slow path.
+	idleTail atomic.Uint64       // Posted while there is no inbox; written under mu
+	spare    weak.Pointer[inbox] // the last inbox, until the collector reclaims it; under mu
+	done     chan struct{}       // closed by Close, to wake senders parked on the shared limit; made on first use, under mu
+	closeErr error               // written before closed is set, never after
+	drop     DropFunc            // called for every undelivered message
+	sysMu    sync.Mutex
+	sys      ring
 }
 
 // recheck is the value of Mailbox.urgent that makes the agent put its batch
@@ -219,11 +220,8 @@ func New(cfg Config) *Mailbox {
 		middlewares: cfg.Middlewares,
 		latency:     cfg.Latency,
 		born:        time.Now(),
-		done:        make(chan struct{}),
 	}
 	m.room.init(cfg.Capacity)
-	m.in.init(m.Cap())
-	m.q.setKeep(m.Cap())
 	m.process = m.processMessages
 	if m.drop == nil {
 		m.drop = func(any, error) {}
@@ -246,7 +244,15 @@ func (m *Mailbox) Len() int { return m.room.Used() }
 
 // Posted returns how many user messages were ever queued, counting those a
 // sender is queueing at the moment. It does not block.
-func (m *Mailbox) Posted() uint64 { return m.in.tail.Load() }
+func (m *Mailbox) Posted() uint64 { return m.postedFrom(m.in.Load()) }
+
+// postedFrom is Posted for in, the inbox as the caller loaded it.
+func (m *Mailbox) postedFrom(in *inbox) uint64 {
+	if in != nil {
+		return in.posted()
+	}
+	return m.idleTail.Load() // stored before the inbox is dropped: never behind a reading of its tail
+}
 
 // Delivered returns how many user messages were handed to the actor; the
 // others that left the queue were dropped (expired, or at Close).
@@ -276,6 +282,7 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 	}
 	delay := retry.Initial
 	w := newWaiter()
+	done := m.doneChan()
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -322,7 +329,7 @@ func (m *Mailbox) Post(ctx context.Context, it Item, p Patience) error {
 		case <-timer.C:
 			full.leave(w)
 			delay = retry.Next(delay)
-		case <-m.done: // closed; the retry returns the close error
+		case <-done: // closed; the retry returns the close error
 			full.leave(w)
 		case <-ctx.Done():
 			full.leave(w)
@@ -342,6 +349,20 @@ func (m *Mailbox) TryPost(it Item) error {
 	return err
 }
 
+// doneChan returns a channel that is closed when the mailbox closes, made on
+// first use: only a sender that waits needs it.
+func (m *Mailbox) doneChan() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.done == nil {
+		m.done = make(chan struct{})
+		if m.closed.Load() {
+			close(m.done)
+		}
+	}
+	return m.done
+}
+
 func (m *Mailbox) fullError(full *waitQueue) error {
 	if full == &m.room.wq {
 		return fmt.Errorf("%w (capacity %d)", ErrFull, m.Cap())
@@ -358,11 +379,12 @@ func (m *Mailbox) tryPost(msg any, prio int, deadline int64) (*waitQueue, error)
 		m.dropExpired(expired)
 		return full, err
 	}
-	stamp := m.stamp(depth, m.in.tail.Load()+1)
-	c, pos := m.claim()
+	in := m.in.Load()
+	stamp := m.stamp(depth, m.postedFrom(in)+1)
+	in, c, pos := m.claim(in)
 	c.write(pos, prio, entry{msg, deadline, stamp})
 	m.dropExpired(expired)
-	m.announce(pos, prio, msg)
+	m.announce(in, pos, prio, msg)
 	return nil, nil
 }
 
@@ -420,15 +442,15 @@ func (m *Mailbox) reserveSlots() (depth int64, expired []entry, full *waitQueue,
 	return depth, expired, nil, nil
 }
 
-// announce tells the agent about the message just published at pos, of
-// priority prio, and wakes it.
-func (m *Mailbox) announce(pos uint64, prio int, msg any) {
+// announce tells the agent about the message just published at pos of in,
+// of priority prio, and wakes it.
+func (m *Mailbox) announce(in *inbox, pos uint64, prio int, msg any) {
 	for u := m.urgent.Load(); int32(prio) > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, int32(prio)) {
 			break
 		}
 	}
-	if m.in.tail.Load() > pos+1 && m.in.head.Load() == pos {
+	if in.posted() > pos+1 && in.head.Load() == pos {
 		// The agent's last look at the inbox may have stopped at this
 		// cell, claimed but not yet published, while senders queued
 		// behind it. Those may outrank the agent's batch and yet, having
@@ -442,13 +464,24 @@ func (m *Mailbox) announce(pos uint64, prio int, msg any) {
 	m.schedule()
 }
 
-// claim reserves an inbox cell. If every cell is taken, it moves the inbox
-// into the queue itself (under the lock) and tries again; if the oldest cell
-// is still being written by another sender, it yields to that sender first.
-func (m *Mailbox) claim() (*cell, uint64) {
+// claim reserves a cell of in, the mailbox's inbox as the caller last
+// loaded it, and returns the inbox it claimed in: in, or the one it
+// installed if in was nil or has been released since. If every cell is
+// taken, it moves the inbox into the queue itself (under the lock) and tries
+// again; if the oldest cell is still being written by another sender, it
+// yields to that sender first.
+func (m *Mailbox) claim(in *inbox) (*inbox, *cell, uint64) {
 	for {
-		if c, pos, ok := m.in.claim(); ok {
-			return c, pos
+		if in == nil {
+			in = m.install()
+		}
+		c, pos, res := in.claim()
+		switch res {
+		case claimed:
+			return in, c, pos
+		case inboxRetired: // the agent released it since it was loaded
+			in = m.install()
+			continue
 		}
 		m.mu.Lock()
 		n := m.drainLocked()
@@ -458,8 +491,57 @@ func (m *Mailbox) claim() (*cell, uint64) {
 			continue
 		}
 		m.schedule() // see reap
-
 	}
+}
+
+// install returns the mailbox's inbox, giving it one if it has none: the
+// inbox it last released, if the collector has not reclaimed it, or a new
+// one. It takes the lock.
+func (m *Mailbox) install() *inbox {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if in := m.in.Load(); in != nil {
+		return in // a sender installed one first; the agent releases only under mu
+	}
+	base := m.idleTail.Load()
+	if in := m.spare.Value(); in != nil {
+		// Released at base (its head) and untouched since, as a new
+		// inbox: clearing the bit reopens it.
+		in.tail.Store(base)
+		m.in.Store(in)
+		return in
+	}
+	in := newInbox(inboxCells(m.Cap()), base, m.Cap())
+	m.spare = weak.Make(in)
+	m.in.Store(in)
+	return in
+}
+
+// release drops the inbox if the agent, having found nothing to deliver,
+// finds it empty: no message in its cells, its queue or the batch, and no
+// cell claimed. It keeps a weak reference in spare, so that the next post
+// takes the same inbox back unless a garbage collection came first. Only
+// the goroutine running the mailbox calls it, and it must not hold mu.
+//
+// A sender that claims a cell first makes the compare-and-swap on tail fail,
+// and the inbox stays; one that tries after it finds tail retired and
+// installs an inbox under mu, which release holds from the swap until the
+// inbox is dropped. A sender that holds a slot of the mailbox but has not
+// claimed a cell yet does not keep the inbox: it installs one.
+func (m *Mailbox) release() {
+	in := m.in.Load()
+	if in == nil {
+		return
+	}
+	m.mu.Lock()
+	if in.empty() {
+		h := in.head.Load()
+		if in.tail.CompareAndSwap(h, h|retired) {
+			m.idleTail.Store(h) // before the inbox goes: see Posted
+			m.in.Store(nil)
+		}
+	}
+	m.mu.Unlock()
 }
 
 // drainLocked moves the published cells of the inbox, in order, into the
@@ -467,7 +549,10 @@ func (m *Mailbox) claim() (*cell, uint64) {
 // priority it moved, so that an agent holding a batch of a lower one puts
 // it back. The caller holds mu.
 func (m *Mailbox) drainLocked() int {
-	in := &m.in
+	in := m.in.Load()
+	if in == nil {
+		return 0
+	}
 	h := in.head.Load()
 	start, size := h, uint64(len(in.cells))
 	top := int32(-1)
@@ -477,13 +562,13 @@ func (m *Mailbox) drainLocked() int {
 			break
 		}
 		e := c.e
-		m.q.push(int(c.prio), e)
+		in.q.push(int(c.prio), e)
 		top = max(top, c.prio)
 		if e.deadline != 0 {
-			if m.ttlQueued == 0 || e.deadline < m.nextExpiry {
-				m.nextExpiry = e.deadline
+			if in.ttlQueued == 0 || e.deadline < in.nextExpiry {
+				in.nextExpiry = e.deadline
 			}
-			m.ttlQueued++
+			in.ttlQueued++
 		}
 		c.e = entry{}
 		c.seq.Store(h + size)
@@ -493,7 +578,7 @@ func (m *Mailbox) drainLocked() int {
 		return 0
 	}
 	in.head.Store(h)
-	m.qn.Store(int32(m.q.n))
+	m.qn.Store(int32(in.q.n))
 	for u := m.urgent.Load(); top > u; u = m.urgent.Load() {
 		if m.urgent.CompareAndSwap(u, top) {
 			break
@@ -518,8 +603,11 @@ func (m *Mailbox) reap() []entry {
 		return nil
 	}
 	drained := m.drainLocked()
-	expired := m.reapLocked()
-	m.qn.Store(int32(m.q.n))
+	var expired []entry
+	if in := m.in.Load(); in != nil {
+		expired = in.reapLocked()
+		m.qn.Store(int32(in.q.n))
+	}
 	m.mu.Unlock()
 	if drained > 0 {
 		// Their senders woke the agent when they published them, but it
@@ -536,20 +624,20 @@ func (m *Mailbox) reap() []entry {
 }
 
 // reapLocked removes expired messages from the queue and returns them; the
-// caller must drop them after unlocking. It scans only when some queued
-// message may have expired, so a mailbox full of live messages costs one
-// comparison per refused post.
-func (m *Mailbox) reapLocked() []entry {
-	if m.ttlQueued == 0 {
+// caller holds the mailbox's lock and must drop them after unlocking. It
+// scans only when some queued message may have expired, so a mailbox full of
+// live messages costs one comparison per refused post.
+func (in *inbox) reapLocked() []entry {
+	if in.ttlQueued == 0 {
 		return nil
 	}
 	now := time.Now().UnixNano()
-	if now < m.nextExpiry {
+	if now < in.nextExpiry {
 		return nil
 	}
 	var next int64
 	live := 0
-	expired := m.q.removeIf(func(e entry) bool {
+	expired := in.q.removeIf(func(e entry) bool {
 		if e.deadline == 0 {
 			return false
 		}
@@ -562,7 +650,7 @@ func (m *Mailbox) reapLocked() []entry {
 		live++
 		return false
 	})
-	m.ttlQueued, m.nextExpiry = live, next
+	in.ttlQueued, in.nextExpiry = int32(live), next
 	return expired
 }
 
@@ -598,22 +686,39 @@ func (m *Mailbox) Close(reason error) {
 	m.closed.Store(true)
 	// Wait for the posts in flight: every slot taken must have its message
 	// published (see reserve). They take no lock and wait for nothing but,
-	// when the inbox is full, this lock.
-	for m.drainLocked(); m.room.in.Load() != int64(m.in.tail.Load()) || m.in.head.Load() != m.in.tail.Load(); m.drainLocked() {
+	// when the inbox is full or there is none, this lock.
+	for m.drainLocked(); !m.settledLocked(); m.drainLocked() {
 		m.mu.Unlock()
 		runtime.Gosched()
 		m.mu.Lock()
 	}
-	queued := m.q.drain()
+	var queued []entry
+	if in := m.in.Load(); in != nil {
+		queued = in.q.drain()
+		in.ttlQueued = 0
+	}
 	m.qn.Store(0)
-	m.ttlQueued = 0
-	close(m.done)
+	if m.done != nil {
+		close(m.done)
+	}
 	m.mu.Unlock()
 	m.discard(queued, reason)
 	m.room.wq.wakeAll()
 	// Run once more, even if suspended, so that the agent drops the batch it
 	// had taken from the queue (schedule waits for RegisterHandlers).
 	m.schedule()
+}
+
+// settledLocked reports whether every slot taken has its message moved out
+// of the inbox: no post is in flight and the inbox holds nothing. The caller
+// holds mu, so no inbox is installed meanwhile.
+func (m *Mailbox) settledLocked() bool {
+	in := m.in.Load()
+	if in == nil {
+		return m.room.in.Load() == int64(m.idleTail.Load())
+	}
+	tail := in.posted()
+	return m.room.in.Load() == int64(tail) && in.head.Load() == tail
 }
 
 // CloseFromActor is Close for the actor's own goroutine (inside its Receive,
@@ -703,12 +808,16 @@ func (m *Mailbox) schedule() {
 func (m *Mailbox) processMessages() {
 	for {
 		m.run()
-		leftover := m.batchI < m.batchN // read before idle: another runner may start after
+		m.release() // while still running: the batch is this goroutine's
+		// Read before idle: another runner may start after.
+		in := m.in.Load()
+		leftover := in != nil && in.batchI < in.batchN
 		m.status.Store(idle)
 		// A message counted in room but neither in the queue nor ready in
 		// the inbox is being written by its sender, which schedules the
 		// mailbox once it is published: waiting for it here would spin.
-		user := leftover || m.qn.Load() > 0 || m.in.ready()
+		// (The inbox is loaded again: a sender may have installed one.)
+		user := leftover || m.qn.Load() > 0 || m.ready()
 		if m.sysCount.Load() > 0 || (user && !m.suspended.Load()) || (m.closed.Load() && leftover) {
 			if m.status.CompareAndSwap(idle, running) {
 				continue
@@ -744,6 +853,9 @@ func (m *Mailbox) run() {
 		if m.sysCount.Load() > 0 {
 			m.sysMu.Lock()
 			msg = m.sys.pop().v
+			if m.sys.n == 0 {
+				m.sys.buf = nil // system messages are few: an idle agent keeps no buffer for them
+			}
 			m.sysMu.Unlock()
 			m.sysCount.Add(-1)
 			switch msg.(type) {
@@ -769,7 +881,7 @@ func (m *Mailbox) run() {
 			}
 			continue
 		}
-		if m.closed.Load() && m.batchI < m.batchN {
+		if m.closed.Load() {
 			m.dropBatch() // even when suspended: a stopped agent resumes no more
 		}
 		if m.suspended.Load() {
@@ -800,28 +912,30 @@ func (m *Mailbox) run() {
 // none, and a nil message when the one it took had expired (and was dropped).
 // Only the goroutine running the mailbox calls it.
 func (m *Mailbox) popUser() (any, bool) {
+	in := m.in.Load() // only this goroutine drops it
 	for {
-		if m.batchI == m.batchN {
-			ok := m.refill()
+		if in == nil || in.batchI == in.batchN {
+			var ok bool
+			in, ok = m.refill()
 			if !ok {
 				m.streak = 0
 			}
 			if m.latency != nil {
-				m.sayBusy(ok)
+				m.sayBusy(in, ok)
 			}
 			if !ok {
 				return nil, false
 			}
-		} else if m.urgent.Load() > m.batchPrio {
+		} else if m.urgent.Load() > in.batchPrio {
 			// Something more urgent arrived: it goes first. (A fresh batch
 			// is taken from the top level, so its first entry goes in any
 			// case, and a recheck cannot repeat forever.)
-			m.unbatch()
+			m.unbatch(in)
 			continue
 		}
-		e := m.batch[m.batchI]
-		m.batch[m.batchI] = entry{}
-		m.batchI++
+		e := in.batch[in.batchI]
+		in.batch[in.batchI] = entry{}
+		in.batchI++
 		m.room.Release(1)
 		m.releaseShared(1)
 		if m.closed.Load() {
@@ -840,12 +954,17 @@ func (m *Mailbox) popUser() (any, bool) {
 	}
 }
 
-// dropBatch drops what is left of the batch with the close error.
+// dropBatch drops what is left of the batch with the close error. Only the
+// goroutine running the mailbox calls it.
 func (m *Mailbox) dropBatch() {
-	for m.batchI < m.batchN {
-		e := m.batch[m.batchI]
-		m.batch[m.batchI] = entry{}
-		m.batchI++
+	in := m.in.Load()
+	if in == nil || in.batchI == in.batchN {
+		return
+	}
+	for in.batchI < in.batchN {
+		e := in.batch[in.batchI]
+		in.batch[in.batchI] = entry{}
+		in.batchI++
 		m.room.Release(1)
 		m.releaseShared(1)
 		m.drop(e.v, m.closeErr)
@@ -853,20 +972,29 @@ func (m *Mailbox) dropBatch() {
 	m.room.wq.wakeAll()
 }
 
-// refill takes the next batch: up to batchSize messages of the highest
-// priority available, in order. When the queue is empty, as it is for an
-// agent that keeps up, it takes them straight from the inbox; otherwise it
-// moves the inbox into the queue and takes them from its top level. It
-// returns false, without taking the lock, when nothing is there.
-func (m *Mailbox) refill() bool {
-	if m.qn.Load() == 0 && !m.in.ready() {
-		return false // a message being published now is announced by its sender
+// ready reports whether the next cell of the inbox, if there is one, is
+// published. It does not take the lock.
+func (m *Mailbox) ready() bool {
+	in := m.in.Load()
+	return in != nil && in.ready()
+}
+
+// refill takes the next batch into the inbox, which it returns: up to
+// batchSize messages of the highest priority available, in order. When the
+// queue is empty, as it is for an agent that keeps up, it takes them
+// straight from the inbox's cells; otherwise it moves the cells into the
+// queue and takes them from its top level. It returns false, without taking
+// the lock, when nothing is there.
+func (m *Mailbox) refill() (*inbox, bool) {
+	in := m.in.Load()
+	if in == nil || m.qn.Load() == 0 && !in.ready() {
+		return in, false // a message being published now is announced by its sender
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n, p := 0, -1
-	if m.q.n == 0 {
-		n, p = m.takeInbox()
+	if in.q.n == 0 {
+		n, p = in.takeCells()
 	}
 	m.drainLocked()
 	// Lower urgent to the batch's priority, then look at the inbox once
@@ -875,21 +1003,21 @@ func (m *Mailbox) refill() bool {
 	// outranks the batch. Each round moves what arrived meanwhile; after a
 	// few, the agent leaves the rest to recheck.
 	for i := 0; ; i++ {
-		if top := m.q.top(); top > p {
-			if n > 0 { // taken from the inbox, and outranked by what followed it
-				m.batchI, m.batchN, m.batchPrio = 0, n, int32(p)
-				m.unbatchLocked()
+		if top := in.q.top(); top > p {
+			if n > 0 { // taken from the cells, and outranked by what followed them
+				in.batchI, in.batchN, in.batchPrio = 0, int32(n), int32(p)
+				m.unbatchLocked(in)
 				n = 0
 			}
 			p = top
 		}
 		if p < 0 {
-			return false
+			return in, false
 		}
 		if m.urgent.Load() != int32(p) {
 			m.urgent.Store(int32(p))
 		}
-		if !m.in.ready() {
+		if !in.ready() {
 			break
 		}
 		if i == 3 {
@@ -899,39 +1027,39 @@ func (m *Mailbox) refill() bool {
 		m.drainLocked()
 	}
 	if n == 0 {
-		n = m.q.popN(p, m.batch[:])
-		m.qn.Store(int32(m.q.n))
-		if m.ttlQueued > 0 {
-			for _, e := range m.batch[:n] {
+		n = in.q.popN(p, in.batch[:])
+		m.qn.Store(int32(in.q.n))
+		if in.ttlQueued > 0 {
+			for _, e := range in.batch[:n] {
 				if e.deadline != 0 {
-					m.ttlQueued--
+					in.ttlQueued--
 				}
 			}
 		}
 	}
-	m.batchI, m.batchN, m.batchPrio = 0, n, int32(p)
-	return true
+	in.batchI, in.batchN, in.batchPrio = 0, int32(n), int32(p)
+	return in, true
 }
 
 // sayBusy updates busy once the agent has tried to take a batch and found
 // one (ok) or nothing. Only the goroutine running the mailbox calls it.
-func (m *Mailbox) sayBusy(ok bool) {
+func (m *Mailbox) sayBusy(in *inbox, ok bool) {
 	// What was queued is the batch just taken and what refill left in the
 	// queue, having moved the inbox there: counted without reading a line
 	// that senders write, which for an agent taking one message at a time
 	// would cost its senders and itself a cache miss a message.
-	busy := ok && (m.streak >= exactDepth || m.batchN+int(m.qn.Load()) >= exactDepth)
+	busy := ok && (m.streak >= exactDepth || in.batchN+m.qn.Load() >= exactDepth)
 	if m.busy.Load() != busy {
 		m.busy.Store(busy)
 	}
 }
 
-// takeInbox moves the published cells at the head of the inbox that share
+// takeCells moves the published cells at the head of the inbox that share
 // the first one's priority, up to batchSize, straight into the batch, and
 // returns how many it moved and their priority (-1 if none). The caller
-// holds mu, and the queue is empty: nothing queued can come before them.
-func (m *Mailbox) takeInbox() (n, prio int) {
-	in := &m.in
+// holds the mailbox's lock, and the queue is empty: nothing queued can come
+// before them.
+func (in *inbox) takeCells() (n, prio int) {
 	h := in.head.Load()
 	size := uint64(len(in.cells))
 	p := int32(-1)
@@ -941,7 +1069,7 @@ func (m *Mailbox) takeInbox() (n, prio int) {
 			break
 		}
 		p = c.prio
-		m.batch[n] = c.e
+		in.batch[n] = c.e
 		c.e = entry{}
 		c.seq.Store(h + size)
 		h++
@@ -953,29 +1081,29 @@ func (m *Mailbox) takeInbox() (n, prio int) {
 	return n, int(p)
 }
 
-// unbatch returns the untaken part of the batch to the front of its level.
-func (m *Mailbox) unbatch() {
+// unbatch returns the untaken part of in's batch to the front of its level.
+func (m *Mailbox) unbatch(in *inbox) {
 	m.mu.Lock()
-	m.unbatchLocked()
+	m.unbatchLocked(in)
 	m.urgent.Store(-1)
 	m.mu.Unlock()
 }
 
 // unbatchLocked is unbatch for a caller that holds mu; it leaves urgent be.
-func (m *Mailbox) unbatchLocked() {
-	for i := m.batchN - 1; i >= m.batchI; i-- {
-		e := m.batch[i]
-		m.batch[i] = entry{}
-		m.q.pushFront(int(m.batchPrio), e)
+func (m *Mailbox) unbatchLocked(in *inbox) {
+	for i := in.batchN - 1; i >= in.batchI; i-- {
+		e := in.batch[i]
+		in.batch[i] = entry{}
+		in.q.pushFront(int(in.batchPrio), e)
 		if e.deadline != 0 {
-			if m.ttlQueued == 0 || e.deadline < m.nextExpiry {
-				m.nextExpiry = e.deadline
+			if in.ttlQueued == 0 || e.deadline < in.nextExpiry {
+				in.nextExpiry = e.deadline
 			}
-			m.ttlQueued++
+			in.ttlQueued++
 		}
 	}
-	m.batchI, m.batchN = 0, 0
-	m.qn.Store(int32(m.q.n))
+	in.batchI, in.batchN = 0, 0
+	m.qn.Store(int32(in.q.n))
 }
 
 // classify returns the priority and deadline of a message posted through

@@ -1211,8 +1211,12 @@ func takeQueued(m *Mailbox) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.drainLocked()
-	_, ok := m.q.pop()
-	m.qn.Store(int32(m.q.n))
+	in := m.in.Load()
+	if in == nil {
+		return false
+	}
+	_, ok := in.q.pop()
+	m.qn.Store(int32(in.q.n))
 	return ok
 }
 
