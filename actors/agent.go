@@ -101,7 +101,7 @@ type Hooks interface {
 type Agent struct {
 	// What every sender reads.
 	name         string
-	pid          *actor.PID
+	pid          atomic.Pointer[actor.PID] // set by SetPID or, if the actor starts first, from its own context
 	mailbox      *mailbox.Mailbox
 	durable      bool        // set before the agent is reachable; see SetDurable
 	unregistered atomic.Bool // see Unregister
@@ -184,12 +184,15 @@ func (a *Agent) Unregister() { a.unregistered.Store(true) }
 // Unregistered reports whether Unregister was called. It does not block.
 func (a *Agent) Unregistered() bool { return a.unregistered.Load() }
 
-// PID returns the agent's protoactor PID.
-func (a *Agent) PID() *actor.PID { return a.pid }
+// PID returns the agent's protoactor PID. It does not block. It is nil only
+// before the agent has been spawned.
+func (a *Agent) PID() *actor.PID { return a.pid.Load() }
 
 // SetPID records the PID the agent was spawned as. Call it once, before the
-// agent is reachable by name.
-func (a *Agent) SetPID(pid *actor.PID) { a.pid = pid }
+// agent is reachable by name. The agent's own hooks (Started, Stopped,
+// failures) may run before the spawner gets here; they see the PID the actor
+// learned from its context, which names the same process.
+func (a *Agent) SetPID(pid *actor.PID) { a.pid.Store(pid) }
 
 // Mailbox returns the agent's mailbox.
 func (a *Agent) Mailbox() *mailbox.Mailbox { return a.mailbox }
@@ -264,6 +267,7 @@ func (x *agentActor) Receive(c actor.Context) {
 		}
 		x.a.handle(m)
 	case *actor.Started:
+		x.a.pid.CompareAndSwap(nil, c.Self())
 		x.a.hooks.Started(x.a, int(x.a.restarts.Load()))
 	case *actor.Restarting:
 		x.a.restarts.Add(1)
