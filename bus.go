@@ -113,6 +113,7 @@ type Bus struct {
 	topicRefs map[string]*topicRef // running topic actors by subject
 
 	shared  *mailbox.Limit
+	pool    *mailbox.Pool // the agents' dispatcher
 	ledger  ledger
 	retries retries
 	dlq     *deadletter.Queue
@@ -135,7 +136,8 @@ type Bus struct {
 
 // New returns a running bus configured by cfg. It returns an error wrapping
 // ErrInvalidConfig if a field is negative or above its documented bound. It
-// starts no goroutine of its own; agents run on protoactor's dispatcher.
+// starts no goroutine of its own; agents run on goroutines of its dispatcher
+// (mailbox.Pool), which Shutdown stops.
 func New(cfg Config) (*Bus, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -163,6 +165,7 @@ func New(cfg Config) (*Bus, error) {
 		system:       system,
 		shutdownDone: make(chan struct{}),
 		shared:       mailbox.NewLimit(cfg.Backpressure.MaxPending),
+		pool:         mailbox.NewPool(agentThroughput, agentIdleGoroutines),
 		dlq:          deadletter.New(cfg.DLQMaxSize, cfg.DLQMaxBytes),
 		subs:         topics.NewRegistry(cfg.MaxSubscriptions),
 		topicRefs:    make(map[string]*topicRef),
@@ -316,7 +319,7 @@ func (b *Bus) spawn(name string, h Handler, o spawnOptions) (*actor.PID, error) 
 		}
 	}
 	b.sup.Add(name, name, o.strategy)
-	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup), name)
+	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup).Configure(actor.WithDispatcher(b.pool)), name)
 	if err != nil {
 		b.sup.Remove(name)
 		if errors.Is(err, actor.ErrNameExists) {
@@ -555,6 +558,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	b.closeDurable()
 	b.system.EventStream.Unsubscribe(b.dlSub)
 	b.system.Shutdown()
+	b.pool.Close()
 	b.events.close()
 	b.shutdownErr = err
 	close(b.shutdownDone)
@@ -584,3 +588,12 @@ func (b *Bus) stopAgents(ctx context.Context, self *actors.Agent) error {
 	}
 	return nil
 }
+
+// agentThroughput is how many messages an agent handles before its
+// goroutine yields (protoactor's default dispatcher's figure), and
+// agentIdleGoroutines how many goroutines that ran an agent wait for the
+// next one to wake (see mailbox.Pool).
+const (
+	agentThroughput     = 300
+	agentIdleGoroutines = 64
+)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
 	"github.com/descartes/agentbus/mailbox"
@@ -42,7 +44,7 @@ func (r handlerRunner) RunHandler(name string, h actors.Handler) (*actors.Agent,
 	a := actors.NewAgent(b.ctx, name, h, mb, b.hooks)
 	id := handlerPrefix + name
 	b.sup.Add(id, name, handlerStrategy)
-	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup), id)
+	pid, err := b.system.Root.SpawnNamed(a.Props(b.sup).Configure(actor.WithDispatcher(b.pool)), id)
 	if err != nil {
 		b.sup.Remove(id)
 		return nil, fmt.Errorf("agentbus: start handler %q: %w", name, err)
