@@ -304,8 +304,14 @@ func (n *Node) inboundFor(key linkKey) *inbound {
 func (n *Node) confirm(key linkKey, seq uint64) {
 	n.confirmMu.Lock()
 	n.confirmBuf[key] = append(n.confirmBuf[key], seq)
+	if !n.confirmArmed {
+		// The confirmer wakes once confirmDelay passed, unless a frame to
+		// the member took them before; no goroutine wakes per
+		// confirmation.
+		n.confirmArmed = true
+		n.confirmTimer.Reset(confirmDelay)
+	}
 	n.confirmMu.Unlock()
-	n.signal(n.confirmSig)
 }
 
 // confirmDelay is how long the confirmer lets confirmations gather (or ride
@@ -321,6 +327,10 @@ func (n *Node) takeConfirms(member string) (link uint64, seqs []uint64) {
 	for k, s := range n.confirmBuf {
 		if k.from == member && len(s) <= maxConfirmBatch {
 			delete(n.confirmBuf, k)
+			if len(n.confirmBuf) == 0 && n.confirmArmed {
+				n.confirmArmed = false
+				n.confirmTimer.Stop() // nothing left for the confirmer
+			}
 			return k.link, s
 		}
 	}
@@ -330,23 +340,17 @@ func (n *Node) takeConfirms(member string) (link uint64, seqs []uint64) {
 // confirmer sends the queued confirmations, one CONFIRM frame per link for
 // all that queued since its last round: under load they batch themselves.
 func (n *Node) confirmer() {
-	timer := time.NewTimer(confirmDelay)
-	defer timer.Stop()
+	defer n.confirmTimer.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-n.confirmSig:
-		}
-		timer.Reset(confirmDelay)
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-timer.C:
+		case <-n.confirmTimer.C:
 		}
 		n.confirmMu.Lock()
 		buf := n.confirmBuf
 		n.confirmBuf = make(map[linkKey][]uint64, len(buf))
+		n.confirmArmed = false
 		n.confirmMu.Unlock()
 		for key, seqs := range buf {
 			n.mu.RLock()

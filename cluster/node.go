@@ -167,9 +167,10 @@ type Node struct {
 	inbound map[string]*inbound // by sender member id
 	origins *origins
 
-	confirmMu  sync.Mutex
-	confirmBuf map[linkKey][]uint64
-	confirmSig chan struct{}
+	confirmMu    sync.Mutex
+	confirmBuf   map[linkKey][]uint64
+	confirmTimer *time.Timer // armed while confirmBuf holds any: the confirmer's wake
+	confirmArmed bool
 
 	stats counters
 }
@@ -242,27 +243,28 @@ func Start(cfg Config, host Host, maxMessageSize int, logger *slog.Logger) (*Nod
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	n := &Node{
-		cfg:        cfg,
-		host:       host,
-		maxSize:    maxMessageSize,
-		start:      time.Now(),
-		boot:       uint64(time.Now().UnixNano()),
-		members:    make(map[string]*member),
-		tombs:      make(map[string]tomb),
-		index:      make(map[string][]claim),
-		claiming:   make(map[string]int64),
-		claimed:    make(map[string]int64),
-		lost:       make(map[string]struct{}),
-		queries:    make(map[uint64]chan *wire.Frame),
-		settled:    make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		recon:      make(chan struct{}, 1),
-		inbound:    make(map[string]*inbound),
-		origins:    newOrigins(originMemory),
-		confirmBuf: make(map[linkKey][]uint64),
-		confirmSig: make(chan struct{}, 1),
+		cfg:          cfg,
+		host:         host,
+		maxSize:      maxMessageSize,
+		start:        time.Now(),
+		boot:         uint64(time.Now().UnixNano()),
+		members:      make(map[string]*member),
+		tombs:        make(map[string]tomb),
+		index:        make(map[string][]claim),
+		claiming:     make(map[string]int64),
+		claimed:      make(map[string]int64),
+		lost:         make(map[string]struct{}),
+		queries:      make(map[uint64]chan *wire.Frame),
+		settled:      make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		recon:        make(chan struct{}, 1),
+		inbound:      make(map[string]*inbound),
+		origins:      newOrigins(originMemory),
+		confirmBuf:   make(map[linkKey][]uint64),
+		confirmTimer: time.NewTimer(time.Hour),
 	}
 	close(n.settled)
+	n.confirmTimer.Stop()
 	n.own = entry{epoch: 1, names: map[string]int64{}, subs: map[string]struct{}{}, known: true}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
