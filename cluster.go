@@ -380,12 +380,11 @@ var _ cluster.Host = clusterHost{}
 // a sender outside any handler, but waiting at most wait for room.
 func (h clusterHost) Deliver(ctx context.Context, m *actors.Message, _ string, wait time.Duration) error {
 	b := h.b
-	now := time.Now()
 	switch {
 	case b.closed.Load() && m.Type != TypeResponse:
 		h.refuse(m, deadletter.Shutdown, ErrShutdown)
 		return nil
-	case m.TTL > 0 && m.Expired(now):
+	case m.TTL > 0 && m.Expired(time.Now()):
 		h.refuse(m, deadletter.Expired, fmt.Errorf("%w: ttl %v ran out on the way", ErrExpired, m.TTL))
 		return nil
 	}
@@ -396,7 +395,7 @@ func (h clusterHost) Deliver(ctx context.Context, m *actors.Message, _ string, w
 		// Send's own patience bounds the wait: no deadline to set.
 	default:
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, now.Add(wait))
+		ctx, cancel = context.WithTimeout(ctx, wait)
 		defer cancel()
 	}
 	var err error

@@ -54,7 +54,7 @@ type inbound struct {
 	mu     sync.Mutex
 	base   uint64          // every seq <= base was taken and confirmed
 	seen   map[uint64]bool // seq > base taken: true while parked
-	parked map[string]*parking
+	parked map[dest]*parking
 }
 
 type parking struct {
@@ -149,9 +149,12 @@ func (n *Node) receive(v any) {
 		if len(f.GetConfirms()) > 0 {
 			l.confirm(f.GetConfirmLink(), f.GetConfirms())
 		}
-		key := linkKey{from: f.GetFrom(), link: f.GetLink()}
-		for _, d := range f.GetDeliveries() {
-			n.deliver(key, d)
+		if ds := f.GetDeliveries(); len(ds) > 0 {
+			key := linkKey{from: f.GetFrom(), link: f.GetLink()}
+			in := n.inboundFor(key)
+			for _, d := range ds {
+				n.deliver(in, key, d)
+			}
 		}
 	case wire.Kind_CONFIRM:
 		l.confirm(f.GetLink(), f.GetConfirms())
@@ -166,13 +169,12 @@ func (n *Node) receive(v any) {
 // destination has room, else parked behind it (in order) and delivered by a
 // goroutine that waits for room as the sender allowed. It is confirmed once
 // the host took it on.
-func (n *Node) deliver(key linkKey, f *wire.Delivery) {
+func (n *Node) deliver(in *inbound, key linkKey, f *wire.Delivery) {
 	seq := f.GetSeq()
 	if seq == 0 {
 		n.stats.malformed.Add(1)
 		return
 	}
-	in := n.inboundFor(key)
 	in.mu.Lock()
 	dup, parked := in.take(seq)
 	in.mu.Unlock()
@@ -197,7 +199,7 @@ func (n *Node) deliver(key linkKey, f *wire.Delivery) {
 	dest := parkKey(m)
 	patience := time.Duration(max(f.GetPatienceNs(), 0))
 	in.mu.Lock()
-	if q := in.parked[dest]; dest != "" && q != nil {
+	if q := in.parked[dest]; dest.kind != 0 && q != nil {
 		q.items = append(q.items, parkedFrame{seq: seq, m: m, until: time.Now().Add(patience)})
 		in.seen[seq] = true
 		in.mu.Unlock()
@@ -205,7 +207,7 @@ func (n *Node) deliver(key linkKey, f *wire.Delivery) {
 	}
 	in.mu.Unlock()
 	err = n.host.Deliver(n.ctx, m, key.from, 0)
-	if !errors.Is(err, ErrWouldBlock) || dest == "" || patience == 0 {
+	if !errors.Is(err, ErrWouldBlock) || dest.kind == 0 || patience == 0 {
 		if errors.Is(err, ErrWouldBlock) {
 			err = n.host.Deliver(n.ctx, m, key.from, time.Nanosecond) // it dead-letters it
 		}
@@ -233,7 +235,7 @@ func (n *Node) deliver(key linkKey, f *wire.Delivery) {
 // unpark delivers what waits behind a full destination, in order, each
 // waiting for room until its sender's patience runs out (then the host
 // dead-letters it).
-func (n *Node) unpark(in *inbound, key linkKey, dest string, q *parking) {
+func (n *Node) unpark(in *inbound, key linkKey, dest dest, q *parking) {
 	for {
 		in.mu.Lock()
 		if len(q.items) == 0 {
@@ -262,19 +264,26 @@ func (n *Node) finish(in *inbound, key linkKey, seq uint64) {
 	n.confirm(key, seq)
 }
 
-// parkKey names what a message waits for when it finds no room: its
-// agent, or its topic; "" for what never waits.
-func parkKey(m *actors.Message) string {
+// dest names what a message waits for when it finds no room: an agent or a
+// topic, by name.
+type dest struct {
+	kind byte // 0: nothing (it never waits); 'a': an agent; 't': a topic
+	name string
+}
+
+// parkKey returns what m waits for when it finds no room; the zero dest
+// for what never waits.
+func parkKey(m *actors.Message) dest {
 	switch m.Type {
 	case actors.TypeBroadcast, actors.TypeSubscribe, actors.TypeUnsubscribe:
-		return ""
+		return dest{}
 	case actors.TypePublish:
-		return "topic " + m.Topic
+		return dest{kind: 't', name: m.Topic}
 	}
 	if m.Recipient == "" {
-		return ""
+		return dest{}
 	}
-	return "agent " + m.Recipient
+	return dest{kind: 'a', name: m.Recipient}
 }
 
 // inboundFor returns the receiving state of a peer's link, replacing that
@@ -293,7 +302,7 @@ func (n *Node) inboundFor(key linkKey) *inbound {
 			}
 			delete(n.inbound, oldest)
 		}
-		in = &inbound{key: key, seen: make(map[uint64]bool), parked: make(map[string]*parking)}
+		in = &inbound{key: key, seen: make(map[uint64]bool), parked: make(map[dest]*parking)}
 		n.inbound[key.from] = in
 	}
 	in.used = time.Now()

@@ -51,7 +51,7 @@ type link struct {
 }
 
 type outbound struct {
-	d    *wire.Delivery
+	d    wire.Delivery // what goes on the wire, in the same allocation
 	m    *actors.Message
 	sent time.Time
 	wait time.Duration
@@ -108,7 +108,9 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 			return err
 		}
 	}
-	d := &wire.Delivery{Message: wire.Encode(m), PatienceNs: int64(patience), Origin: origin}
+	o := &outbound{m: m, wait: retransmitFirst}
+	d := &o.d
+	d.Message, d.PatienceNs, d.Origin = wire.Encode(m), int64(patience), origin
 	l.mu.Lock()
 	if l.err != nil {
 		err := l.err
@@ -119,7 +121,8 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	l.seq++
 	d.Seq = l.seq
 	now := time.Now()
-	l.pending[d.Seq] = &outbound{d: d, m: m, sent: now, wait: retransmitFirst}
+	o.sent = now
+	l.pending[d.Seq] = o
 	l.n.stats.sent.Add(1)
 	// A delivery goes at once when the link is quiet (a request, a
 	// trickle); in a stream it joins the batch the link's flusher sends
@@ -134,6 +137,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	}
 	l.lastPost = now
 	l.batch = append(l.batch, d)
+	first := len(l.batch) == 1 // else the flusher has been told, and takes d with the batch
 	start := !l.flusher
 	l.flusher = true
 	l.mu.Unlock()
@@ -142,7 +146,9 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 		l.flusher = false
 		l.mu.Unlock()
 	}
-	l.n.signal(l.flushSig)
+	if first {
+		l.n.signal(l.flushSig)
+	}
 	return nil
 }
 
@@ -295,7 +301,7 @@ func (l *link) retransmit(now time.Time) {
 	for _, o := range l.pending {
 		if now.Sub(o.sent) >= o.wait {
 			o.sent, o.wait = now, min(o.wait*2, retransmitMax)
-			again = append(again, o.d)
+			again = append(again, &o.d)
 		}
 	}
 	l.mu.Unlock()
