@@ -53,6 +53,7 @@ type inbound struct {
 	used   time.Time
 	mu     sync.Mutex
 	base   uint64          // every seq <= base was taken and confirmed
+	cur    uint64          // 0, or base+1 taken and not in seen (see take)
 	seen   map[uint64]bool // seq > base taken: true while parked
 	parked map[dest]*parking
 }
@@ -67,14 +68,20 @@ type parkedFrame struct {
 	until time.Time
 }
 
-// taken reports whether seq was taken before, and whether it is still
-// parked; otherwise it records it as taken.
+// take reports whether seq was taken before, and whether it is still
+// parked; otherwise it records it as taken. The seq right after base, taken
+// while nothing else is, is recorded in cur rather than in seen: a link in
+// order touches no map.
 func (in *inbound) take(seq uint64) (dup, parked bool) {
-	if seq <= in.base {
+	if seq <= in.base || seq == in.cur {
 		return true, false
 	}
 	if p, ok := in.seen[seq]; ok {
 		return true, p
+	}
+	if in.cur == 0 && len(in.seen) == 0 && seq == in.base+1 {
+		in.cur = seq
+		return false, false
 	}
 	in.seen[seq] = false
 	if len(in.seen) > maxSeen {
@@ -85,14 +92,35 @@ func (in *inbound) take(seq uint64) (dup, parked bool) {
 			lowest = min(lowest, s)
 		}
 		in.base = lowest - 1
+		if in.cur <= in.base {
+			in.cur = 0
+		}
 	}
 	return false, false
 }
 
+// park marks seq, taken, as parked.
+func (in *inbound) park(seq uint64) {
+	if in.cur == seq {
+		in.cur = 0
+	}
+	in.seen[seq] = true
+}
+
 // done marks seq confirmed and moves base up.
 func (in *inbound) done(seq uint64) {
-	if _, ok := in.seen[seq]; ok {
-		in.seen[seq] = false
+	switch {
+	case seq == in.cur:
+		in.cur = 0
+		if seq == in.base+1 {
+			in.base = seq
+		} else if seq > in.base {
+			in.seen[seq] = false
+		}
+	default:
+		if _, ok := in.seen[seq]; ok {
+			in.seen[seq] = false
+		}
 	}
 	for {
 		p, ok := in.seen[in.base+1]
@@ -201,7 +229,7 @@ func (n *Node) deliver(in *inbound, key linkKey, f *wire.Delivery) {
 	in.mu.Lock()
 	if q := in.parked[dest]; dest.kind != 0 && q != nil {
 		q.items = append(q.items, parkedFrame{seq: seq, m: m, until: time.Now().Add(patience)})
-		in.seen[seq] = true
+		in.park(seq)
 		in.mu.Unlock()
 		return
 	}
@@ -220,7 +248,7 @@ func (n *Node) deliver(in *inbound, key linkKey, f *wire.Delivery) {
 	q := &parking{items: []parkedFrame{{seq: seq, m: m, until: time.Now().Add(patience)}}}
 	in.mu.Lock()
 	in.parked[dest] = q
-	in.seen[seq] = true
+	in.park(seq)
 	in.mu.Unlock()
 	n.stats.parked.Add(1)
 	if !n.spawn(func() { n.unpark(in, key, dest, q) }) {
