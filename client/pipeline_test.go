@@ -20,6 +20,20 @@ func direct(to string, payload string) *agentbus.Message {
 	return m
 }
 
+// requireAccepted fails t unless p, covered by a Flush that returned, is
+// settled and was accepted.
+func requireAccepted(ctx context.Context, t *testing.T, p *client.Pending) {
+	t.Helper()
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Flush returned before a send it covers was settled")
+	}
+	id, err := p.Wait(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, id)
+}
+
 // A stream of asynchronous sends arrives whole and in order, and Flush
 // returns once every one is confirmed.
 func TestSendAsyncStreamsInOrder(t *testing.T) {
@@ -38,14 +52,7 @@ func TestSendAsyncStreamsInOrder(t *testing.T) {
 	}
 	require.NoError(t, s.Flush(ctx))
 	for _, p := range handles {
-		select {
-		case <-p.Done():
-		default:
-			t.Fatal("Flush returned before a send it covers was settled")
-		}
-		id, err := p.Wait(ctx)
-		require.NoError(t, err)
-		require.NotEmpty(t, id)
+		requireAccepted(ctx, t, p)
 	}
 	for i := range n {
 		require.Equal(t, fmt.Sprint(i), string(got.next(t).Payload))
@@ -227,14 +234,7 @@ func TestReplyAsync(t *testing.T) {
 	require.NoError(t, worker.Flush(ctx))
 	for range n {
 		p := <-replies
-		select {
-		case <-p.Done():
-		default:
-			t.Fatal("Flush returned before a reply it covers was settled")
-		}
-		id, err := p.Wait(ctx)
-		require.NoError(t, err)
-		require.NotEmpty(t, id)
+		requireAccepted(ctx, t, p)
 	}
 
 	// A reply from an agent the client does not own is refused.
