@@ -4,8 +4,6 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // lastStamp holds the last issued (unix milliseconds << 12 | sequence) so IDs
@@ -24,25 +22,55 @@ func NewID() string { return newIDAt(time.Now()) }
 
 // newIDAt is NewID for a caller that has just read the clock: t is now.
 func newIDAt(t time.Time) string {
+	var buf [idLen]byte
+	putIDAt(&buf, t)
+	return string(buf[:])
+}
+
+// idLen is the length of an ID: a UUID in its canonical form.
+const idLen = 36
+
+// putIDAt writes a new ID for the time t (now) into dst.
+func putIDAt(dst *[idLen]byte, t time.Time) {
 	now := uint64(t.UnixMilli()) << 12
 	for {
 		last := lastStamp.Load()
 		next := max(now, last+1) // a full counter carries into the milliseconds
 		if lastStamp.CompareAndSwap(last, next) {
-			return formatV7(next, rand.Uint64())
+			putV7(dst, next, rand.Uint64())
+			return
 		}
 	}
 }
 
-func formatV7(stamp, random uint64) string {
-	var u uuid.UUID
+// putV7 writes the canonical form (8-4-4-4-12 lowercase hex digits) of the
+// version 7 UUID with the 48-bit millisecond and 12-bit counter of stamp and
+// 62 bits of random into dst. It is uuid.UUID.String with a table of digit
+// pairs and without the string's copy: the two took a quarter of
+// NewMessage's time (BenchmarkNewMessage).
+func putV7(dst *[idLen]byte, stamp, random uint64) {
 	ms, seq := stamp>>12, stamp&0xfff
-	u[0], u[1], u[2] = byte(ms>>40), byte(ms>>32), byte(ms>>24)
-	u[3], u[4], u[5] = byte(ms>>16), byte(ms>>8), byte(ms)
-	u[6], u[7] = 0x70|byte(seq>>8), byte(seq)
-	for i := 8; i < 16; i++ {
-		u[i] = byte(random >> (8 * (15 - i)))
+	hi := ms<<16 | 0x7000 | seq             // bytes 0-7: time, version, counter
+	lo := random&^(0xc0<<56) | (0x80 << 56) // bytes 8-15: RFC 9562 variant, random
+	for i := range 8 {
+		o := idDigits[i]
+		p := hexPairs[byte(hi>>(56-8*i))]
+		dst[o], dst[o+1] = p[0], p[1]
+		o = idDigits[8+i]
+		p = hexPairs[byte(lo>>(56-8*i))]
+		dst[o], dst[o+1] = p[0], p[1]
 	}
-	u[8] = 0x80 | u[8]&0x3f // RFC 9562 variant
-	return u.String()
+	dst[8], dst[13], dst[18], dst[23] = '-', '-', '-', '-'
 }
+
+// idDigits is where each of a UUID's 16 bytes goes in its canonical form.
+var idDigits = [16]uint8{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// hexPairs holds every byte's two lowercase hex digits.
+var hexPairs = func() (t [256][2]byte) {
+	const digits = "0123456789abcdef"
+	for b := range t {
+		t[b] = [2]byte{digits[b>>4], digits[b&0xf]}
+	}
+	return t
+}()

@@ -2,6 +2,7 @@ package actors_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -62,4 +63,35 @@ func TestNewIDIsAValidV7(t *testing.T) {
 			t.Fatalf("%s: version %d, variant %v", u, u.Version(), u.Variant())
 		}
 	}
+}
+
+var messageSink *actors.Message
+
+// BenchmarkNewMessage is the cost of a fresh message before it is sent:
+// NewMessage (one clock read, an ID written into the message's own block,
+// one allocation) against the same built from uuid.NewV7 and a separate
+// Message. Measured here (2 vCPUs, 3 rounds): 263-292 ns against 370-385
+// ns for the two-allocation form NewMessage had, of which the clock read
+// is about 90 ns on this VM.
+func BenchmarkNewMessage(b *testing.B) {
+	payload := []byte(`{"task":"summarize","doc":"reports/q3-revenue.md","budget":{"tokens":4000,"seconds":30},"tags":["finance","urgent"]}`)
+	b.Run("impl=agentbus", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			messageSink = actors.NewMessage(actors.TypeDirect, "bench", payload)
+		}
+	})
+	b.Run("impl=uuid.NewV7", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			u, err := uuid.NewV7()
+			if err != nil {
+				b.Fatal(err)
+			}
+			messageSink = &actors.Message{
+				ID: u.String(), Type: actors.TypeDirect, Sender: "bench", Payload: payload,
+				Priority: actors.DefaultPriority, Timestamp: time.Now().UTC(),
+			}
+		}
+	})
 }

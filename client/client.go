@@ -784,7 +784,7 @@ func stamp(ctx context.Context, m *agentbus.Message) {
 // answered it. Sends of one client are carried out in the order they were
 // written.
 func (c *Client) Send(ctx context.Context, msg *agentbus.Message) (string, error) {
-	p, err := c.async(ctx, protocol.OpSend, msg, true)
+	p, err := c.async(ctx, protocol.OpSend, msg, modeConfirm)
 	if err != nil {
 		return "", err
 	}
@@ -802,7 +802,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte) (str
 // PublishMessage publishes msg (its Topic set) and returns its ID. It
 // blocks and fails like Send.
 func (c *Client) PublishMessage(ctx context.Context, msg *agentbus.Message) (string, error) {
-	p, err := c.async(ctx, protocol.OpPublish, msg, true)
+	p, err := c.async(ctx, protocol.OpPublish, msg, modeConfirm)
 	if err != nil {
 		return "", err
 	}
@@ -831,7 +831,9 @@ func (c *Client) Request(ctx context.Context, msg *agentbus.Message) (*agentbus.
 
 // Reply answers request req (as delivered to one of this client's agents)
 // with payload, from the agent it was delivered to. It returns the
-// response's ID. Errors: those of Send.
+// response's ID once the daemon has carried the reply out, which costs a
+// round trip to the daemon; ReplyAsync does not wait. Errors: those of
+// Send.
 func (c *Client) Reply(ctx context.Context, req *agentbus.Message, payload []byte) (string, error) {
 	resp := req.NewResponse(req.Recipient, payload)
 	f, err := c.do(ctx, &protocol.Frame{Op: protocol.OpRespond, Message: resp})
@@ -839,6 +841,30 @@ func (c *Client) Reply(ctx context.Context, req *agentbus.Message, payload []byt
 		return "", err
 	}
 	return f.MessageID, nil
+}
+
+// ReplyAsync answers request req (as delivered to one of this client's
+// agents) with payload, from the agent it was delivered to, without
+// waiting for the daemon: the respond is written at once (or with what is
+// being written), and its Pending is settled when the daemon has carried
+// it out or refused it. The respond is quiet (protocol version 2), and
+// the daemon confirms quiet replies in batches, so a lone reply costs no
+// answer frame: its Pending settles at the next Flush, with the next
+// SendAsync's write, or after 64 more replies, whichever comes first.
+// A refusal settles the Pending with its error and is reported by the
+// next Flush, as for SendAsync. It takes a place in the window
+// (Options.Window) and blocks only while the window is full or the client
+// reconnects. Errors, when the reply was not sent at all: those of
+// SendAsync. Safe for concurrent use.
+//
+// Unlike Reply, it does not wait for the daemon's answer: the handler is
+// free for its next message as soon as the reply is written, and the
+// responder's connection carries no answer frame per reply.
+func (c *Client) ReplyAsync(ctx context.Context, req *agentbus.Message, payload []byte) (*Pending, error) {
+	if req == nil {
+		return nil, fmt.Errorf("client: %w: reply to nil request", agentbus.ErrInvalidMessage)
+	}
+	return c.async(ctx, protocol.OpRespond, req.NewResponse(req.Recipient, payload), modeReply)
 }
 
 // Subscribe subscribes this client's agent to topic, a subject or a

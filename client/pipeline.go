@@ -85,6 +85,7 @@ type link struct {
 	flushing bool               // someone is writing
 	kicked   bool               // the flusher was kicked and has not run yet
 	unsynced bool               // quiet sends are queued that no sync follows yet
+	lazy     int                // quiet replies no sync follows yet (see lazySync)
 	dead     bool               // the connection dropped: nothing more is written
 	kick     chan struct{}      // capacity 1: wakes the flusher
 	done     chan struct{}      // closed when the connection drops
@@ -153,11 +154,8 @@ func (c *Client) flush(l *link) {
 	}
 	l.flushing, l.kicked = true, false
 	for len(l.frames) > 0 && !l.dead {
-		if l.unsynced {
-			l.unsynced = false
-			if b, err := protocol.EncodeBuffer(&protocol.Frame{Op: protocol.OpSync, ID: syncID(c.aseq)}); err == nil {
-				l.frames = append(l.frames, b)
-			}
+		if l.unsynced || l.lazy >= lazySync {
+			c.syncLocked(l)
 		}
 		frames := l.frames
 		l.frames, l.spare = l.spare[:0], nil
@@ -196,6 +194,42 @@ func (c *Client) flush(l *link) {
 	c.amu.Unlock()
 }
 
+// lazySync is how many quiet replies (ReplyAsync) may go out before a
+// write ends with a sync for them; fewer are confirmed by the next sync
+// that a send, a Flush or a full window asks for.
+const lazySync = 64
+
+// syncLocked queues a sync that confirms every quiet send and reply queued
+// so far, if any waits for one. The caller holds amu.
+func (c *Client) syncLocked(l *link) {
+	if !l.unsynced && l.lazy == 0 {
+		return
+	}
+	l.unsynced, l.lazy = false, 0
+	if b, err := protocol.EncodeBuffer(&protocol.Frame{Op: protocol.OpSync, ID: syncID(c.aseq)}); err == nil {
+		l.frames = append(l.frames, b)
+	}
+}
+
+// syncNow writes a sync for the quiet replies that wait for one, if any.
+func (c *Client) syncNow() {
+	c.mu.Lock()
+	l := c.lk
+	c.mu.Unlock()
+	if l == nil {
+		return
+	}
+	c.amu.Lock()
+	lazy := l.lazy > 0 && !l.dead
+	if lazy {
+		c.syncLocked(l)
+	}
+	c.amu.Unlock()
+	if lazy {
+		c.flush(l)
+	}
+}
+
 // drain writes everything queued on l before it returns, waiting for a
 // flush in progress to end first.
 func (c *Client) drain(l *link) {
@@ -221,6 +255,7 @@ func (c *Client) acquire(ctx context.Context) error {
 		return nil
 	default:
 	}
+	c.syncNow() // quiet replies may hold the window: have them confirmed
 	select {
 	case c.win <- struct{}{}:
 		return nil
@@ -231,11 +266,19 @@ func (c *Client) acquire(ctx context.Context) error {
 	}
 }
 
-// async sends msg with op through the pipeline and returns its Pending.
-// With confirm, the send is answered by an ok of its own and written at
-// once (a caller waits for it); otherwise it is quiet where the daemon
-// speaks version 2, confirmed by the sync that ends its batch.
-func (c *Client) async(ctx context.Context, op string, msg *agentbus.Message, confirm bool) (*Pending, error) {
+// How async sends: see async.
+type mode int
+
+const (
+	modeAsync   mode = iota // quiet, confirmed by the sync that ends its write; written by the flusher
+	modeConfirm             // answered by an ok of its own, written at once: a caller waits for it
+	modeReply               // quiet, confirmed lazily (see lazySync), written at once
+)
+
+// async sends msg with op through the pipeline, as m says, and returns its
+// Pending. A send is quiet only where the daemon speaks version 2;
+// otherwise every send has an ok of its own.
+func (c *Client) async(ctx context.Context, op string, msg *agentbus.Message, m mode) (*Pending, error) {
 	if msg == nil {
 		return nil, fmt.Errorf("client: %w: nil message", agentbus.ErrInvalidMessage)
 	}
@@ -251,7 +294,8 @@ func (c *Client) async(ctx context.Context, op string, msg *agentbus.Message, co
 		<-c.win
 		return nil, err
 	}
-	p := &Pending{msgID: msg.ID, quiet: l.quiet && !confirm, done: make(chan struct{})}
+	now := m != modeAsync
+	p := &Pending{msgID: msg.ID, quiet: l.quiet && m != modeConfirm, done: make(chan struct{})}
 	f := protocol.Frame{Op: op, Message: msg}
 	if !p.quiet {
 		f.ID = asyncID(c.nextID.Add(1))
@@ -286,13 +330,17 @@ func (c *Client) async(ctx context.Context, op string, msg *agentbus.Message, co
 			}
 			first.next = p
 		}
-		l.unsynced = true
+		if m == modeReply {
+			l.lazy++
+		} else {
+			l.unsynced = true
+		}
 	} else {
 		c.byID[f.ID] = p
 	}
-	c.queueLocked(l, b, confirm)
+	c.queueLocked(l, b, now)
 	c.amu.Unlock()
-	if confirm {
+	if now {
 		c.flush(l)
 	}
 	return p, nil
@@ -449,19 +497,19 @@ func (c *Client) dropLink(l *link) {
 // encode), ErrMessageTooLarge, ErrDisconnected, ErrClosed, or ctx's. Safe
 // for concurrent use.
 func (c *Client) SendAsync(ctx context.Context, msg *agentbus.Message) (*Pending, error) {
-	return c.async(ctx, protocol.OpSend, msg, false)
+	return c.async(ctx, protocol.OpSend, msg, modeAsync)
 }
 
 // PublishAsync publishes payload on topic as SendAsync sends.
 func (c *Client) PublishAsync(ctx context.Context, topic string, payload []byte) (*Pending, error) {
 	msg := agentbus.NewMessage(agentbus.TypePublish, "", payload)
 	msg.Topic = topic
-	return c.async(ctx, protocol.OpPublish, msg, false)
+	return c.async(ctx, protocol.OpPublish, msg, modeAsync)
 }
 
 // PublishMessageAsync publishes msg (its Topic set) as SendAsync sends.
 func (c *Client) PublishMessageAsync(ctx context.Context, msg *agentbus.Message) (*Pending, error) {
-	return c.async(ctx, protocol.OpPublish, msg, false)
+	return c.async(ctx, protocol.OpPublish, msg, modeAsync)
 }
 
 // Flush blocks until every send, publish and reply this client started
@@ -479,7 +527,12 @@ func (c *Client) Flush(ctx context.Context) error {
 	l := c.lk
 	c.mu.Unlock()
 	if l != nil {
-		c.flush(l) // the sync that confirms the quiet sends goes out now
+		c.amu.Lock()
+		if !l.dead {
+			c.syncLocked(l) // the sync that confirms the quiet sends and replies goes out now
+		}
+		c.amu.Unlock()
+		c.flush(l)
 	}
 	for {
 		c.amu.Lock()

@@ -20,6 +20,20 @@ func direct(to string, payload string) *agentbus.Message {
 	return m
 }
 
+// requireAccepted fails t unless p, covered by a Flush that returned, is
+// settled and was accepted.
+func requireAccepted(ctx context.Context, t *testing.T, p *client.Pending) {
+	t.Helper()
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Flush returned before a send it covers was settled")
+	}
+	id, err := p.Wait(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, id)
+}
+
 // A stream of asynchronous sends arrives whole and in order, and Flush
 // returns once every one is confirmed.
 func TestSendAsyncStreamsInOrder(t *testing.T) {
@@ -38,14 +52,7 @@ func TestSendAsyncStreamsInOrder(t *testing.T) {
 	}
 	require.NoError(t, s.Flush(ctx))
 	for _, p := range handles {
-		select {
-		case <-p.Done():
-		default:
-			t.Fatal("Flush returned before a send it covers was settled")
-		}
-		id, err := p.Wait(ctx)
-		require.NoError(t, err)
-		require.NotEmpty(t, id)
+		requireAccepted(ctx, t, p)
 	}
 	for i := range n {
 		require.Equal(t, fmt.Sprint(i), string(got.next(t).Payload))
@@ -196,4 +203,51 @@ func TestDisconnectSettlesPending(t *testing.T) {
 	_, err = last.Wait(ctx)
 	require.ErrorIs(t, err, client.ErrDisconnected)
 	require.ErrorIs(t, s.Flush(ctx), client.ErrDisconnected)
+}
+
+// ReplyAsync answers requests without a round trip per reply: the
+// requester gets each response, the replies (more than the window holds)
+// are confirmed in batches, a Flush confirms the rest, and a refused reply
+// settles its Pending with the refusal and is reported by Flush.
+func TestReplyAsync(t *testing.T) {
+	d := newDaemon(t, agentbus.Config{})
+	const window = 4
+	asker, worker := d.client(t, client.Options{}), d.client(t, client.Options{Window: window})
+	ctx := ctx5(t)
+	replies := make(chan *client.Pending, 64)
+	require.NoError(t, worker.Register(ctx, "worker", agentbus.HandlerFunc(func(ctx context.Context, m *agentbus.Message) error {
+		p, err := worker.ReplyAsync(ctx, m, m.Payload)
+		if err == nil {
+			replies <- p
+		}
+		return err
+	})))
+	const n = 3 * window // past the window: a full window has its replies confirmed
+	for i := range n {
+		req := agentbus.NewMessage(agentbus.TypeRequest, "", []byte(fmt.Sprint(i)))
+		req.Recipient = "worker"
+		resp, err := asker.Request(ctx, req)
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprint(i), string(resp.Payload))
+		assert.Equal(t, "worker", resp.Sender)
+	}
+	require.NoError(t, worker.Flush(ctx))
+	for range n {
+		p := <-replies
+		requireAccepted(ctx, t, p)
+	}
+
+	// A reply from an agent the client does not own is refused.
+	req := agentbus.NewMessage(agentbus.TypeRequest, "asker", nil)
+	req.Recipient, req.RequestID = "ghost", "r-ghost"
+	p, err := worker.ReplyAsync(ctx, req, []byte(`1`))
+	require.NoError(t, err)
+	err = worker.Flush(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "ghost")
+	_, perr := p.Wait(ctx)
+	require.Error(t, perr)
+	require.NoError(t, worker.Flush(ctx), "a refusal is reported once")
+	_, err = worker.ReplyAsync(ctx, nil, nil)
+	require.ErrorIs(t, err, agentbus.ErrInvalidMessage)
 }

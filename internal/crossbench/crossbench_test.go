@@ -156,7 +156,8 @@ const streamBatch = 5000
 //   - nats-stream: one sender, nats.go Publish, then Flush per batch, to a
 //     subscription of the receiver process; msgs/s.
 //   - bus-roundtrip, nats-roundtrip: Request to the responder process,
-//     which answers; ns/op, p50-ns, p99-ns.
+//     which answers without waiting for its server (ReplyAsync, Respond);
+//     ns/op, p50-ns, p99-ns.
 //
 // Each also reports the CPU the sender, the server and the receiver spent
 // per message (sender-, server-, receiver-cpu-ns/msg, and their sum). For

@@ -192,7 +192,7 @@ func busClient(path string, echo bool) error {
 	if echo {
 		name = "echo"
 		h = func(ctx context.Context, m *agentbus.Message) error {
-			_, err := c.Reply(ctx, m, m.Payload)
+			_, err := c.ReplyAsync(ctx, m, m.Payload)
 			return err
 		}
 	} else {

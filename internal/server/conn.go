@@ -754,7 +754,15 @@ func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 		r.inflight = append(r.inflight, it.msg)
 		c.mu.Unlock()
 	}
-	if !c.emit(it, true) { // not queued: the bus dead-letters it as transport_closed
+	queue := true
+	if w != nil && c.queued.Load() == 0 {
+		// A delivery that waits for an answer, to an idle connection (a
+		// request, mostly): this handler waits anyway, so it encodes and
+		// writes the frame itself, sparing the writer's wake-up on the
+		// request's way.
+		queue = !c.encodeWaiting(&it)
+	}
+	if !c.emit(it, queue) { // not queued: the bus dead-letters it as transport_closed
 		c.unlist(r, it.msg)
 		if w != nil {
 			c.unwait(r, w)
@@ -777,6 +785,20 @@ func (c *conn) deliver(name string, r *remote, m *agentbus.Message) error {
 		c.holdSlot(r)
 	}
 	return err
+}
+
+// encodeWaiting encodes the deliver frame of it, a delivery that waits
+// for an answer, and reports whether it did; if it did not, the writer
+// encodes it (and fails it as encodeDelivery says).
+//
+//go:noinline
+func (c *conn) encodeWaiting(it *item) bool {
+	b, err := protocol.EncodeBuffer(&protocol.Frame{Op: protocol.OpDeliver, Agent: it.agent, Message: it.deliver})
+	if err != nil {
+		return false
+	}
+	it.frame = b
+	return true
 }
 
 // settleDurable tells the bus that the client is done with m, a delivery
