@@ -275,11 +275,19 @@ func (b *Bus) patience(self *actors.Agent) time.Duration {
 	return b.cfg.Backpressure.Timeout
 }
 
+// remotePatience is how long the receiving node may wait for room in
+// msg's destination, for a sender that waits up to wait: twice as long, so
+// that a sender facing a stuck remote agent runs out of patience on the
+// full window first and gets ErrBackpressureTimeout, as it would from a full
+// mailbox in its own process, instead of seeing a slot free each time a
+// parked message, sent a moment before it began to wait, expires.
+func remotePatience(wait time.Duration) time.Duration { return 2 * wait }
+
 // forward hands msg to member's link under Send's backpressure rules: the
 // link's window is full as a mailbox is full.
 func (b *Bus) forward(ctx context.Context, member string, msg *Message, self *actors.Agent) (string, error) {
 	wait := b.patience(self)
-	err := b.cluster.n.Send(ctx, member, msg, wait, wait)
+	err := b.cluster.n.Send(ctx, member, msg, wait, remotePatience(wait))
 	switch {
 	case err == nil:
 		b.report(Outcome{Kind: OutcomeAccepted, Message: msg})
@@ -326,7 +334,7 @@ func (b *Bus) clusterPublish(ctx context.Context, msg *Message, self *actors.Age
 	wait := b.patience(self)
 	var last error
 	for _, member := range remote {
-		err := b.cluster.n.Send(ctx, member, msg, wait, wait)
+		err := b.cluster.n.Send(ctx, member, msg, wait, remotePatience(wait))
 		switch {
 		case err == nil && !accepted:
 			accepted = true
