@@ -56,8 +56,7 @@ func (p *Pool) Schedule(fn func()) {
 func (p *Pool) run(fn func()) {
 	for {
 		fn()
-		if p.idle.Add(1) > p.maxIdle || p.closed.Load() {
-			p.leave()
+		if !p.enter() {
 			return
 		}
 		select {
@@ -68,6 +67,28 @@ func (p *Pool) run(fn func()) {
 			return
 		}
 	}
+}
+
+// enter counts a goroutine in among the waiting ones and reports whether it
+// may wait: not if maxIdle wait already (so Idle never exceeds maxIdle), not
+// once the pool is closed. It counts before it checks closed, as Close
+// stores closed before it reads the count, so either Close waits for this
+// goroutine or this goroutine sees that the pool is closed.
+func (p *Pool) enter() bool {
+	for {
+		n := p.idle.Load()
+		if n >= p.maxIdle {
+			return false
+		}
+		if p.idle.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	if p.closed.Load() {
+		p.leave()
+		return false
+	}
+	return true
 }
 
 // leave counts a goroutine out of the waiting ones.
