@@ -74,15 +74,19 @@ func startBenchPeer(b *testing.B) error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	// Setup, outside any measurement: poll until the peer's agent is known.
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		if m, ok := bus.Cluster().Where("bench"); ok && !m.Self {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			return fmt.Errorf("the peer's agent is not visible")
 		}
-		time.Sleep(10 * time.Millisecond) // setup, outside any measurement
 	}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
