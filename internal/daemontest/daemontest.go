@@ -27,6 +27,15 @@ func Serve(tb testing.TB, cfg agentbus.Config, scfg server.Config) (*agentbus.Bu
 	socket := filepath.Join(transporttest.ShortDir(tb), "bus.sock")
 	l, err := transport.ListenUnix(socket, transport.UnixOptions{})
 	require.NoError(tb, err)
+	bus, _ := ServeListener(tb, cfg, scfg, l)
+	return bus, socket
+}
+
+// ServeListener is Serve on a listener of the caller's: it starts the bus
+// and the daemon serving l, and stops all three when tb ends, failing tb if
+// any of them fails. It does not block.
+func ServeListener(tb testing.TB, cfg agentbus.Config, scfg server.Config, l transport.Listener) (*agentbus.Bus, *server.Server) {
+	tb.Helper()
 	bus, err := agentbus.New(cfg)
 	require.NoError(tb, err)
 	scfg.Bus = bus
@@ -44,5 +53,5 @@ func Serve(tb testing.TB, cfg agentbus.Config, scfg server.Config) (*agentbus.Bu
 		require.NoError(tb, bus.Shutdown(sctx))
 		require.NoError(tb, l.Close())
 	})
-	return bus, socket
+	return bus, srv
 }
