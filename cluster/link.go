@@ -40,7 +40,7 @@ type link struct {
 
 	mu       sync.Mutex
 	seq      uint64
-	pending  map[uint64]*outbound
+	pending  inflight         // frames sent, not confirmed
 	err      error            // why the link failed
 	batch    []*wire.Delivery // waiting for the flusher, in sequence
 	flushing bool             // the flusher is sending a batch
@@ -59,7 +59,7 @@ type outbound struct {
 
 func newLink(n *Node, to string, pid *actor.PID, epoch uint64) *link {
 	return &link{n: n, to: to, pid: pid, epoch: epoch, slots: make(chan struct{}, n.cfg.Window),
-		done: make(chan struct{}), pending: make(map[uint64]*outbound), flushSig: make(chan struct{}, 1)}
+		done: make(chan struct{}), pending: newInflight(n.cfg.Window), flushSig: make(chan struct{}, 1)}
 }
 
 func (l *link) closed() bool {
@@ -122,7 +122,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	d.Seq = l.seq
 	now := time.Now()
 	o.sent = now
-	l.pending[d.Seq] = o
+	l.pending.add(o)
 	l.n.stats.sent.Add(1)
 	// A delivery goes at once when the link is quiet (a request, a
 	// trickle); in a stream it joins the batch the link's flusher sends
@@ -229,8 +229,7 @@ func (l *link) confirm(epoch uint64, seqs []uint64) {
 	var done []*actors.Message
 	l.mu.Lock()
 	for _, s := range seqs {
-		if o := l.pending[s]; o != nil {
-			delete(l.pending, s)
+		if o := l.pending.take(s); o != nil {
 			done = append(done, o.m)
 			<-l.slots
 		}
@@ -252,8 +251,7 @@ func (l *link) fail(cause error) {
 	}
 	l.err = cause
 	close(l.done)
-	pending := l.pending
-	l.pending = map[uint64]*outbound{}
+	pending := l.pending.clear()
 	l.mu.Unlock()
 	for _, o := range pending {
 		l.n.stats.undelivered.Add(1)
@@ -290,7 +288,7 @@ func (l *link) leave() {
 func (l *link) inFlight() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.pending)
+	return l.pending.len()
 }
 
 // retransmit sends again the frames unconfirmed for longer than their
@@ -298,12 +296,12 @@ func (l *link) inFlight() int {
 func (l *link) retransmit(now time.Time) {
 	var again []*wire.Delivery
 	l.mu.Lock()
-	for _, o := range l.pending {
+	l.pending.each(func(o *outbound) {
 		if now.Sub(o.sent) >= o.wait {
 			o.sent, o.wait = now, min(o.wait*2, retransmitMax)
 			again = append(again, &o.d)
 		}
-	}
+	})
 	l.mu.Unlock()
 	slices.SortFunc(again, func(a, b *wire.Delivery) int { return cmp.Compare(a.Seq, b.Seq) })
 	l.n.stats.retransmitted.Add(uint64(len(again)))
