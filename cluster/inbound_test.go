@@ -35,10 +35,17 @@ func TestInboundDropsCopies(t *testing.T) {
 			{"take", 1, true, false}}, 2, 0},
 		{"a gap waits", []step{{"take", 1, false, false}, {"done", 1, false, false}, {"take", 3, false, false},
 			{"done", 3, false, false}, {"take", 3, true, false}}, 1, 1},
+		{"far above base: the missing ones are given up", []step{{"take", 1, false, false}, {"take", 3, false, false},
+			{"take", maxSeen + 5, false, false}, {"take", 3, true, false}, {"take", 5, true, false},
+			{"take", maxSeen + 5, true, false}, {"take", 6, false, false}}, 5, 2},
+		{"a seq a ring's length above a held one is not a copy", []step{{"take", 1, false, false},
+			{"take", 3, false, false}, {"park", 3, false, false}, {"take", 3 + maxSeen, false, false},
+			{"take", 3 + maxSeen, true, false}, {"take", 4, false, false}, {"done", 4, false, false},
+			{"done", 3 + maxSeen, false, false}}, 4, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := &inbound{seen: map[uint64]bool{}}
+			in := &inbound{}
 			for i, s := range tt.steps {
 				switch s.op {
 				case "take":
@@ -52,7 +59,7 @@ func TestInboundDropsCopies(t *testing.T) {
 				}
 			}
 			require.Equal(t, tt.base, in.base)
-			require.Len(t, in.seen, tt.seen)
+			require.Equal(t, tt.seen, in.seen.n)
 		})
 	}
 }
