@@ -259,9 +259,10 @@ func (n *Node) receive(v any) {
 // destination has room, else parked behind it (in order) and delivered by a
 // goroutine that waits for room as the sender allowed. It is confirmed once
 // the host took it on.
-func (n *Node) deliver(in *inbound, key linkKey, f *wire.Delivery) {
-	seq := f.GetSeq()
-	if seq == 0 {
+func (n *Node) deliver(in *inbound, key linkKey, raw []byte) {
+	f, err := wire.DecodeDelivery(raw)
+	seq := f.Seq
+	if err != nil || seq == 0 {
 		n.stats.malformed.Add(1)
 		return
 	}
@@ -275,7 +276,7 @@ func (n *Node) deliver(in *inbound, key linkKey, f *wire.Delivery) {
 		}
 		return
 	}
-	m, err := wire.Decode(f.GetMessage(), n.maxSize)
+	m, err := wire.Decode(f.Message, n.maxSize)
 	if err != nil {
 		n.stats.malformed.Add(1)
 		n.log.Debug("cluster: message dropped", "from", key.from, "error", err)
@@ -283,11 +284,11 @@ func (n *Node) deliver(in *inbound, key linkKey, f *wire.Delivery) {
 		return
 	}
 	n.stats.received.Add(1)
-	if m.Type == actors.TypeRequest && f.GetOrigin() != "" {
-		n.origins.add(m.RequestID, f.GetOrigin())
+	if m.Type == actors.TypeRequest && f.Origin != "" {
+		n.origins.add(m.RequestID, f.Origin)
 	}
 	dest := parkKey(m)
-	patience := time.Duration(max(f.GetPatienceNs(), 0))
+	patience := max(f.Patience, 0)
 	in.mu.Lock()
 	if q := in.parked[dest]; dest.kind != 0 && q != nil {
 		q.items = append(q.items, parkedFrame{seq: seq, m: m, until: time.Now().Add(patience)})

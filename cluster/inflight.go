@@ -32,12 +32,12 @@ func newInflight(window int) inflight {
 
 // add holds o under its sequence number, which is above every one held.
 func (w *inflight) add(o *outbound) {
-	i := o.d.Seq & w.mask
+	i := o.seq & w.mask
 	if old := w.ring[i]; old != nil {
 		if w.older == nil {
 			w.older = make(map[uint64]*outbound)
 		}
-		w.older[old.d.Seq] = old
+		w.older[old.seq] = old
 	}
 	w.ring[i] = o
 	w.n++
@@ -47,7 +47,7 @@ func (w *inflight) add(o *outbound) {
 // confirmed before, or never sent on this link).
 func (w *inflight) take(seq uint64) *outbound {
 	i := seq & w.mask
-	if o := w.ring[i]; o != nil && o.d.Seq == seq {
+	if o := w.ring[i]; o != nil && o.seq == seq {
 		w.ring[i] = nil
 		w.n--
 		return o

@@ -43,25 +43,25 @@ func TestInflight(t *testing.T) {
 			for i, s := range tt.steps {
 				if s.add != 0 {
 					o := &outbound{}
-					o.d.Seq = s.add
+					o.seq = s.add
 					w.add(o)
 					continue
 				}
 				o := w.take(s.take)
 				require.Equal(t, s.ok, o != nil, "step %d: take %d", i, s.take)
 				if o != nil {
-					require.Equal(t, s.take, o.d.Seq, "step %d", i)
+					require.Equal(t, s.take, o.seq, "step %d", i)
 				}
 			}
 			assert.Equal(t, len(tt.held), w.len())
 			var held []uint64
-			w.each(func(o *outbound) { held = append(held, o.d.Seq) })
+			w.each(func(o *outbound) { held = append(held, o.seq) })
 			slices.Sort(held)
 			assert.Equal(t, tt.held, held)
 			all := w.clear()
 			assert.Len(t, all, len(tt.held))
 			assert.Zero(t, w.len())
-			w.each(func(o *outbound) { t.Errorf("seq %d held after clear", o.d.Seq) })
+			w.each(func(o *outbound) { t.Errorf("seq %d held after clear", o.seq) })
 		})
 	}
 }

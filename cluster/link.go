@@ -40,18 +40,19 @@ type link struct {
 
 	mu       sync.Mutex
 	seq      uint64
-	pending  inflight         // frames sent, not confirmed
-	err      error            // why the link failed
-	batch    []*wire.Delivery // waiting for the flusher, in sequence
-	flushing bool             // the flusher is sending a batch
-	flusher  bool             // the flusher runs
+	pending  inflight // frames sent, not confirmed
+	err      error    // why the link failed
+	batch    [][]byte // encoded deliveries waiting for the flusher, in sequence
+	flushing bool     // the flusher is sending a batch
+	flusher  bool     // the flusher runs
 	lastPost time.Time
 	flushSig chan struct{}
 	leaving  atomic.Bool
 }
 
 type outbound struct {
-	d    wire.Delivery // what goes on the wire, in the same allocation
+	d    []byte // the encoded delivery (wire.EncodeDelivery), as it goes on the wire
+	seq  uint64
 	m    *actors.Message
 	sent time.Time
 	wait time.Duration
@@ -109,8 +110,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 		}
 	}
 	o := &outbound{m: m, wait: retransmitFirst}
-	d := &o.d
-	d.Message, d.PatienceNs, d.Origin = wire.Encode(m), int64(patience), origin
+	d := wire.EncodeDelivery(m, patience, origin)
 	l.mu.Lock()
 	if l.err != nil {
 		err := l.err
@@ -119,7 +119,9 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 		return fmt.Errorf("%w: %s", err, l.to)
 	}
 	l.seq++
-	d.Seq = l.seq
+	o.seq = l.seq
+	o.d = wire.AppendSeq(d, o.seq) // in the room EncodeDelivery left: no copy
+	d = o.d
 	now := time.Now()
 	o.sent = now
 	l.pending.add(o)
@@ -132,7 +134,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 	if len(l.batch) == 0 && !l.flushing && now.Sub(l.lastPost) > batchGap {
 		l.lastPost = now
 		l.mu.Unlock()
-		l.post([]*wire.Delivery{d})
+		l.post([][]byte{d})
 		return nil
 	}
 	l.lastPost = now
@@ -154,7 +156,7 @@ func (l *link) send(ctx context.Context, m *actors.Message, wait, patience time.
 
 // post sends deliveries in one frame, with the confirmations that wait for
 // this link's member.
-func (l *link) post(ds []*wire.Delivery) {
+func (l *link) post(ds [][]byte) {
 	f := &wire.Frame{Version: wire.Version, Kind: wire.Kind_DELIVER, From: l.n.self, Link: l.epoch, Deliveries: ds}
 	f.ConfirmLink, f.Confirms = l.n.takeConfirms(l.to)
 	l.n.post(l.to, l.pid, f)
@@ -294,20 +296,24 @@ func (l *link) inFlight() int {
 // retransmit sends again the frames unconfirmed for longer than their
 // backoff.
 func (l *link) retransmit(now time.Time) {
-	var again []*wire.Delivery
+	var again []*outbound
 	l.mu.Lock()
 	l.pending.each(func(o *outbound) {
 		if now.Sub(o.sent) >= o.wait {
 			o.sent, o.wait = now, min(o.wait*2, retransmitMax)
-			again = append(again, &o.d)
+			again = append(again, o)
 		}
 	})
 	l.mu.Unlock()
-	slices.SortFunc(again, func(a, b *wire.Delivery) int { return cmp.Compare(a.Seq, b.Seq) })
+	slices.SortFunc(again, func(a, b *outbound) int { return cmp.Compare(a.seq, b.seq) })
 	l.n.stats.retransmitted.Add(uint64(len(again)))
 	for len(again) > 0 {
 		k := min(len(again), maxBatch)
-		l.post(again[:k])
+		ds := make([][]byte, k)
+		for i, o := range again[:k] {
+			ds[i] = o.d
+		}
+		l.post(ds)
 		again = again[k:]
 	}
 }

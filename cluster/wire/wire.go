@@ -7,6 +7,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -34,18 +35,169 @@ var ErrVersion = errors.New("agentbus: incompatible cluster wire version")
 // FullName is the protobuf name of Frame, the one type nodes exchange.
 const FullName = "agentbus.cluster.v1.Frame"
 
-// Encode returns m encoded as an Envelope (wire.proto), for Frame.message.
-// It does not validate m; the bus validated it when it accepted it. It
-// writes the protobuf wire format by hand (protowire), which any protobuf
+// Encode returns m encoded as an Envelope (wire.proto). It does not
+// validate m; the bus validated it when it accepted it. It writes the
+// protobuf wire format by hand (protowire), which any protobuf
 // implementation decodes as an Envelope, at a fraction of the cost of
 // protobuf's reflection.
 func Encode(m *actors.Message) []byte {
-	n := 64 + len(m.ID) + len(m.Sender) + len(m.Recipient) + len(m.Topic) + len(m.RequestID) +
-		len(m.CorrelationID) + len(m.Payload)
-	for k, v := range m.Metadata {
-		n += 8 + len(k) + len(v)
+	return appendEnvelope(make([]byte, 0, envelopeSize(m)), m)
+}
+
+// EncodeDelivery returns a Delivery (wire.proto) carrying m encoded as an
+// Envelope, with patience and origin, for Frame.deliveries: one allocation
+// for the whole delivery, with room to append its sequence number with
+// AppendSeq without another. It does not validate m.
+func EncodeDelivery(m *actors.Message, patience time.Duration, origin string) []byte {
+	es := envelopeSize(m)
+	n := 1 + protowire.SizeVarint(uint64(es)) + es + seqRoom
+	if patience != 0 {
+		n += 1 + protowire.SizeVarint(uint64(patience))
+	}
+	if origin != "" {
+		n += 1 + protowire.SizeBytes(len(origin))
 	}
 	b := make([]byte, 0, n)
+	b = protowire.AppendTag(b, deliveryMessage, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(es))
+	b = appendEnvelope(b, m)
+	if patience != 0 {
+		b = protowire.AppendTag(b, deliveryPatience, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(patience))
+	}
+	if origin != "" {
+		b = protowire.AppendTag(b, deliveryOrigin, protowire.BytesType)
+		b = protowire.AppendString(b, origin)
+	}
+	return b
+}
+
+// seqRoom is the most AppendSeq appends: a tag and a 64-bit varint.
+const seqRoom = 1 + binary.MaxVarintLen64
+
+// AppendSeq appends the sequence number field to d, a delivery from
+// EncodeDelivery, in the room EncodeDelivery left for it (protobuf fields
+// may come in any order). Call it once per delivery.
+func AppendSeq(d []byte, seq uint64) []byte {
+	d = protowire.AppendTag(d, deliverySeq, protowire.VarintType)
+	return protowire.AppendVarint(d, seq)
+}
+
+// Incoming is a delivery as DecodeDelivery returns it.
+type Incoming struct {
+	Seq      uint64
+	Message  []byte // an encoded Envelope: see Decode
+	Patience time.Duration
+	Origin   string
+}
+
+// DecodeDelivery decodes a Delivery (one element of Frame.deliveries). Its
+// Message and Origin share b, which must not change afterwards. Unknown
+// fields are skipped (a newer node's additions). It returns an error
+// wrapping ErrMalformed for a frame that is not a Delivery, or whose origin
+// is not UTF-8. It does not check that Seq and Message are set.
+func DecodeDelivery(b []byte) (Incoming, error) {
+	var d Incoming
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return d, fmt.Errorf("%w: delivery: %w", ErrMalformed, protowire.ParseError(n))
+		}
+		b = b[n:]
+		want := protowire.VarintType
+		switch num {
+		case deliveryMessage, deliveryOrigin:
+			want = protowire.BytesType
+		case deliverySeq, deliveryPatience:
+		default:
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return d, fmt.Errorf("%w: delivery field %d: %w", ErrMalformed, num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			continue
+		}
+		if typ != want {
+			return d, fmt.Errorf("%w: delivery field %d has wire type %d", ErrMalformed, num, typ)
+		}
+		var (
+			v   uint64
+			raw []byte
+		)
+		if typ == protowire.VarintType {
+			v, n = protowire.ConsumeVarint(b)
+		} else {
+			raw, n = protowire.ConsumeBytes(b)
+		}
+		if n < 0 {
+			return d, fmt.Errorf("%w: delivery field %d: %w", ErrMalformed, num, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch num {
+		case deliverySeq:
+			d.Seq = v
+		case deliveryMessage:
+			d.Message = raw
+		case deliveryPatience:
+			d.Patience = time.Duration(int64(v))
+		case deliveryOrigin:
+			d.Origin = unsafe.String(unsafe.SliceData(raw), len(raw))
+			if !utf8.ValidString(d.Origin) {
+				return d, fmt.Errorf("%w: delivery origin that is not UTF-8", ErrMalformed)
+			}
+		}
+	}
+	return d, nil
+}
+
+// The Delivery's field numbers (wire.proto).
+const (
+	deliverySeq      protowire.Number = 1
+	deliveryMessage  protowire.Number = 2
+	deliveryPatience protowire.Number = 3
+	deliveryOrigin   protowire.Number = 4
+)
+
+// envelopeSize returns the length of m's Envelope encoding: what
+// appendEnvelope appends.
+func envelopeSize(m *actors.Message) int {
+	n := 0
+	str := func(s string) {
+		if s != "" {
+			n += 1 + protowire.SizeBytes(len(s))
+		}
+	}
+	varint := func(v uint64) {
+		if v != 0 {
+			n += 1 + protowire.SizeVarint(v)
+		}
+	}
+	str(m.ID)
+	varint(uint64(m.Type))
+	str(m.Sender)
+	str(m.Recipient)
+	str(m.Topic)
+	str(m.RequestID)
+	str(m.CorrelationID)
+	if len(m.Payload) > 0 {
+		n += 1 + protowire.SizeBytes(len(m.Payload))
+	}
+	if !m.Timestamp.IsZero() {
+		varint(uint64(m.Timestamp.UnixNano()))
+	}
+	varint(uint64(m.TTL))
+	varint(attempts(m))
+	for k, v := range m.Metadata {
+		n += 1 + protowire.SizeBytes(entrySize(k, v))
+	}
+	varint(uint64(m.Priority))
+	if m.RequiresAck {
+		varint(1)
+	}
+	return n
+}
+
+// appendEnvelope appends m's Envelope encoding to b.
+func appendEnvelope(b []byte, m *actors.Message) []byte {
 	str := func(num protowire.Number, s string) {
 		if s != "" {
 			b = protowire.AppendTag(b, num, protowire.BytesType)
@@ -73,21 +225,30 @@ func Encode(m *actors.Message) []byte {
 		varint(fieldTimestamp, uint64(m.Timestamp.UnixNano()))
 	}
 	varint(fieldTTL, uint64(m.TTL))
-	varint(fieldAttempts, uint64(int64(int32(min(m.Attempts, math.MaxInt32)))))
+	varint(fieldAttempts, attempts(m))
 	for k, v := range m.Metadata {
-		var e []byte
-		e = protowire.AppendTag(e, 1, protowire.BytesType)
-		e = protowire.AppendString(e, k)
-		e = protowire.AppendTag(e, 2, protowire.BytesType)
-		e = protowire.AppendString(e, v)
 		b = protowire.AppendTag(b, fieldMetadata, protowire.BytesType)
-		b = protowire.AppendBytes(b, e)
+		b = protowire.AppendVarint(b, uint64(entrySize(k, v)))
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, k)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, v)
 	}
 	varint(fieldPriority, uint64(m.Priority))
 	if m.RequiresAck {
 		varint(fieldRequiresAck, 1)
 	}
 	return b
+}
+
+// attempts is m.Attempts as the Envelope's int32 field encodes it.
+func attempts(m *actors.Message) uint64 {
+	return uint64(int64(int32(min(m.Attempts, math.MaxInt32))))
+}
+
+// entrySize is the length of one metadata map entry's encoding.
+func entrySize(k, v string) int {
+	return 1 + protowire.SizeBytes(len(k)) + 1 + protowire.SizeBytes(len(v))
 }
 
 // The Envelope's field numbers (wire.proto).

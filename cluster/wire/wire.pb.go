@@ -162,8 +162,11 @@ type Frame struct {
 	// receiver's link confirm_link), so that a response carries the
 	// confirmation of its request.
 	ConfirmLink uint64 `protobuf:"varint,29,opt,name=confirm_link,json=confirmLink,proto3" json:"confirm_link,omitempty"`
-	// DELIVER: the messages, in sequence (a stream sends many per frame).
-	Deliveries    []*Delivery `protobuf:"bytes,30,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// DELIVER: the messages, in sequence (a stream sends many per frame),
+	// each a Delivery, encoded (see wire.EncodeDelivery): the same bytes as a
+	// repeated Delivery field, decoded without protobuf's reflection or an
+	// allocation per field.
+	Deliveries    [][]byte `protobuf:"bytes,30,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,7 +376,7 @@ func (x *Frame) GetConfirmLink() uint64 {
 	return 0
 }
 
-func (x *Frame) GetDeliveries() []*Delivery {
+func (x *Frame) GetDeliveries() [][]byte {
 	if x != nil {
 		return x.Deliveries
 	}
@@ -664,7 +667,7 @@ var File_wire_proto protoreflect.FileDescriptor
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"wire.proto\x12\x13agentbus.cluster.v1\"\x87\x06\n" +
+	"wire.proto\x12\x13agentbus.cluster.v1\"\xe8\x05\n" +
 	"\x05Frame\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.agentbus.cluster.v1.KindR\x04kind\x12\x12\n" +
@@ -696,9 +699,9 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"want_state\x18\x1b \x01(\bR\twantState\x12\x12\n" +
 	"\x04link\x18\x1c \x01(\x04R\x04link\x12!\n" +
-	"\fconfirm_link\x18\x1d \x01(\x04R\vconfirmLink\x12=\n" +
+	"\fconfirm_link\x18\x1d \x01(\x04R\vconfirmLink\x12\x1e\n" +
 	"\n" +
-	"deliveries\x18\x1e \x03(\v2\x1d.agentbus.cluster.v1.DeliveryR\n" +
+	"deliveries\x18\x1e \x03(\fR\n" +
 	"deliveriesJ\x04\b\x04\x10\b\"o\n" +
 	"\bDelivery\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
@@ -769,13 +772,12 @@ var file_wire_proto_goTypes = []any{
 var file_wire_proto_depIdxs = []int32{
 	0, // 0: agentbus.cluster.v1.Frame.kind:type_name -> agentbus.cluster.v1.Kind
 	3, // 1: agentbus.cluster.v1.Frame.claims:type_name -> agentbus.cluster.v1.Claim
-	2, // 2: agentbus.cluster.v1.Frame.deliveries:type_name -> agentbus.cluster.v1.Delivery
-	5, // 3: agentbus.cluster.v1.Envelope.metadata:type_name -> agentbus.cluster.v1.Envelope.MetadataEntry
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 2: agentbus.cluster.v1.Envelope.metadata:type_name -> agentbus.cluster.v1.Envelope.MetadataEntry
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }

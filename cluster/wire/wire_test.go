@@ -18,15 +18,32 @@ func TestRoundTrip(t *testing.T) {
 		WithTTL(1500*time.Millisecond).WithMetadata("traceparent", "00-x").RequireAck()
 	m.Attempts = 2
 	require.NoError(t, m.Validate(0)) // as the bus did when it accepted it
-	b, err := wire.Marshal(&wire.Frame{Kind: wire.Kind_DELIVER, From: "n/1",
-		Deliveries: []*wire.Delivery{{Seq: 9, Message: wire.Encode(m)}}})
+	d := wire.EncodeDelivery(m, 3*time.Second, "n/1")
+	c := cap(d)
+	d = wire.AppendSeq(d, 1<<63) // the longest sequence number
+	assert.Equal(t, c, cap(d), "the room EncodeDelivery left holds the seq")
+	b, err := wire.Marshal(&wire.Frame{Kind: wire.Kind_DELIVER, From: "n/1", Deliveries: [][]byte{d}})
 	require.NoError(t, err)
 	f, err := wire.Unmarshal(b)
 	require.NoError(t, err)
-	got, err := wire.Decode(f.GetDeliveries()[0].GetMessage(), 1<<20)
+	in, err := wire.DecodeDelivery(f.GetDeliveries()[0])
+	require.NoError(t, err)
+	assert.Equal(t, wire.Incoming{Seq: 1 << 63, Message: wire.Encode(m), Patience: 3 * time.Second, Origin: "n/1"}, in)
+	got, err := wire.Decode(in.Message, 1<<20)
 	require.NoError(t, err)
 	assert.Equal(t, m, got)
-	assert.EqualValues(t, 9, f.GetDeliveries()[0].GetSeq())
+
+	// The hand-written delivery is the Delivery of wire.proto, so a frame's
+	// deliveries are what a repeated Delivery field holds.
+	var pd wire.Delivery
+	require.NoError(t, proto.Unmarshal(d, &pd))
+	assert.EqualValues(t, uint64(1<<63), pd.GetSeq())
+	assert.Equal(t, wire.Encode(m), pd.GetMessage())
+	assert.Equal(t, int64(3*time.Second), pd.GetPatienceNs())
+	assert.Equal(t, "n/1", pd.GetOrigin())
+	sameIn, err := wire.DecodeDelivery(mustMarshalProto(t, &pd))
+	require.NoError(t, err)
+	assert.Equal(t, in, sameIn)
 
 	// The hand-written encoding is the Envelope of wire.proto.
 	var e wire.Envelope
@@ -41,10 +58,52 @@ func TestRoundTrip(t *testing.T) {
 	assert.Equal(t, m, again)
 }
 
-func mustMarshal(t *testing.T, e *wire.Envelope) []byte {
-	b, err := proto.Marshal(e)
+func mustMarshal(t *testing.T, e *wire.Envelope) []byte { return mustMarshalProto(t, e) }
+
+func mustMarshalProto(t *testing.T, m proto.Message) []byte {
+	b, err := proto.Marshal(m)
 	require.NoError(t, err)
 	return b
+}
+
+// TestEncodedSizes checks that the encoders allocate exactly what they
+// write, for messages with and without each optional field.
+func TestEncodedSizes(t *testing.T) {
+	full := actors.NewMessage(actors.TypeRequest, "a", []byte(`{"x":1}`)).WithRecipient("b").WithTopic("t").
+		WithRequestID("r").WithCorrelationID("c").WithTTL(time.Hour).WithMetadata("k", "v").
+		WithMetadata("", "").RequireAck()
+	full.Attempts = 1 << 40 // clamped to int32
+	old := actors.NewMessage(actors.TypeDirect, "a", nil).WithRecipient("b")
+	old.Timestamp = time.Unix(-5, 0) // a negative varint: ten bytes
+	for _, m := range []*actors.Message{full, old, actors.NewMessage(actors.TypeDirect, "", nil), {ID: "x"}} {
+		e := wire.Encode(m)
+		assert.Equal(t, len(e), cap(e))
+		for _, o := range []string{"", "node/1"} {
+			d := wire.EncodeDelivery(m, time.Duration(len(o)), o)
+			assert.Len(t, d, cap(d)-11, "room for the seq, and no more")
+			in, err := wire.DecodeDelivery(wire.AppendSeq(d, 7))
+			require.NoError(t, err)
+			assert.Len(t, in.Message, len(e)) // metadata goes in map order
+		}
+	}
+}
+
+func TestDecodeDeliveryRefuses(t *testing.T) {
+	for _, b := range [][]byte{
+		{0xff},             // a truncated tag
+		{0x08},             // seq without its value
+		{0x12, 0x05, 'x'},  // message shorter than its length
+		{0x0a, 0x00},       // seq as bytes
+		{0x10, 0x01},       // message as a varint
+		{0x22, 0x01, 0xff}, // origin not UTF-8
+		{0xa3, 0x06},       // an unknown group left open
+	} {
+		_, err := wire.DecodeDelivery(b)
+		require.ErrorIs(t, err, wire.ErrMalformed, "%x", b)
+	}
+	in, err := wire.DecodeDelivery([]byte{0x08, 0x05, 0xa0, 0x06, 0x01}) // an unknown field of a newer version
+	require.NoError(t, err)
+	assert.EqualValues(t, 5, in.Seq)
 }
 
 func TestDecodeRefuses(t *testing.T) {
