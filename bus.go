@@ -16,6 +16,7 @@ import (
 
 	"github.com/descartes/agentbus/actors"
 	"github.com/descartes/agentbus/deadletter"
+	"github.com/descartes/agentbus/internal/protosys"
 	"github.com/descartes/agentbus/mailbox"
 	"github.com/descartes/agentbus/routing"
 	"github.com/descartes/agentbus/supervisor"
@@ -148,7 +149,7 @@ func New(cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	logger := cfg.Logger
-	system := actor.NewActorSystem(
+	system := protosys.New(
 		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 			return logger.With("component", "protoactor")
 		}),

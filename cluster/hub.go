@@ -9,6 +9,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/grpc"
+
+	"github.com/descartes/agentbus/internal/protosys"
 )
 
 // processName prefixes the registered names of the nodes' frame receivers
@@ -58,7 +60,7 @@ func acquireHub(host string, port int, logger *slog.Logger) (*hub, error) {
 		return h, nil
 	}
 	h := &hub{host: host, log: logger}
-	h.sys = actor.NewActorSystem(
+	h.sys = protosys.New(
 		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger.With("component", "protoactor-remote") }),
 		actor.WithDeadLetterRequestLogging(false),
 	)
