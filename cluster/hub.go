@@ -18,6 +18,11 @@ import (
 // processName + "/" + member id.
 const processName = "$cluster"
 
+// writerQueue is the initial size of protoactor remote's queue of frames
+// for one peer (its endpoint writer's mailbox); the queue doubles when full.
+// Deliveries in it are bounded by the link's window.
+const writerQueue = 1024
+
 // hub is the process's data link: one protoactor actor system with remote
 // (gRPC streams), which every cluster node of the process sends and
 // receives its data frames through.
@@ -65,6 +70,11 @@ func acquireHub(host string, port int, logger *slog.Logger) (*hub, error) {
 		actor.WithDeadLetterRequestLogging(false),
 	)
 	h.rem = remote.NewRemote(h.sys, remote.Configure(host, port,
+		// protoactor's default allocates a queue of a million interface
+		// slots (16 MB of pointers the collector scans every cycle) per
+		// peer; it doubles when full, and a link's window bounds what it
+		// holds, so it starts small.
+		remote.WithEndpointWriterQueueSize(writerQueue),
 		remote.WithServerOptions(grpc.StreamInterceptor(h.intercept))))
 	if err := startRemote(h.rem); err != nil {
 		return nil, err
