@@ -1,7 +1,8 @@
 // Command benchratio reads `go test -bench` output on stdin and prints, for
 // each benchmark that has "bus" and "protoactor" (or "jetstream")
 // sub-benchmarks (or "X" and "X-floor"), the median of every metric over the runs and the ratio
-// bus/protoactor (or X/X-floor). Ratios from one run
+// bus/protoactor (or X/X-floor). Latencies reported in nanoseconds (p50-ns,
+// p99-ns) are shown in microseconds, beside those reported so. Ratios from one run
 // are what carry on a noisy machine; run with -count 5 or more.
 //
 //	go test -run '^$' -bench . -count 6 . | go run ./internal/benchratio
@@ -50,7 +51,11 @@ func parse(r io.Reader) (samples, []string, error) {
 			if err != nil {
 				continue
 			}
-			s[name][fields[i+1]] = append(s[name][fields[i+1]], v)
+			unit := fields[i+1]
+			if q, ok := strings.CutSuffix(unit, "-ns"); ok { // p50-ns: shown as p50-µs
+				unit, v = q+"-µs", v/1e3
+			}
+			s[name][unit] = append(s[name][unit], v)
 		}
 	}
 	return s, order, sc.Err()

@@ -17,6 +17,8 @@ BenchmarkSend/bus-2         	 100	 250 ns/op	 4000000 msgs/s	 1 B/op	 0 allocs/o
 BenchmarkSend/protoactor-2  	 100	 100 ns/op	 10000000 msgs/s	 0 B/op	 0 allocs/op
 BenchmarkSend/protoactor-2  	 100	 125 ns/op	 8000000 msgs/s	 0 B/op	 0 allocs/op
 BenchmarkOther-2            	 100	 7 ns/op
+BenchmarkReq/bus-2          	 10	 1000 ns/op	 1500 p50-ns	 3000 p99-ns
+BenchmarkReq/protoactor-2   	 10	 800 ns/op	 1000 p50-ns	 2.5 p99-µs
 BenchmarkSocket/stream-2    	 10	 1000 ns/op	 600 msgs/s
 BenchmarkSocket/stream-floor-2	 10	 500 ns/op	 1000 msgs/s
 PASS
@@ -28,6 +30,8 @@ PASS
 	assert.Contains(t, got, "| Send/protoactor | 2 | 9.00M | 112 |")
 	assert.Contains(t, got, "| Send | 0.44× | 2.22× |")
 	assert.Contains(t, got, "| Other | 1 |")
+	assert.Contains(t, got, "| Req/bus | 1 |  | 1000 | 1.50 | 3.00 |")
+	assert.Contains(t, got, "| Req |  | 1.25× | 1.50× | 1.20× |")
 	assert.Contains(t, got, "| Socket/stream | 0.60× | 2.00× |")
 }
 
