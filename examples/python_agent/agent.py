@@ -76,6 +76,10 @@ def main():
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
+    def report_refusal(pending):
+        if pending.error is not None and not isinstance(pending.error, ConnectionClosed):
+            print("agent.py: respond: %s (%s)" % (pending.error, pending.error.code), file=sys.stderr)
+
     def handle(agent, msg):
         ready.wait()
         if msg.get("type") == "request":
@@ -87,7 +91,12 @@ def main():
                 return  # shutting down; the requester learns it from the daemon
             except AgentBusError as e:  # progress is best effort: answer anyway
                 print("agent.py: publish progress: %s (%s)" % (e, e.code), file=sys.stderr)
-            client.respond(msg, answer(payload, args.name))
+            # Answered without a round trip: the handler is free for the next
+            # delivery at once, and a refusal is reported when it comes.
+            try:
+                client.respond_async(msg, answer(payload, args.name)).add_done_callback(report_refusal)
+            except ConnectionClosed:
+                pass  # shutting down; the requester learns it from the daemon
             return
         emit(json.dumps(msg, separators=(",", ":"), sort_keys=True))
         if msg.get("requires_ack"):

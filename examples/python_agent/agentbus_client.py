@@ -21,8 +21,9 @@ so a handler may call the daemon freely. Deliveries the client never handled
 that raises has its delivery refused (nack): a request then fails at once for
 its requester, and anything else is redelivered or dead-lettered.
 
-Pipelining: send_async and publish_async write a message and return a Pending
-at once, without waiting for the daemon's answer; at most `window` of them
+Pipelining: send_async, publish_async and respond_async write a message and
+return a Pending at once, without waiting for the daemon's answer (a Pending
+can call back when answered: add_done_callback); at most `window` of them
 (default 256) are unconfirmed at a time, and the next one waits for room (the
 client's backpressure). flush() waits until every one sent before it is
 answered, and raises FlushError listing every refusal not yet reported. The
@@ -64,11 +65,30 @@ class Pending:
 
     def __init__(self):
         self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks = []
         self.message_id = None
         self.error = None
 
     def done(self):
         return self._done.is_set()
+
+    def add_done_callback(self, fn):
+        """Call fn(pending) once it is answered: at once if it already is,
+        else on the client's reader thread (so fn must not wait for the daemon).
+        An exception fn raises is logged."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        _run_callback(fn, self)
+
+    def _finish(self):
+        with self._lock:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            _run_callback(fn, self)
 
     def wait(self, timeout=None):
         if not self._done.wait(timeout):
@@ -195,16 +215,16 @@ class Client:
         return self._call(frame, timeout + 5.0)["message"]  # local wait: a safety net only
 
     def respond(self, request, payload, **fields):
-        """Answer a delivered request; returns the response's id."""
-        msg = dict(fields, request_id=request.get("request_id") or request["id"], payload=payload)
-        msg.setdefault("sender", request.get("recipient"))
-        msg.setdefault("recipient", request.get("sender"))
-        msg.setdefault("priority", request.get("priority", 50))
-        msg.setdefault("correlation_id", request.get("correlation_id"))
-        trace = {k: v for k, v in (request.get("metadata") or {}).items() if k in ("traceparent", "tracestate")}
-        if trace:
-            msg.setdefault("metadata", trace)
-        return self._call({"op": "respond", "message": _drop_none(msg)}).get("message_id")
+        """Answer a delivered request; returns the response's id once the daemon
+        took it."""
+        return self._call(_response_frame(request, payload, fields)).get("message_id")
+
+    def respond_async(self, request, payload, **fields):
+        """Answer a delivered request without waiting for the daemon; returns a
+        Pending, in the same window of unconfirmed sends as send_async, and
+        flush() reports a refusal as it does theirs. A handler that answers this
+        way is free for its next delivery at once."""
+        return self._call_async(_response_frame(request, payload, fields))
 
     def ack(self, message, agent=None):
         """Acknowledge a delivered requires_ack message (a message dict or its id)."""
@@ -331,8 +351,8 @@ class Client:
                 pending.message_id = answer.get("message_id")
             pending.error = error
             self._settled.notify_all()
-        pending._done.set()
         self._window.release()
+        pending._finish()
         return True
 
     def _read_loop(self):
@@ -460,6 +480,26 @@ def _drain(q):
             q.get_nowait()
     except queue.Empty:
         pass
+
+
+def _response_frame(request, payload, fields):
+    """The respond frame answering request (a delivered message dict)."""
+    msg = dict(fields, request_id=request.get("request_id") or request["id"], payload=payload)
+    msg.setdefault("sender", request.get("recipient"))
+    msg.setdefault("recipient", request.get("sender"))
+    msg.setdefault("priority", request.get("priority", 50))
+    msg.setdefault("correlation_id", request.get("correlation_id"))
+    trace = {k: v for k, v in (request.get("metadata") or {}).items() if k in ("traceparent", "tracestate")}
+    if trace:
+        msg.setdefault("metadata", trace)
+    return {"op": "respond", "message": _drop_none(msg)}
+
+
+def _run_callback(fn, pending):
+    try:
+        fn(pending)
+    except Exception:  # a callback's failure must not stop the reader
+        log.exception("agentbus: a Pending's done callback raised")
 
 
 def _drop_none(d):

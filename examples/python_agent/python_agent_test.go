@@ -249,6 +249,14 @@ func TestPythonAgent(t *testing.T) {
 	assert.Equal(t, "flushed 200, refused 1: no_recipient", strings.Split(streamer.stdout.String(), "\n")[1])
 	assert.Equal(t, 0, streamer.stop(t), "agent.py stderr:\n%s", streamer.stderr)
 
+	// respond_async: a refused answer reaches its Pending's callback and the
+	// next flush; a callback added after the answer runs at once.
+	snippet := exec.CommandContext(ctx, python, "-c", respondAsyncCheck, socket)
+	snippet.Dir = "."
+	sout, err := snippet.CombinedOutput()
+	require.NoError(t, err, "respond_async check:\n%s", sout)
+	assert.Equal(t, "callback not_registered\nlate callback not_registered\nflush not_registered 1\n", string(sout))
+
 	// (d) SIGTERM: the agent exits 0, and its name is gone from the bus.
 	assert.Equal(t, 0, agent.stop(t), "agent.py stderr:\n%s", agent.stderr)
 	assert.Empty(t, agent.stderr.String())
@@ -269,3 +277,36 @@ func TestPythonAgent(t *testing.T) {
 	assert.Equal(t, 1, orphan.wait(t))
 	assert.Contains(t, orphan.stderr.String(), "agent.py: the daemon closed the connection")
 }
+
+// respondAsyncCheck answers a request in the name of an agent the connection
+// did not register, which the daemon refuses (not_registered).
+const respondAsyncCheck = `
+import sys, threading
+from agentbus_client import Client, FlushError
+c = Client(sys.argv[1], name="respond-async-check")
+# Hold the reader's settling of answers until the callback is added, so
+# that it is added to a Pending still waiting.
+gate, settle = threading.Event(), c._settle
+def gated(*args):
+    gate.wait(10)
+    return settle(*args)
+c._settle = gated
+called = threading.Event()
+codes = []
+def cb(p):
+    codes.append(p.error.code)
+    called.set()
+p = c.respond_async({"id": "r1", "request_id": "r1", "sender": "go-observer", "recipient": "not-mine"}, {"ok": True})
+assert not p.done()
+p.add_done_callback(cb)
+gate.set()
+assert called.wait(10), "no callback"
+print("callback", codes[0])
+p.add_done_callback(lambda p: print("late callback", p.error.code))
+try:
+    c.flush(10)
+    print("flush reported nothing")
+except FlushError as e:
+    print("flush", e.errors[0].code, len(e.errors))
+c.close()
+`
