@@ -87,8 +87,8 @@ func AppendFormatted(b, v []byte) ([]byte, error) {
 // AppendCompactFrom reads the next JSON value of dec and appends it to b
 // without the white space between its tokens, each token as it was read:
 // what AppendCompact makes of the value (a value with no such white space is
-// copied as it was read). It returns the
-// decoder's syntax error, if any, with b as it was.
+// copied as it was read). It returns the decoder's syntax error, if any,
+// with b as it was.
 func AppendCompactFrom(dec *jsontext.Decoder, b []byte) ([]byte, error) {
 	out, err := appendCompactFrom(dec, b)
 	if err != nil {
