@@ -22,6 +22,7 @@ import (
 
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
+	"github.com/descartes/agentbus/internal/testutil"
 	"github.com/descartes/agentbus/transport/transporttest"
 )
 
@@ -118,12 +119,12 @@ type cpuMeter struct {
 }
 
 func meter(b *testing.B, srv, recv *proc) *cpuMeter {
-	return &cpuMeter{srv: srv, recv: recv, self0: cpuTime(), srv0: srv.cpu(b), recv0: recv.cpu(b)}
+	return &cpuMeter{srv: srv, recv: recv, self0: testutil.CPUTime(), srv0: srv.cpu(b), recv0: recv.cpu(b)}
 }
 
 // report reports the CPU each side spent per message, in ns.
 func (m *cpuMeter) report(b *testing.B, msgs int) {
-	self, srv, recv := cpuTime()-m.self0, m.srv.cpu(b)-m.srv0, m.recv.cpu(b)-m.recv0
+	self, srv, recv := testutil.CPUTime()-m.self0, m.srv.cpu(b)-m.srv0, m.recv.cpu(b)-m.recv0
 	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(msgs) }
 	b.ReportMetric(per(self), "sender-cpu-ns/msg")
 	b.ReportMetric(per(srv), "server-cpu-ns/msg")

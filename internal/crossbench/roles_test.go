@@ -23,6 +23,7 @@ import (
 	"github.com/descartes/agentbus"
 	"github.com/descartes/agentbus/client"
 	"github.com/descartes/agentbus/internal/server"
+	"github.com/descartes/agentbus/internal/testutil"
 	"github.com/descartes/agentbus/transport"
 )
 
@@ -143,21 +144,12 @@ func commands(got *counter) {
 			got.wait(seen)
 			fmt.Fprintln(out, "got")
 		case "cpu":
-			fmt.Fprintln(out, int64(cpuTime()))
+			fmt.Fprintln(out, int64(testutil.CPUTime()))
 		default:
 			fmt.Fprintln(out, "unknown command", cmd)
 		}
 		_ = out.Flush()
 	}
-}
-
-// cpuTime returns the CPU time (user and system) of this process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // busServer runs the daemon as `agentbus serve` does with its defaults: a

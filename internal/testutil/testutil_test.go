@@ -3,8 +3,10 @@ package testutil_test
 import (
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/descartes/agentbus/internal/testutil"
 )
@@ -38,4 +40,13 @@ func TestExported(t *testing.T) {
 		B      string
 	}
 	assert.Equal(t, v{A: 1, B: "b"}, testutil.Exported(&v{A: 1, hidden: 2, B: "b"}))
+}
+
+func TestCPUTime(t *testing.T) {
+	start := testutil.CPUTime()
+	require.Positive(t, start)
+	deadline := time.Now().Add(time.Second)
+	for testutil.CPUTime() < start+10*time.Millisecond { // spins until 10 ms of CPU are used
+		require.True(t, time.Now().Before(deadline), "10 ms of spinning did not show as CPU time")
+	}
 }
