@@ -85,9 +85,9 @@ func msgsPerSec(b *testing.B) {
 }
 
 // cpuPerMsg reports the CPU time the process used since the reading start,
-// sender, agent and collector together, per message of n: on a shared
-// machine it varies less than the time per message, which depends on where
-// the scheduler puts the sender and the agent.
+// sender, agent and collector together, per message of n: what a message
+// costs the machine, beside the time per message, which also depends on
+// how much of the sender's and the agent's work overlaps.
 func cpuPerMsg(b *testing.B, start time.Duration, n int) {
 	if n > 0 {
 		b.ReportMetric(float64(testutil.CPUTime()-start)/float64(n), "cpu-ns/msg")

@@ -12,12 +12,12 @@ import (
 // on the reference machine (a KVM guest, kvm-clock) 51 ns against 26 ns for
 // one (BenchmarkNow), on the path of every fresh message. now keeps a
 // time.Now reading as a base and returns base.Add(time.Since(base)), which
-// reads the monotonic clock only: the base's wall reading plus the monotonic
-// time since. On Linux both
-// clocks are slewed alike by NTP, so the two differ only by a step of the
-// wall clock (settimeofday, an NTP step), which now follows within
-// clockRebase, when it takes a fresh base. A base that is in the future or
-// too old (another synctest bubble's, or a stale one) is replaced too.
+// reads the monotonic clock only: the base's wall reading plus the
+// monotonic time since. On Linux NTP slews both clocks alike, so the two
+// differ only by a step of the wall clock (settimeofday, an NTP step),
+// which now follows within clockRebase, when it takes a fresh base. A base
+// that is in the future or too old (another synctest bubble's, or a stale
+// one) is replaced too.
 //
 // It is safe for concurrent use and does not block.
 func now() time.Time {

@@ -47,11 +47,10 @@ func putIDAt(dst *[idLen]byte, t time.Time) {
 
 // putV7 writes the canonical form (8-4-4-4-12 lowercase hex digits) of the
 // version 7 UUID with the 48-bit millisecond and 12-bit counter of stamp and
-// 62 bits of random into dst, eight digits at a time (hex8). It is
-// uuid.UUID.String without the string's copy (TestPutV7MatchesTheUUIDPackage):
-// the two took a quarter of NewMessage's time (BenchmarkNewMessage), and a
-// digit pair at a time from a table, as it was before, 22 ns of a fresh
-// Send's 450 (BenchmarkSend/bus-new's CPU profile).
+// 62 bits of random into dst. It is uuid.UUID.String without the string's
+// copy (TestPutV7MatchesTheUUIDPackage), eight digits at a time (hex8):
+// written a digit pair at a time from a table, as before, the digits took
+// 22 ns of a fresh Send's 450 (BenchmarkSend/bus-new's CPU profile).
 func putV7(dst *[idLen]byte, stamp, random uint64) {
 	ms, seq := stamp>>12, stamp&0xfff
 	hi := ms<<16 | 0x7000 | seq             // bytes 0-7: time, version, counter

@@ -164,7 +164,7 @@ func (m *Message) markPayloadChecked(compact bool) {
 // NewMessage returns a message of type t from sender with payload, a fresh ID,
 // the current time and DefaultPriority. It does not validate; Send does.
 func NewMessage(t MessageType, sender string, payload json.RawMessage) *Message {
-	now := now() // one clock read for both (see now): it costs as much as the rest
+	now := now() // one clock read for both, and one clock, not two (see now)
 	// One allocation for the message and the bytes of its ID (240 bytes, as
 	// the two took): the ID string points into the block, whose id array
 	// nothing else can reach, so it never changes. BenchmarkNewMessage.
