@@ -49,51 +49,41 @@ var bench64K = func() []byte {
 func BenchmarkValid(b *testing.B) {
 	payloads := []struct {
 		name string
-		data []byte
+		data [][]byte // checked in turn
 	}{
-		{"task", benchTask},
-		{"1KiB", benchKiB},
-		{"64KiB", bench64K},
-		{"tasks", benchTasks[0]},
+		{"task", [][]byte{benchTask}},
+		{"1KiB", [][]byte{benchKiB}},
+		{"64KiB", [][]byte{bench64K}},
+		{"tasks", benchTasks},
+	}
+	validators := []struct {
+		name  string
+		valid func([]byte) bool
+	}{
+		{"codec", Valid},
+		{"jsontext", validJSONText},
+		{"encoding-json", json.Valid},
 	}
 	for _, p := range payloads {
-		if !json.Valid(p.data) || !Valid(p.data) {
-			b.Fatalf("%s: benchmark payload is not valid JSON", p.name)
+		size := 0
+		for _, d := range p.data {
+			if !json.Valid(d) || !Valid(d) {
+				b.Fatalf("%s: benchmark payload %s is not valid JSON", p.name, d)
+			}
+			size += len(d)
 		}
 		b.Run(p.name, func(b *testing.B) {
-			b.Run("codec", func(b *testing.B) {
-				b.ReportAllocs()
-				if p.name == "tasks" {
-					validTasks(b, Valid)
-					return
-				}
-				b.SetBytes(int64(len(p.data)))
-				for b.Loop() {
-					Valid(p.data)
-				}
-			})
-			b.Run("jsontext", func(b *testing.B) {
-				b.ReportAllocs()
-				if p.name == "tasks" {
-					validTasks(b, validJSONText)
-					return
-				}
-				b.SetBytes(int64(len(p.data)))
-				for b.Loop() {
-					validJSONText(p.data)
-				}
-			})
-			b.Run("encoding-json", func(b *testing.B) {
-				b.ReportAllocs()
-				if p.name == "tasks" {
-					validTasks(b, json.Valid)
-					return
-				}
-				b.SetBytes(int64(len(p.data)))
-				for b.Loop() {
-					json.Valid(p.data)
-				}
-			})
+			for _, v := range validators {
+				b.Run(v.name, func(b *testing.B) {
+					b.ReportAllocs()
+					b.SetBytes(int64(size / len(p.data)))
+					n := 0
+					for b.Loop() {
+						v.valid(p.data[n%len(p.data)])
+						n++
+					}
+				})
+			}
 		})
 	}
 }
@@ -128,22 +118,6 @@ var benchTasks = func() [][]byte {
 	}
 	return tasks
 }()
-
-// validTasks runs valid over benchTasks in turn.
-func validTasks(b *testing.B, valid func([]byte) bool) {
-	n, size := 0, 0
-	for _, t := range benchTasks {
-		if !valid(t) {
-			b.Fatalf("benchmark payload %s is not valid", t)
-		}
-		size += len(t)
-	}
-	b.SetBytes(int64(size / len(benchTasks)))
-	for b.Loop() {
-		valid(benchTasks[n&(len(benchTasks)-1)])
-		n++
-	}
-}
 
 func TestBenchPayloadSizes(t *testing.T) {
 	t.Logf("task=%d 1KiB=%d 64KiB=%d", len(benchTask), len(benchKiB), len(bench64K))
